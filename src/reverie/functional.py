@@ -1,0 +1,188 @@
+"""The math of DreamerV3 as pure functions: each has a hand-checked test in ``tests/test_functional.py``.
+
+Shapes: B batch, T time, K bins or classes, S latent variables.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def softmax(x: Tensor) -> Tensor:
+    """Softmax over the last axis; written out for small axes, where it is ~3x faster on CPU."""
+    if x.shape[-1] > 16:
+        return torch.softmax(x, -1)
+    e = (x - x.detach().amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def log_softmax(x: Tensor) -> Tensor:
+    """Log-softmax over the last axis; written out for small axes, as :func:`softmax`."""
+    if x.shape[-1] > 16:
+        return F.log_softmax(x, -1)
+    z = x - x.detach().amax(-1, keepdim=True)
+    return z - z.exp().sum(-1, keepdim=True).log()
+
+
+def symlog(x: Tensor) -> Tensor:
+    """``sign(x) * ln(1 + |x|)``: compresses large magnitudes, identity near zero.
+
+    Example:
+        >>> symlog(torch.tensor([0.0, 1.0, -1.0]))
+        tensor([ 0.0000,  0.6931, -0.6931])
+    """
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: Tensor) -> Tensor:
+    """Inverse of :func:`symlog`: ``sign(x) * (exp(|x|) - 1)``."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def twohot_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> Tensor:
+    """Bin positions in raw value space: ``symexp(linspace(low, high, num))`` (DreamerV3)."""
+    return symexp(torch.linspace(low, high, num))
+
+
+def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
+    """Two-hot weights of ``x`` over sorted ``bins``: (...,) -> (..., K).
+
+    The two neighbouring bins share the weight in proportion to closeness, linearly in the space the
+    bins live in (raw values for :func:`twohot_bins`), so that ``weights @ bins == x`` inside the range.
+    Values outside the range go wholly to the end bin.
+
+    Example:
+        >>> twohot_encode(torch.tensor(0.25), torch.tensor([0.0, 1.0, 2.0]))
+        tensor([0.7500, 0.2500, 0.0000])
+    """
+    x = x.detach().to(bins.dtype)
+    k = bins.numel()
+    above = torch.searchsorted(bins, x.contiguous(), right=True).clamp(1, k - 1)  # index of upper bin
+    below = above - 1
+    lo, hi = bins[below], bins[above]
+    w_hi = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+    out = torch.zeros(*x.shape, k, dtype=bins.dtype, device=bins.device)
+    out.scatter_(-1, below.unsqueeze(-1), (1.0 - w_hi).unsqueeze(-1))
+    out.scatter_add_(-1, above.unsqueeze(-1), w_hi.unsqueeze(-1))
+    return out
+
+
+def twohot_decode(logits: Tensor, bins: Tensor) -> Tensor:
+    """Expected value of the softmax over ``bins``: (..., K) -> (...,)."""
+    return (torch.softmax(logits.float(), -1) * bins).sum(-1)
+
+
+def twohot_loss(logits: Tensor, target: Tensor, bins: Tensor) -> Tensor:
+    """Cross-entropy between the softmax of ``logits`` and the two-hot of ``target``: (..., K) -> (...,)."""
+    return -(twohot_encode(target, bins) * F.log_softmax(logits.float(), -1)).sum(-1)
+
+
+def lambda_return(reward: Tensor, cont: Tensor, value: Tensor, lam: float) -> Tensor:
+    """TD(lambda) returns along the last axis.
+
+    ``R_t = r_{t+1} + c_{t+1} * ((1 - lam) * v_{t+1} + lam * R_{t+1})`` with ``R_{T-1} = v_{T-1}``.
+
+    Args:
+        reward: (..., T) reward arriving at each state (index 0 unused).
+        cont: (..., T) discount at each state (gamma times the continue probability).
+        value: (..., T) value estimate of each state.
+        lam: lambda in [0, 1]; 0 gives one-step TD targets, 1 Monte-Carlo returns bootstrapped at the end.
+
+    Returns:
+        (..., T - 1) returns of states 0 .. T-2.
+
+    Example:
+        >>> r = torch.tensor([0.0, 1.0, 1.0]); c = torch.ones(3); v = torch.zeros(3)
+        >>> lambda_return(r, c, v, 1.0)
+        tensor([2., 1.])
+    """
+    assert reward.shape == cont.shape == value.shape, (reward.shape, cont.shape, value.shape)
+    returns = []
+    last = value[..., -1]
+    for t in reversed(range(reward.shape[-1] - 1)):
+        last = reward[..., t + 1] + cont[..., t + 1] * ((1 - lam) * value[..., t + 1] + lam * last)
+        returns.append(last)
+    return torch.stack(returns[::-1], -1)
+
+
+def categorical_kl(lhs_logits: Tensor, rhs_logits: Tensor) -> Tensor:
+    """KL(lhs || rhs) of independent categoricals (..., S, K), summed over S: -> (...,)."""
+    lhs_logp = log_softmax(lhs_logits.float())
+    rhs_logp = log_softmax(rhs_logits.float())
+    return (lhs_logp.exp() * (lhs_logp - rhs_logp)).sum((-2, -1))
+
+
+def kl_balance(post_logits: Tensor, prior_logits: Tensor, free_nats: float) -> tuple[Tensor, Tensor]:
+    """DreamerV3's two KL terms, each clipped below at ``free_nats``.
+
+    Returns ``(dyn, rep)``: ``dyn = max(free, KL(sg(post) || prior))`` trains the prior,
+    ``rep = max(free, KL(post || sg(prior)))`` trains the posterior (the representation).
+    """
+    dyn = categorical_kl(post_logits.detach(), prior_logits)
+    rep = categorical_kl(post_logits, prior_logits.detach())
+    return dyn.clamp(min=free_nats), rep.clamp(min=free_nats)
+
+
+def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
+    """Log-probabilities of ``(1 - unimix) * softmax(logits) + unimix / K``."""
+    if unimix <= 0:
+        return log_softmax(logits.float())
+    probs = softmax(logits.float())
+    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def sample_onehot(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Straight-through one-hot sample of a categorical: forward is one-hot, gradient is the probs'."""
+    probs = softmax(logits.float())
+    # Inverse-CDF sampling: several times faster than torch.multinomial for small K on CPU.
+    u = torch.rand(*probs.shape[:-1], 1, device=probs.device, generator=generator)
+    index = (probs.detach().cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return onehot + probs - probs.detach()
+
+
+def percentile_range(x: Tensor, low: float, high: float) -> Tensor:
+    """``quantile(x, high) - quantile(x, low)`` over all entries (a scalar)."""
+    flat = x.detach().float().flatten()
+    q = torch.quantile(flat, torch.tensor([low, high], device=flat.device))
+    return q[1] - q[0]
+
+
+class ReturnNorm(torch.nn.Module):
+    """EMA of the 5th-95th percentile range of returns; advantages are divided by ``max(limit, range)``.
+
+    The EMA starts at zero without debiasing, as in the official code, so early scales are ``limit``.
+
+    Example:
+        >>> norm = ReturnNorm(rate=1.0)
+        >>> scale = norm.update(torch.linspace(0, 100, 101))
+        >>> round(float(scale), 1)
+        90.0
+    """
+
+    def __init__(self, rate: float = 0.01, limit: float = 1.0, low: float = 0.05, high: float = 0.95):
+        super().__init__()
+        self.rate, self.limit, self.low, self.high = rate, limit, low, high
+        self.register_buffer("range", torch.zeros(()))
+
+    def update(self, returns: Tensor) -> Tensor:
+        """Fold a batch of returns into the EMA and return the current scale."""
+        new = percentile_range(returns, self.low, self.high).to(self.range.device)
+        self.range.mul_(1 - self.rate).add_(self.rate * new)
+        return self.scale()
+
+    def scale(self) -> Tensor:
+        """``max(limit, range)``."""
+        return torch.clamp(self.range, min=self.limit)
+
+
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``x`` over entries where ``mask`` is 1 (all entries when mask is None); 0 if none."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+

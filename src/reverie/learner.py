@@ -1,0 +1,168 @@
+"""The networks of one agent and their update: world model + actor-critic, one optimiser step.
+
+``Learner`` knows nothing about envs or loops: it takes batches of numpy arrays shaped (B, T, ...)
+and observation dicts shaped (N, ...), which keeps it usable online, offline and in the studio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reverie.actor_critic import ActorCritic, action_dim
+from reverie.config import Config
+from reverie.envs.base import Space
+from reverie.optim import make_optimizer
+from reverie.rssm import State
+from reverie.world_model import WorldModel
+
+PolicyState = dict[str, Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Learner(nn.Module):
+    """World model and actor-critic of one agent.
+
+    Args:
+        cfg: the full config (each part reads its own section).
+        obs_space: the model's observation spaces (no reserved or ``log/`` keys).
+        act_space: the action space.
+    """
+
+    def __init__(self, cfg: Config, obs_space: dict[str, Space], act_space: Space):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_space, self.act_space = obs_space, act_space
+        self.action_dim = action_dim(act_space)
+        self.wm = WorldModel(obs_space, self.action_dim, cfg.model)
+        self.ac = ActorCritic(self.wm.rssm.feat_dim, act_space, cfg.ac, cfg.model.bins)
+        self.device = resolve_device(cfg.train.device)
+        self.to(self.device)
+        o = cfg.optim
+        groups = [
+            {"params": list(self.wm.parameters()), "lr": o.model_lr or o.lr},
+            {"params": list(self.ac.actor.parameters()) + list(self.ac.critic.parameters()), "lr": o.actor_lr or o.lr},
+        ]
+        self.opt = make_optimizer(groups, o)
+        self.updates = 0
+
+    # ----------------------------------------------------------------- data conversion
+    def to_tensors(self, data: dict[str, Any]) -> dict[str, Tensor]:
+        """Numpy arrays -> tensors on the device; discrete actions stored as ints become one-hot."""
+        out = {}
+        for key, value in data.items():
+            tensor = torch.as_tensor(np.asarray(value), device=self.device)
+            if key == "action":
+                tensor = self.encode_action(tensor)
+            out[key] = tensor
+        return out
+
+    def encode_action(self, action: Tensor) -> Tensor:
+        """Env actions -> model action vectors (one-hot for discrete ints; float otherwise)."""
+        if self.act_space.discrete:
+            if action.is_floating_point() and action.shape[-1:] == (self.action_dim,):
+                return action.float()  # already one-hot
+            return nn.functional.one_hot(action.long(), self.action_dim).float()
+        return action.float().reshape(*action.shape[: action.dim() - len(self.act_space.shape)], -1)
+
+    def decode_action(self, action: Tensor) -> np.ndarray:
+        """Model action vectors -> env actions (ints for discrete, clipped floats otherwise)."""
+        if self.act_space.discrete:
+            return action.argmax(-1).cpu().numpy().astype(np.int64)
+        out = action.clamp(-1, 1).float().cpu().numpy().astype(np.float32)
+        return out.reshape(*out.shape[:-1], *self.act_space.shape)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ----------------------------------------------------------------- acting
+    def initial_policy_state(self, n: int) -> PolicyState:
+        state = self.wm.rssm.initial(n, self.device)
+        state["action"] = torch.zeros(n, self.action_dim, device=self.device)
+        return state
+
+    @torch.no_grad()
+    def policy(
+        self, obs: dict[str, Any], state: PolicyState | None, deterministic: bool = False
+    ) -> tuple[np.ndarray, PolicyState, Tensor]:
+        """One acting step for N envs: obs arrays are (N, ...) and include ``is_first``.
+
+        Returns the env actions, the next policy state and the model action vectors.
+        """
+        n = len(obs["is_first"])
+        state = state if state is not None else self.initial_policy_state(n)
+        data = self.to_tensors({k: obs[k] for k in self.wm.obs_keys})
+        is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
+        with self.autocast():
+            embed = self.wm.encoder(data)
+            latent, _, _ = self.wm.rssm.obs_step(state, state["action"], embed, is_first)
+            policy = self.ac.actor(self.wm.rssm.feat(latent))
+            action = policy.mode() if deterministic else policy.sample()
+        action = action.float().detach()
+        new_state = {"deter": latent["deter"].float(), "stoch": latent["stoch"].float(), "action": action}
+        return self.decode_action(action), new_state, action
+
+    # ----------------------------------------------------------------- learning
+    def imagine(self, start: State, horizon: int) -> dict[str, Tensor]:
+        """Roll the policy in the model from N start states: features and actions (N, H+1, ...)."""
+        rssm = self.wm.rssm
+        grad = self.cfg.ac.actor_grad == "dynamics"
+        state = {k: v.detach() for k, v in start.items()}
+        feats, actions = [], []
+        with torch.set_grad_enabled(grad):
+            for t in range(horizon + 1):
+                feat = rssm.feat(state)
+                action = self.ac.actor(feat if grad else feat.detach()).sample()
+                feats.append(feat)
+                actions.append(action)
+                if t < horizon:
+                    state = rssm.imagine_step(state, action)
+        return {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
+
+    def train_step(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
+        """One update of all networks on a replayed batch (B, T, ...); returns metrics."""
+        cfg = self.cfg
+        batch = self.to_tensors(batch_np)
+        batch["is_first"] = batch["is_first"].clone()
+        batch["is_first"][:, 0] = True  # every sequence starts from the initial state
+        self.train()
+        with self.autocast():
+            wm_loss, states, metrics = self.wm.loss(batch)
+            feat = self.wm.rssm.feat(states)  # (B, T, F)
+            start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
+            traj = self.imagine(start, cfg.ac.horizon)
+            through_model = self.cfg.ac.actor_grad == "dynamics"
+            with torch.set_grad_enabled(through_model):
+                reward = self.wm.reward(traj["feat"])  # (N, H+1)
+                cont = self.wm.cont(traj["feat"])
+            cont = torch.cat([1.0 - batch["is_terminal"].float().reshape(-1, 1), cont[:, 1:]], 1)
+            actor_loss, critic_loss, ret, ac_metrics = self.ac.imagine_loss(traj, reward, cont)
+            boot = ret[:, 0].reshape(feat.shape[:2])  # (B, T)
+            repval = self.ac.repval_loss(feat, batch, boot)
+        loss = wm_loss + critic_loss + cfg.ac.repval * repval
+        self.opt.zero_grad(set_to_none=True)
+        if through_model:  # the actor's gradient runs through the model but must only move the actor
+            loss.backward(retain_graph=True)
+            actor_loss.backward(inputs=list(self.ac.actor.parameters()))
+        else:
+            (loss + actor_loss).backward()
+        if cfg.optim.clip_norm > 0:
+            metrics["opt/grad_norm"] = nn.utils.clip_grad_norm_(self.parameters(), cfg.optim.clip_norm)
+        self.opt.step()
+        self.ac.update_slow()
+        self.updates += 1
+        metrics.update(ac_metrics)
+        metrics.update({"loss/actor": actor_loss, "loss/critic": critic_loss, "loss/repval": repval})
+        return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}

@@ -1,0 +1,155 @@
+"""Building blocks: RMSNorm MLPs, block-diagonal linears, the 64x64 conv encoder and decoder.
+
+All hidden layers are Linear -> RMSNorm -> SiLU with truncated-normal fan-in initialisation
+(DreamerV3). Shapes: B batch (any leading dims), D features, G blocks, C channels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def init_fan_in(weight: Tensor, fan_in: int, scale: float = 1.0) -> None:
+    """Truncated normal (2 std) with variance ``scale / fan_in``, corrected for the truncation."""
+    std = math.sqrt(scale / fan_in) / 0.87962566103423978
+    nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` with fan-in init; ``scale=0`` makes a zero output layer (reward and value heads)."""
+
+    def __init__(self, inp: int, out: int, bias: bool = True, scale: float = 1.0):
+        super().__init__(inp, out, bias)
+        if scale == 0:
+            nn.init.zeros_(self.weight)
+        else:
+            init_fan_in(self.weight, inp, scale)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class NormAct(nn.Sequential):
+    """Linear -> RMSNorm -> SiLU."""
+
+    def __init__(self, inp: int, out: int):
+        super().__init__(Linear(inp, out, bias=False), nn.RMSNorm(out, eps=1e-4), nn.SiLU())
+
+
+class MLP(nn.Sequential):
+    """``layers`` NormAct layers of width ``units``, then an optional output Linear.
+
+    Example:
+        >>> MLP(8, 16, layers=2, out=3)(torch.zeros(5, 8)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(self, inp: int, units: int, layers: int, out: int | None = None, out_scale: float = 1.0):
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods.append(NormAct(inp if i == 0 else units, units))
+        last = units if layers else inp
+        if out is not None:
+            mods.append(Linear(last, out, scale=out_scale))
+        super().__init__(*mods)
+        self.out_dim = out if out is not None else last
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear: G independent (inp/G -> out/G) maps on the G slices of the last axis."""
+
+    def __init__(self, inp: int, out: int, blocks: int):
+        super().__init__()
+        assert inp % blocks == 0 and out % blocks == 0, (inp, out, blocks)
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, inp // blocks, out // blocks))
+        self.bias = nn.Parameter(torch.zeros(out))
+        init_fan_in(self.weight, inp // blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks)  # (B, G, D/G)
+        y = torch.einsum("bgi,gio->bgo", x, self.weight.to(x.dtype))  # (B, G, O/G)
+        return y.reshape(*lead, -1) + self.bias.to(y.dtype)
+
+
+class ChannelNorm(nn.Module):
+    """RMSNorm over the channel axis of (B, C, H, W) maps."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.RMSNorm(channels, eps=1e-4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _conv(inp: int, out: int, kernel: int) -> nn.Conv2d:
+    conv = nn.Conv2d(inp, out, kernel, padding=kernel // 2, bias=False)
+    init_fan_in(conv.weight, inp * kernel * kernel)
+    return conv
+
+
+class ConvEncoder(nn.Module):
+    """Images (B, H, W, C) uint8 -> features (B, D): 4 stages of conv(k5) -> norm -> SiLU -> maxpool 2.
+
+    Channels are ``depth * (2, 3, 4, 4)``; a 64x64 input leaves a 4x4 map.
+    """
+
+    def __init__(self, channels: int, depth: int, size: int = 64, mults: tuple[int, ...] = (2, 3, 4, 4)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        inp = channels
+        for mult in mults:
+            layers += [_conv(inp, depth * mult, 5), ChannelNorm(depth * mult), nn.SiLU(), nn.MaxPool2d(2)]
+            inp = depth * mult
+        self.net = nn.Sequential(*layers)
+        side = size // 2 ** len(mults)
+        self.out_dim = inp * side * side
+
+    def forward(self, image: Tensor) -> Tensor:
+        lead = image.shape[:-3]
+        x = image.reshape(-1, *image.shape[-3:]).permute(0, 3, 1, 2)  # (B, C, H, W)
+        x = x.float() / 255.0 - 0.5
+        return self.net(x).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Features (B, D) -> images (B, H, W, C) in [0, 1]: the encoder mirrored with 2x nearest upsampling."""
+
+    def __init__(self, inp: int, channels: int, depth: int, size: int = 64, mults: tuple[int, ...] = (2, 3, 4, 4)):
+        super().__init__()
+        self.side = size // 2 ** len(mults)
+        widths = [depth * m for m in reversed(mults)]  # e.g. 4d, 4d, 3d, 2d
+        self.start = widths[0]
+        self.proj = Linear(inp, widths[0] * self.side * self.side)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(widths):
+            out = widths[i + 1] if i + 1 < len(widths) else channels
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(_conv(width, out, 5))
+            if i + 1 < len(widths):
+                layers += [ChannelNorm(out), nn.SiLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        lead = feat.shape[:-1]
+        x = self.proj(feat.reshape(-1, feat.shape[-1]))
+        x = x.reshape(-1, self.start, self.side, self.side)  # (B, C, 4, 4)
+        x = torch.sigmoid(self.net(x).float())  # (B, C, H, W)
+        return x.permute(0, 2, 3, 1).reshape(*lead, *x.shape[-2:], x.shape[1])
+
+
+def soft_update(target: nn.Module, source: nn.Module, rate: float) -> None:
+    """``target = (1 - rate) * target + rate * source`` parameter-wise (EMA)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s, rate)
+
+
+def onehot(index: Tensor, n: int) -> Tensor:
+    """Float one-hot of integer ``index``."""
+    return F.one_hot(index.long(), n).float()

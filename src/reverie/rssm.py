@@ -1,0 +1,153 @@
+"""Recurrent state-space model with a block-diagonal GRU core and categorical latents (DreamerV3).
+
+A state is ``{"deter": (B, D), "stoch": (B, S, K)}``; its feature vector is ``[deter, flat(stoch)]``.
+``observe`` filters a sequence of embeddings into posterior states; ``imagine_step`` rolls the prior.
+
+Missing actions (recordings without labels, Dreamer 4) use one learned "no action" vector in place
+of the action's input projection, selected by ``action_mask`` = 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from reverie.config import ModelConfig
+from reverie.functional import sample_onehot, unimix_logits
+from reverie.nets import BlockLinear, Linear, NormAct
+
+State = dict[str, Tensor]
+
+
+class RSSM(nn.Module):
+    """The latent dynamics.
+
+    Args:
+        cfg: model section of the config (deter, hidden, stoch, classes, blocks, unimix).
+        embed_dim: width of the encoder output.
+        action_dim: width of the action vector (one-hot for discrete actions).
+
+    Example:
+        >>> from reverie.config import make_config
+        >>> rssm = RSSM(make_config(["debug"]).model, embed_dim=8, action_dim=2)
+        >>> state = rssm.initial(3)
+        >>> state = rssm.imagine_step(state, torch.zeros(3, 2))
+        >>> rssm.feat(state).shape
+        torch.Size([3, 48])
+    """
+
+    def __init__(self, cfg: ModelConfig, embed_dim: int, action_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        d, h, g = cfg.deter, cfg.hidden, cfg.blocks
+        self.stoch_dim = cfg.stoch * cfg.classes
+        self.feat_dim = d + self.stoch_dim
+        self.action_dim = action_dim
+        self.in_deter = NormAct(d, h)
+        self.in_stoch = NormAct(self.stoch_dim, h)
+        self.in_action = NormAct(action_dim, h)
+        self.no_action = nn.Parameter(torch.zeros(h))
+        # Each block sees all three projections and its own slice of deter.
+        self.core_hidden = BlockLinear(g * (3 * h + d // g), d, g)
+        self.core_norm = nn.RMSNorm(d, eps=1e-4)
+        self.core_gates = BlockLinear(d, 3 * d, g)
+        self.prior_net = nn.Sequential(NormAct(d, h), NormAct(h, h), Linear(h, self.stoch_dim))
+        self.post_net = nn.Sequential(NormAct(d + embed_dim, h), Linear(h, self.stoch_dim))
+
+    def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
+        """The all-zero state that every episode starts from."""
+        return {
+            "deter": torch.zeros(batch, self.cfg.deter, device=device),
+            "stoch": torch.zeros(batch, self.cfg.stoch, self.cfg.classes, device=device),
+        }
+
+    def feat(self, state: State) -> Tensor:
+        """(B, deter + stoch * classes) features read by all heads."""
+        stoch = state["stoch"].reshape(*state["stoch"].shape[:-2], -1)
+        return torch.cat([state["deter"], stoch.to(state["deter"].dtype)], -1)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        logits = x.reshape(*x.shape[:-1], self.cfg.stoch, self.cfg.classes).float()
+        return unimix_logits(logits, self.cfg.unimix)
+
+    def core(self, state: State, action: Tensor, action_mask: Tensor | None = None) -> Tensor:
+        """Next deterministic state from the previous state and action: (B, D)."""
+        deter, stoch = state["deter"], state["stoch"].reshape(state["stoch"].shape[0], -1)
+        action = action / torch.clamp(action.abs(), min=1.0).detach()
+        act = self.in_action(action)
+        if action_mask is not None:
+            mask = action_mask.reshape(-1, 1).to(act.dtype)
+            act = mask * act + (1 - mask) * self.no_action.to(act.dtype)
+        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act], -1)  # (B, 3H)
+        g = self.cfg.blocks
+        x = x.unsqueeze(1).expand(-1, g, -1)  # (B, G, 3H)
+        x = torch.cat([x, deter.reshape(-1, g, deter.shape[-1] // g).to(x.dtype)], -1)  # (B, G, 3H + D/G)
+        x = torch.nn.functional.silu(self.core_norm(self.core_hidden(x.reshape(x.shape[0], -1))))
+        gates = self.core_gates(x).reshape(-1, g, 3, deter.shape[-1] // g)  # (B, G, 3, D/G)
+        reset, cand, update = (gates[:, :, i].reshape(deter.shape).float() for i in range(3))
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1)
+        return update * cand + (1 - update) * deter.float()
+
+    def prior_logits(self, deter: Tensor) -> Tensor:
+        """(B, S, K) log-probs of the prior given deter."""
+        return self._logits(self.prior_net(deter))
+
+    def post_logits(self, deter: Tensor, embed: Tensor) -> Tensor:
+        """(B, S, K) log-probs of the posterior given deter and the observation's embedding."""
+        return self._logits(self.post_net(torch.cat([deter, embed.to(deter.dtype)], -1)))
+
+    def obs_step(
+        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor, action_mask: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor]:
+        """One filtering step; ``is_first`` resets state and action to zero first.
+
+        Returns ``(posterior state, post logits, prior logits)``.
+        """
+        keep = (1.0 - is_first.float()).reshape(-1, 1)
+        state = {"deter": state["deter"] * keep, "stoch": state["stoch"] * keep.unsqueeze(-1)}
+        action = action * keep.to(action.dtype)
+        deter = self.core(state, action, action_mask)
+        prior = self.prior_logits(deter)
+        post = self.post_logits(deter, embed)
+        return {"deter": deter, "stoch": sample_onehot(post)}, post, prior
+
+    def imagine_step(self, state: State, action: Tensor) -> State:
+        """One step of the prior: the model dreams the next state."""
+        deter = self.core(state, action)
+        return {"deter": deter, "stoch": sample_onehot(self.prior_logits(deter))}
+
+    def observe(
+        self,
+        embed: Tensor,
+        action: Tensor,
+        is_first: Tensor,
+        state: State | None = None,
+        action_mask: Tensor | None = None,
+    ) -> tuple[State, Tensor, Tensor]:
+        """Filter a sequence.
+
+        Args:
+            embed: (B, T, E) encoder outputs.
+            action: (B, T, A) the action that led to each step (zeros at episode starts).
+            is_first: (B, T) episode-start flags.
+            state: state before the first step (default: initial).
+            action_mask: (B, T) 1 where the action is known.
+
+        Returns:
+            states stacked over time ``{"deter": (B, T, D), "stoch": (B, T, S, K)}``, post and prior
+            logits (B, T, S, K).
+        """
+        B, T = embed.shape[:2]
+        state = state if state is not None else self.initial(B, embed.device)
+        deters, stochs, posts, priors = [], [], [], []
+        for t in range(T):
+            mask = None if action_mask is None else action_mask[:, t]
+            state, post, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t], mask)
+            deters.append(state["deter"])
+            stochs.append(state["stoch"])
+            posts.append(post)
+            priors.append(prior)
+        states = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1)}
+        return states, torch.stack(posts, 1), torch.stack(priors, 1)

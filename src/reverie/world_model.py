@@ -1,0 +1,159 @@
+"""World model: encoder, RSSM, decoder, reward and continue heads, and their loss.
+
+A batch is a dict of tensors shaped (B, T, ...): the observation keys, ``action`` (the action that
+led to each step, zero at episode starts), ``reward``, ``is_first``, ``is_terminal``, and optional
+``action_mask`` / ``reward_mask`` (1 where the label exists; recordings may lack either).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from reverie.config import ModelConfig
+from reverie.envs.base import Space
+from reverie.functional import kl_balance, masked_mean, symlog, twohot_bins, twohot_decode, twohot_loss
+from reverie.nets import MLP, ConvDecoder, ConvEncoder
+from reverie.rssm import RSSM, State
+
+
+def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
+    """(image keys, vector keys) among the model's observation keys."""
+    images = [k for k, s in obs_space.items() if s.is_image]
+    vectors = [k for k, s in obs_space.items() if not s.is_image]
+    return images, vectors
+
+
+class Encoder(nn.Module):
+    """Observations -> one embedding: conv encoder for images, symlog + MLP for vectors."""
+
+    def __init__(self, obs_space: dict[str, Space], cfg: ModelConfig):
+        super().__init__()
+        self.images, self.vectors = split_keys(obs_space)
+        self.ndims = {k: len(s.shape) for k, s in obs_space.items()}
+        self.out_dim = 0
+        if self.images:
+            channels = sum(obs_space[k].shape[-1] for k in self.images)
+            size = obs_space[self.images[0]].shape[0]
+            self.cnn = ConvEncoder(channels, cfg.cnn_depth, size)
+            self.out_dim += self.cnn.out_dim
+        if self.vectors:
+            width = sum(int(torch.tensor(obs_space[k].shape).prod()) for k in self.vectors)
+            self.mlp = MLP(width, cfg.units, cfg.layers)
+            self.out_dim += self.mlp.out_dim
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        outs = []
+        if self.images:
+            outs.append(self.cnn(torch.cat([obs[k] for k in self.images], -1)))
+        if self.vectors:
+            first = obs[self.vectors[0]]
+            lead = first.shape[: first.dim() - self.ndims[self.vectors[0]]]
+            flat = [obs[k].reshape(*lead, -1).float() for k in self.vectors]
+            outs.append(self.mlp(symlog(torch.cat(flat, -1))))
+        return torch.cat(outs, -1)
+
+
+class Decoder(nn.Module):
+    """Features -> reconstructions: images in [0, 1] (MSE), vectors in symlog space (MSE)."""
+
+    def __init__(self, obs_space: dict[str, Space], feat_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.images, self.vectors = split_keys(obs_space)
+        self.shapes = {k: tuple(s.shape) for k, s in obs_space.items()}
+        if self.images:
+            self.channels = [obs_space[k].shape[-1] for k in self.images]
+            size = obs_space[self.images[0]].shape[0]
+            self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size)
+        if self.vectors:
+            self.sizes = [int(torch.tensor(self.shapes[k]).prod()) for k in self.vectors]
+            self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
+
+    def forward(self, feat: Tensor) -> dict[str, Tensor]:
+        """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space."""
+        out: dict[str, Tensor] = {}
+        lead = feat.shape[:-1]
+        if self.images:
+            imgs = self.cnn(feat).split(self.channels, -1)
+            out.update(dict(zip(self.images, imgs, strict=True)))
+        if self.vectors:
+            vecs = self.mlp(feat).float().split(self.sizes, -1)
+            out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
+        return out
+
+    def loss(self, feat: Tensor, obs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-key squared error summed over each observation's dims: (B, T) per key."""
+        preds = self(feat)
+        losses = {}
+        for key, pred in preds.items():
+            if key in self.images:
+                target = obs[key].float() / 255.0
+            else:
+                target = symlog(obs[key].float())
+            err = (pred.float() - target) ** 2
+            losses[key] = err.reshape(*err.shape[:2], -1).sum(-1)
+        return losses
+
+
+class WorldModel(nn.Module):
+    """Encoder + RSSM + decoder + reward (two-hot) + continue (Bernoulli) heads.
+
+    Args:
+        obs_space: the model's observation spaces (no reserved or ``log/`` keys).
+        action_dim: width of the action vector.
+        cfg: model section of the config.
+    """
+
+    def __init__(self, obs_space: dict[str, Space], action_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_keys = list(obs_space)
+        self.encoder = Encoder(obs_space, cfg)
+        self.rssm = RSSM(cfg, self.encoder.out_dim, action_dim)
+        feat = self.rssm.feat_dim
+        self.decoder = Decoder(obs_space, feat, cfg)
+        self.reward_head = MLP(feat, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
+        self.cont_head = MLP(feat, cfg.units, cfg.head_layers, out=1)
+        self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
+
+    def reward(self, feat: Tensor) -> Tensor:
+        """Predicted reward (mean of the two-hot distribution)."""
+        return twohot_decode(self.reward_head(feat), self.bins)
+
+    def cont(self, feat: Tensor) -> Tensor:
+        """Predicted probability that the episode continues."""
+        return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
+
+    def observe(self, batch: dict[str, Tensor], state: State | None = None) -> tuple[State, Tensor, Tensor]:
+        """Posterior states, post and prior logits for a (B, T) batch."""
+        embed = self.encoder({k: batch[k] for k in self.obs_keys})  # (B, T, E)
+        return self.rssm.observe(embed, batch["action"], batch["is_first"], state, batch.get("action_mask"))
+
+    def loss(self, batch: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, State, dict[str, Tensor]]:
+        """Total world-model loss, posterior states (B, T, ...) and metrics."""
+        cfg = self.cfg
+        states, post, prior = self.observe(batch, state)
+        feat = self.rssm.feat(states)  # (B, T, F)
+        dyn, rep = kl_balance(post, prior, cfg.free_nats)  # (B, T)
+        rec = self.decoder.loss(feat, batch)
+        rew = twohot_loss(self.reward_head(feat), batch["reward"].float(), self.bins)
+        cont_target = 1.0 - batch["is_terminal"].float()
+        con = nn.functional.binary_cross_entropy_with_logits(
+            self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
+        )
+        losses = {
+            "rec": sum(rec.values()).mean(),
+            "rew": masked_mean(rew, batch.get("reward_mask")),
+            "con": con.mean(),
+            "dyn": dyn.mean(),
+            "rep": rep.mean(),
+        }
+        scales = {"rec": cfg.loss_rec, "rew": cfg.loss_rew, "con": cfg.loss_con, "dyn": cfg.loss_dyn, "rep": cfg.loss_rep}
+        total = sum(scales[k] * v for k, v in losses.items())
+        metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
+        metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})
+        post_ent = -(post.exp() * post).sum(-1).sum(-1).mean()
+        metrics["wm/post_entropy"] = post_ent.detach()
+        metrics["wm/kl"] = (dyn.detach()).mean()
+        assert isinstance(total, Tensor)
+        return total, states, metrics
