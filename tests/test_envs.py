@@ -373,37 +373,34 @@ def test_parallel_matches_batch() -> None:
     serial.close()
 
 
-@pytest.mark.parametrize("crash", ["raise", "exit", "hang"])
-def test_parallel_restarts_crashed_worker(crash: str, caplog: pytest.LogCaptureFixture) -> None:
-    factories = [partial(CountEnv, 100), partial(CountEnv, 100, crash=crash, crash_step=3)]
-    with ParallelEnv(factories, timeout=1.0 if crash == "hang" else 30.0) as envs:
-        reset = {"action": np.zeros((2, 1), np.float32), "reset": np.ones(2, bool)}
-        move = {"action": np.zeros((2, 1), np.float32), "reset": np.zeros(2, bool)}
+def test_parallel_restarts_crashed_workers(caplog: pytest.LogCaptureFixture) -> None:
+    # Worker 0 is healthy; worker 1 raises and worker 2 dies on its third step.
+    factories = [partial(CountEnv, 100, crash=mode, crash_step=3) for mode in ["", "raise", "exit"]]
+    with ParallelEnv(factories) as envs:
+        reset = {"action": np.zeros((3, 1), np.float32), "reset": np.ones(3, bool)}
+        move = {"action": np.zeros((3, 1), np.float32), "reset": np.zeros(3, bool)}
         assert envs.step(reset)["is_first"].all()
         with caplog.at_level(logging.WARNING, logger="reverie.envs"):
             for _ in range(2):
                 obs = envs.step(move)
                 assert envs.last_restarts == []
-            obs = envs.step(move)  # the third step crashes worker 1
-        assert envs.last_restarts == [1] and envs.restarts == [0, 1]
-        assert obs["is_first"].tolist() == [False, True] and obs["vector"][:, 0].tolist() == [3, 0]
-        assert "Env worker 1 crashed" in caplog.text
-        if crash == "raise":
-            assert "boom: simulator exploded" in caplog.text
-        for t in range(2):  # the fresh worker keeps stepping
+            obs = envs.step(move)  # the third step crashes workers 1 and 2
+        assert envs.last_restarts == [1, 2] and envs.restarts == [0, 1, 1]
+        assert obs["is_first"].tolist() == [False, True, True] and obs["vector"][:, 0].tolist() == [3, 0, 0]
+        for i, reason in [(1, "boom: simulator exploded"), (2, "exit code 3")]:
+            assert f"Env worker {i} crashed" in caplog.text and reason in caplog.text
+        for t in range(2):  # the fresh workers keep stepping
             obs = envs.step(move)
-            assert envs.last_restarts == [] and obs["vector"][:, 0].tolist() == [4 + t, 1 + t]
+            assert envs.last_restarts == [] and obs["vector"][:, 0].tolist() == [4 + t, 1 + t, 1 + t]
 
 
-def test_parallel_gives_up_after_max_restarts() -> None:
-    factories = [partial(CountEnv, 100, crash="raise", crash_step=1)]
-    envs = ParallelEnv(factories, max_restarts=1)
-    move = {"action": np.zeros((1, 1), np.float32), "reset": np.zeros(1, bool)}
+def test_parallel_hung_worker_counts_as_crash_and_gives_up() -> None:
+    envs = ParallelEnv([partial(CountEnv, 100, crash="hang", crash_step=1)], max_restarts=0, timeout=1.0)
     envs.step({"action": np.zeros((1, 1), np.float32), "reset": np.ones(1, bool)})
-    assert envs.step(move)["is_first"].tolist() == [True] and envs.last_restarts == [0]
-    with pytest.raises(RuntimeError, match="crashed 2 times, more than max_restarts=1"):
-        envs.step(move)
-    envs.close()
+    with pytest.raises(RuntimeError, match="worker 0 crashed more than max_restarts=0 times.*hung"):
+        envs.step({"action": np.zeros((1, 1), np.float32), "reset": np.zeros(1, bool)})
+    assert not any(proc.is_alive() for proc in envs._procs)
+    envs.close()  # already closed by the give-up: a no-op
 
 
 def test_parallel_rejects_unpicklable_factory() -> None:

@@ -204,6 +204,8 @@ class RunConfig:
     """Write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar in the terminal."""
+    stop_at_return: float = float("inf")
+    """End training early once an evaluation's mean return reaches this (inf: never)."""
 
 
 @dataclass
@@ -291,6 +293,11 @@ def _coerce(key: str, current: Any, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key} takes an integer, got {value!r}.")
         return value
     if isinstance(current, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} takes a number, got {value!r}.")
         return float(value)

@@ -51,6 +51,7 @@ class OnlineTrainer:
         self.keys = model_keys(self.envs.obs_space)
         self.rng = np.random.default_rng(self.cfg.train.seed + agent.counters["env_steps"])
         self.stats = EpisodeStats(self.envs.num_envs)
+        self.stop = False
 
     def _random_actions(self) -> np.ndarray:
         space = self.envs.act_space["action"]
@@ -76,7 +77,7 @@ class OnlineTrainer:
         start_time, start_steps, start_updates = time.time(), counters["env_steps"], counters["updates"]
         progress = Progress(total, cfg.run.progress, f"train {cfg.env.id}")
         try:
-            while counters["env_steps"] < total:
+            while counters["env_steps"] < total and not self.stop:
                 self._record(obs, prev_action)
                 self.stats.update(obs, self.logger)
                 action, state, vec = learner.policy(obs, state)
@@ -94,7 +95,9 @@ class OnlineTrainer:
                 counters["agent_steps"] += n
                 counters["env_steps"] += n * repeat
                 if counters["env_steps"] >= cfg.train.prefill:
-                    due = int(counters["agent_steps"] * cfg.train.train_ratio / batch_steps) - counters["updates"]
+                    # The ratio counts agent steps after prefill, so training starts without a burst.
+                    trained = counters["agent_steps"] - cfg.train.prefill // repeat
+                    due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - counters["updates"]
                     for _ in range(max(0, due)):
                         self.logger.scalars(agent.update())
                 progress.update(counters["env_steps"], counters["updates"], self.stats.last_return)
@@ -107,7 +110,11 @@ class OnlineTrainer:
         agent, run, step = self.agent, self.cfg.run, self.agent.counters["env_steps"]
         if run.eval_every and step - marks["eval"] >= run.eval_every:
             marks["eval"] = step
-            self.logger.scalars(agent.evaluate(episodes=run.eval_episodes))
+            metrics = agent.evaluate(episodes=run.eval_episodes)
+            self.logger.scalars(metrics)
+            if metrics["eval/return"] >= run.stop_at_return:
+                log.info("eval/return %.1f reached run.stop_at_return at step %d", metrics["eval/return"], step)
+                self.stop = True
         if step - marks["log"] >= run.log_every:
             marks["log"] = step
             elapsed = max(time.time() - t0, 1e-9)

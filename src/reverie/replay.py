@@ -12,6 +12,7 @@ On-disk format (one folder per replay):
 * A chunk is written when it fills up, and its unfinished tail by :meth:`Replay.save`. Every write goes to
   ``{name}.tmp`` in the same folder, is fsynced and then ``os.replace``-d over ``{name}``, so a file
   is either the old or the new version, never half of one, and re-saving a chunk never duplicates data.
+  ``save()`` also fsyncs the folder, so the renames survive a power loss, not just a killed process.
 * Loading never unpickles (``allow_pickle=False``). Leftover ``*.tmp`` files of a crashed write are removed.
   Other files in the folder are ignored.
 
@@ -123,6 +124,7 @@ class Replay:
         self._spec: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
         self._size = 0
         self._next_seq = 0
+        self._unloaded: list[Path] = []  # files older than capacity allowed; deleted on the first eviction
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -147,7 +149,7 @@ class Replay:
         try:
             self._fill(ch, step)
         except ValueError:
-            if False:
+            if ch.length == 0:  # keep no empty chunks around
                 st.chunks.pop()
                 st.starts.pop()
             raise
@@ -316,6 +318,7 @@ class Replay:
             for ch in st.chunks:
                 if ch.saved != ch.length:
                     self._write(stream, ch)
+        _fsync_dir(self.directory)  # makes this and all earlier renames and removals durable
 
     def discard_open_episode(self, stream: int) -> int:
         """Drop the steps of the stream's unfinished episode, back to and including its last ``is_first``.
@@ -346,6 +349,8 @@ class Replay:
             if len(firsts):
                 cut_chunk, cut = ci, int(firsts[-1])
                 break
+        else:  # the episode may begin in files left unloaded (see _load): they go too
+            self._drop_unloaded(stream)
         dropped = len(st) - (st.starts[cut_chunk] - st.starts[0] + cut)
         for ch in st.chunks[cut_chunk + 1 :]:
             self._remove_file(stream, ch)
@@ -359,13 +364,17 @@ class Replay:
             ch.length = cut
             if ch.saved > cut and self.directory is not None:
                 self._write(stream, ch)
+        if st.chunks:
             self._reopen(st)
+        if self.directory is not None:
+            _fsync_dir(self.directory)
         self._size -= dropped
         logger.info("Discarded %d steps of the open episode of stream %d.", dropped, stream)
         return dropped
 
     def _evict(self) -> None:
         """Drop whole oldest chunks (smallest ``seq``) until within capacity; never a chunk still filling."""
+        self._drop_unloaded()  # older than every loaded chunk: they go first
         while self._size > self.capacity:
             done = (s for s, st in self._streams.items() if len(st.chunks) > 1 or len(st) >= self.chunk)
             best = min(done, key=lambda s: self._streams[s].chunks[0].seq, default=None)
@@ -376,6 +385,12 @@ class Replay:
             st.starts.pop(0)
             self._size -= ch.length
             self._remove_file(best, ch)
+
+    def _drop_unloaded(self, stream: int | None = None) -> None:
+        """Delete the files ``_load`` left unloaded, of one stream or all."""
+        for path in [p for p in self._unloaded if stream is None or p.name.startswith(f"{stream:03d}-")]:
+            path.unlink(missing_ok=True)
+            self._unloaded.remove(path)
 
     def _reopen(self, st: _Stream) -> None:
         """Give a stream's last chunk room for ``chunk`` steps, so that ``add`` can continue filling it."""
@@ -392,7 +407,7 @@ class Replay:
         return self.directory / f"{stream:03d}-{ch.seq:08d}.npz"
 
     def _write(self, stream: int, ch: _Chunk) -> None:
-        """Atomically write a chunk's stored steps: temp file, fsync, ``os.replace``, fsync of the folder."""
+        """Atomically write a chunk's stored steps: temp file, fsync, ``os.replace`` over the old version."""
         path = self._path(stream, ch)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -403,7 +418,6 @@ class Replay:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
         ch.saved = ch.length
 
     def _remove_file(self, stream: int, ch: _Chunk) -> None:
@@ -413,7 +427,11 @@ class Replay:
             ch.saved = 0
 
     def _load(self) -> None:
-        """Load the chunk files of ``self.directory``, newest first until ``capacity`` is reached."""
+        """Load the chunk files of ``self.directory``, newest first until ``capacity`` is reached.
+
+        Older files are left alone, so that reading a large folder as an offline dataset deletes nothing;
+        a replay that keeps growing deletes them on its first eviction, as it would have evicted them.
+        """
         assert self.directory is not None
         found: list[tuple[int, int, Path]] = []
         for path in self.directory.iterdir():
@@ -426,9 +444,8 @@ class Replay:
         first: Path | None = None
         for seq, stream, path in sorted(found, reverse=True):
             if self._size >= self.capacity:
-                skipped = len(found) - len(loaded)
-                logger.warning("Replay full; left %d older files in %s unloaded.", skipped, self.directory)
-                break
+                self._unloaded.append(path)
+                continue
             data = self._read(path, first)
             first = first or path
             length = len(next(iter(data.values())))
@@ -443,6 +460,9 @@ class Replay:
         self._next_seq = max((seq for seq, _, _ in found), default=-1) + 1
         if loaded:
             logger.info("Loaded %d steps in %d chunk files from %s.", self._size, len(loaded), self.directory)
+        if self._unloaded:
+            msg = "Replay capacity reached: %d older files in %s not loaded; the first eviction deletes them."
+            logger.warning(msg, len(self._unloaded), self.directory)
 
     def _read(self, path: Path, newest: Path | None) -> dict[str, np.ndarray]:
         """Read and check one chunk file against ``newest`` (the file read first); raises ReplayError."""

@@ -24,7 +24,7 @@ import pickle
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -123,13 +123,31 @@ class BatchEnv:
         self.close()
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_environ() -> Iterator[None]:
+    """Spawned children copy ``os.environ`` at start and may import torch before any of our code runs
+    (unpickling the target imports the ``reverie`` package), so the thread limits are set around it."""
+    saved = {key: os.environ.get(key) for key in _THREAD_VARS}
+    os.environ.update({key: "1" for key in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _worker(conn: Connection, payload: bytes) -> None:
     """Process entry: build the env, then answer ``("step", action)`` until ``("close", None)``.
 
     Replies are ``("ok", value)`` or ``("error", traceback)``; after an error the worker exits.
     """
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ.update({key: "1" for key in _THREAD_VARS})
     env = None
     try:
         factory = pickle.loads(payload)
@@ -171,7 +189,9 @@ class ParallelEnv:
         factories: picklable callables that each build one env (module-level functions or
             ``functools.partial`` of them; lambdas and closures cannot cross processes).
         max_restarts: give up with ``RuntimeError`` once one index has crashed more often than this.
-        timeout: seconds to wait for a worker's answer before counting it as crashed.
+        timeout: seconds to wait for a worker's answer to ``step`` before counting it as crashed.
+        start_timeout: seconds a new worker may take to import and build its env (spawned
+            processes re-import everything, which is slow on a busy machine).
 
     Example:
         >>> from functools import partial
@@ -182,7 +202,11 @@ class ParallelEnv:
     """
 
     def __init__(
-        self, factories: Sequence[EnvFactory], max_restarts: int = 10, timeout: float = 60.0
+        self,
+        factories: Sequence[EnvFactory],
+        max_restarts: int = 10,
+        timeout: float = 60.0,
+        start_timeout: float = 120.0,
     ) -> None:
         if not factories:
             raise EnvError("ParallelEnv needs at least one env factory.")
@@ -191,6 +215,7 @@ class ParallelEnv:
         self._ctx = mp.get_context("spawn")
         self.max_restarts = max_restarts
         self.timeout = timeout
+        self.start_timeout = start_timeout
         self.restarts = [0] * len(factories)
         self.last_restarts: list[int] = []
         self._procs: list[Any] = [None] * len(factories)
@@ -198,7 +223,7 @@ class ParallelEnv:
         self._closed = False
         for i in range(len(factories)):
             self._start(i)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + start_timeout
         spaces = []
         for i in range(len(factories)):
             try:
@@ -240,8 +265,8 @@ class ParallelEnv:
                     results[i] = self._receive(i, deadline)
                 except _WorkerCrash as err:
                     crashed[i] = str(err)
-        for i, reason in sorted(crashed.items()):
-            results[i] = self._restart(i, reason)
+        for i, obs in self._restart(crashed).items():
+            results[i] = obs
         self.last_restarts = sorted(crashed)
         return _stack(results, self._obs_space)
 
@@ -269,7 +294,8 @@ class ParallelEnv:
     def _start(self, i: int) -> None:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker, args=(child, self._payloads[i]), daemon=True)
-        proc.start()
+        with _single_threaded_environ():
+            proc.start()
         child.close()  # so that the parent sees EOF when the worker dies
         self._procs[i], self._conns[i] = proc, parent
 
@@ -289,7 +315,7 @@ class ParallelEnv:
     def _receive(self, i: int, deadline: float) -> Any:
         conn, proc = self._conns[i], self._procs[i]
         if not conn.poll(max(0.0, deadline - time.monotonic())):
-            raise _WorkerCrash(f"no answer within {self.timeout:g} s (hung worker)")
+            raise _WorkerCrash("no answer within the timeout (hung or too slow worker)")
         try:
             status, value = conn.recv()
         except (EOFError, OSError):
@@ -299,30 +325,44 @@ class ParallelEnv:
             raise _WorkerCrash(f"the env raised:\n{value}")
         return value
 
-    def _restart(self, i: int, reason: str) -> dict[str, Any]:
-        """Replace worker ``i`` until its env resets, or give up after ``max_restarts`` crashes."""
+    def _restart(self, crashed: dict[int, str]) -> dict[int, dict[str, Any]]:
+        """Replace the crashed workers (all at once) until their envs reset; returns their reset obs.
+
+        Gives up with ``RuntimeError`` when one index has crashed more than ``max_restarts`` times.
+        """
         space = self._act_space["action"]
         reset = {"action": np.zeros(space.shape, space.dtype), "reset": True}
-        while True:
-            self.restarts[i] += 1
-            if self.restarts[i] > self.max_restarts:
-                self.close()
-                raise RuntimeError(
-                    f"Env worker {i} crashed {self.restarts[i]} times, more than max_restarts="
-                    f"{self.max_restarts}; giving up. Last error: {reason}"
+        results: dict[int, dict[str, Any]] = {}
+        while crashed:
+            for i, reason in sorted(crashed.items()):
+                self.restarts[i] += 1
+                if self.restarts[i] > self.max_restarts:
+                    self.close()
+                    raise RuntimeError(
+                        f"Env worker {i} crashed more than max_restarts={self.max_restarts} times; "
+                        f"giving up. Last error: {reason}"
+                    )
+                logger.warning(
+                    "Env worker %d crashed, restarting it (restart %d): %s", i, self.restarts[i], reason
                 )
-            logger.warning(
-                "Env worker %d crashed, restarting it (restart %d): %s", i, self.restarts[i], reason
-            )
-            self._stop(i)
-            self._start(i)
-            try:
-                deadline = time.monotonic() + self.timeout
-                self._receive(i, deadline)  # the new worker's spaces
-                self._conns[i].send(("step", reset))
-                return dict(self._receive(i, deadline))
-            except (_WorkerCrash, OSError) as err:
-                reason = str(err)
+                self._stop(i)
+                self._start(i)
+            failed: dict[int, str] = {}
+            deadline = time.monotonic() + self.start_timeout
+            for i in crashed:
+                try:
+                    self._receive(i, deadline)  # the new worker's spaces: it is ready
+                    self._conns[i].send(("step", reset))
+                except (_WorkerCrash, OSError) as err:
+                    failed[i] = str(err)
+            deadline = time.monotonic() + self.timeout
+            for i in set(crashed) - set(failed):
+                try:
+                    results[i] = dict(self._receive(i, deadline))
+                except _WorkerCrash as err:
+                    failed[i] = str(err)
+            crashed = failed
+        return results
 
 
 def _pickle_factory(factory: EnvFactory, index: int) -> bytes:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then lint, type-check and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg
+bash scripts/setup.sh dev
+PY=${PYTHON:-python3}
+"$PY" -m ruff check src tests benchmarks
+"$PY" -m ruff format --check src tests benchmarks
+"$PY" -m mypy src/reverie
+"$PY" -m pytest tests "$@"

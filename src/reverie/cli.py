@@ -1,0 +1,138 @@
+"""The ``reverie`` command line: ``train``, ``eval``, ``check-env``.
+
+Examples::
+
+    reverie train                                  # CartPole-v1 on the built-in default
+    reverie train --preset classic --env Pendulum-v1 --logdir runs/pendulum
+    reverie train --preset debug --set train.batch_size=8 --logdir runs/x --resume
+    reverie eval --ckpt runs/pendulum --episodes 10
+    reverie check-env Pendulum-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from reverie.checkpoint import CheckpointError, find_checkpoint
+from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key
+from reverie.envs import EnvError
+
+log = logging.getLogger("reverie")
+
+
+def _config_help() -> str:
+    docs = field_docs()
+    cfg = Config().to_dict()
+    lines = []
+    for key in all_keys():
+        section, name = key.split(".")
+        lines.append(f"  {key:<24} {cfg[section][name]!r:<14} {docs.get(key, '')}")
+    return "config keys (--set KEY=VALUE):\n" + "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reverie", description="Agents that learn inside world models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent online", epilog=_config_help(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--preset", nargs="*", default=[], help="named presets, applied left to right")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    train.add_argument("--env", help="env id (same as --set env.id=ID)")
+    train.add_argument("--steps", type=int, help="env steps (same as --set train.steps=N)")
+    train.add_argument("--logdir", help="run folder (same as --set run.logdir=DIR)")
+    train.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint")
+    ev.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--env", help="env id (default: the one it was trained on)")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+
+    check = sub.add_parser("check-env", help="validate an env against the Reverie contract")
+    check.add_argument("env", help="env id, e.g. CartPole-v1")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set)
+    for flag, key in (("env", "env.id"), ("steps", "train.steps"), ("logdir", "run.logdir"), ("seed", "train.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    return make_config(args.preset, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from reverie.agent import Dreamer
+
+    cfg = _train_config(args)
+    logdir = Path(cfg.run.logdir)
+    if args.resume:
+        try:
+            find_checkpoint(logdir)
+        except CheckpointError:
+            raise CheckpointError(
+                f"Nothing to resume in '{logdir}': it has no checkpoint yet. Drop --resume to start a new run."
+            ) from None
+        agent = Dreamer.load(logdir)
+        for item in args.set:  # explicit overrides still apply on resume (e.g. a longer budget)
+            key, value = item.split("=", 1)
+            set_key(agent.config, key.strip(), value.strip())
+        if args.steps is not None:
+            agent.config.train.steps = args.steps
+        log.info("resuming %s at env step %d", logdir, agent.counters["env_steps"])
+    else:
+        if (logdir / "checkpoint").exists() or (logdir / "replay").exists():
+            raise ConfigError(
+                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
+            )
+        agent = Dreamer(cfg)
+    agent.learn()
+    result = {"env": agent.config.env.id, "env_steps": agent.counters["env_steps"], **agent.last_eval}
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from reverie.agent import Dreamer
+
+    agent = Dreamer.load(args.ckpt)
+    metrics = agent.evaluate(args.env, args.episodes, deterministic=not args.stochastic)
+    print(json.dumps({"env": args.env or agent.config.env.id, **metrics}))
+    return 0
+
+
+def cmd_check_env(args: argparse.Namespace) -> int:
+    from reverie.envs import check_gym_env
+
+    warnings = check_gym_env(args.env)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"{args.env}: passes the Reverie env contract" + (f" ({len(warnings)} warnings)" if warnings else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``reverie`` command."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    commands = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, EnvError, CheckpointError) as err:
+        print(f"reverie: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reverie: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
