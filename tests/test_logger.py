@@ -114,9 +114,7 @@ def test_tensorboard_event_file_and_video(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("ffmpeg", [True, False])
-def test_video_output_frame_count_and_odd_sides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ffmpeg: bool
-) -> None:
+def test_video_output_frame_count_and_odd_sides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ffmpeg: bool) -> None:
     if not ffmpeg:
         monkeypatch.setattr(reverie.logger, "_has_ffmpeg", lambda: False)
     frames = np.random.default_rng(0).integers(0, 256, (6, 9, 11, 3), dtype=np.uint8)

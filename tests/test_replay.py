@@ -218,6 +218,36 @@ def test_discard_open_episode_edge_cases(tmp_path: Path) -> None:
     np.testing.assert_array_equal(content(Replay(tmp_path, chunk=10)), np.arange(20))
 
 
+def test_resume_with_another_chunk_size_then_discard(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, chunk=2)
+    fill(replay, 0, 3, episode=2)  # chunks [0, 1] [2]; the episode opened at 2 is unfinished
+    replay.save()
+    loaded = Replay(tmp_path, chunk=5)
+    assert loaded.discard_open_episode(0) == 1  # removes the newest chunk, reopens the short older one
+    fill(loaded, 2, 9)
+    loaded.save()
+    np.testing.assert_array_equal(content(Replay(tmp_path, chunk=5)), np.arange(9))
+
+
+def test_loading_over_capacity_deletes_nothing_until_eviction(tmp_path: Path) -> None:
+    fill(Replay(tmp_path, chunk=10), 0, 40)
+    offline = Replay(tmp_path, capacity=15, chunk=10)  # newest chunks first, up to capacity
+    np.testing.assert_array_equal(content(offline), np.arange(20, 40))
+    assert len(chunk_files(tmp_path)) == 4
+    fill(offline, 40, 50)  # a growing replay evicts: the unloaded older files go first
+    assert chunk_files(tmp_path) == ["000-00000004.npz"]
+    np.testing.assert_array_equal(content(offline), np.arange(40, 50))
+
+
+def test_any_key_name_round_trips(tmp_path: Path) -> None:
+    replay = Replay(tmp_path, chunk=2)
+    for t in range(2):
+        replay.add({"file": np.int64(t), "allow_pickle": np.zeros((2, 2), np.uint8), "a/b": t > 0})
+    loaded = Replay(tmp_path, chunk=2).sample(1, 2)
+    assert loaded["file"].tolist() == [[0, 1]] and loaded["a/b"].tolist() == [[False, True]]
+    assert loaded["allow_pickle"].shape == (1, 2, 2, 2)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_file_error_names_the_file(tmp_path: Path, damage: str) -> None:
     replay = Replay(tmp_path, chunk=10)

@@ -19,7 +19,7 @@ _LAZY = {
     "make_config": "reverie.config",
     "check_env": "reverie.envs",
 }
-__all__ = list(_LAZY)
+__all__ = ["Config", "ConfigError", "Dreamer", "check_env", "make_config"]
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer

@@ -91,9 +91,7 @@ class Critic(nn.Module):
         return self.net(feat)
 
 
-def replay_lambda_return(
-    reward: Tensor, disc: Tensor, boot: Tensor, is_first: Tensor, lam: float
-) -> Tensor:
+def replay_lambda_return(reward: Tensor, disc: Tensor, boot: Tensor, is_first: Tensor, lam: float) -> Tensor:
     """Lambda-returns along real replayed sequences (B, T) -> (B, T - 1), cut at episode starts.
 
     Where step t+1 begins a new episode, the return of step t is its own bootstrap value, so no
@@ -111,6 +109,8 @@ def replay_lambda_return(
 
 class ActorCritic(nn.Module):
     """Actor, critic, slow critic and return normaliser, with the imagination losses."""
+
+    bins: Tensor
 
     def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig, bins: int):
         super().__init__()

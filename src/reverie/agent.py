@@ -94,7 +94,11 @@ class Dreamer:
         if self._replay is None:
             t = self.config.train
             self._replay = Replay(
-                self.logdir / "replay", t.replay_size, t.replay_chunk, t.recent_frac, t.seed + self.counters["updates"]
+                self.logdir / "replay",
+                t.replay_size,
+                t.replay_chunk,
+                t.recent_frac,
+                t.seed + self.counters["updates"],
             )
         return self._replay
 
@@ -199,7 +203,12 @@ class Dreamer:
         """Write a checkpoint folder (config, weights, optimiser state, counters, spaces) atomically."""
         learner = self.learner
         return save_checkpoint(
-            directory, self.config, self.state_dict(), dict(self.counters), learner.obs_space, learner.act_space
+            directory,
+            self.config,
+            self.state_dict(),
+            dict(self.counters),
+            learner.obs_space,
+            learner.act_space,
         )
 
     def save_run(self) -> None:

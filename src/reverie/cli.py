@@ -39,8 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reverie", description="Agents that learn inside world models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train an agent online", epilog=_config_help(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = sub.add_parser(
+        "train",
+        help="train an agent online",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     train.add_argument("--preset", nargs="*", default=[], help="named presets, applied left to right")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     train.add_argument("--env", help="env id (same as --set env.id=ID)")
@@ -62,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace) -> Config:
     overrides = list(args.set)
-    for flag, key in (("env", "env.id"), ("steps", "train.steps"), ("logdir", "run.logdir"), ("seed", "train.seed")):
+    for flag, key in (
+        ("env", "env.id"),
+        ("steps", "train.steps"),
+        ("logdir", "run.logdir"),
+        ("seed", "train.seed"),
+    ):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     return make_config(args.preset, overrides)

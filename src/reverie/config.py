@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -263,10 +264,11 @@ def field_docs() -> dict[str, str]:
         if not isinstance(node, ast.ClassDef) or node.name not in section_of:
             continue
         body = node.body
-        for a, b in zip(body, body[1:]):
-            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
-                if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-                    docs[f"{section_of[node.name]}.{a.target.id}"] = str(b.value.value)
+        for a, b in zip(body, body[1:], strict=False):
+            if not (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)):
+                continue
+            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[f"{section_of[node.name]}.{a.target.id}"] = str(b.value.value)
     return docs
 
 
@@ -294,10 +296,8 @@ def _coerce(key: str, current: Any, value: Any, hint: Any) -> Any:
         return value
     if isinstance(current, float):
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key} takes a number, got {value!r}.")
         return float(value)

@@ -42,7 +42,14 @@ def symexp(x: Tensor) -> Tensor:
 
 
 def twohot_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> Tensor:
-    """Bin positions in raw value space: ``symexp(linspace(low, high, num))`` (DreamerV3)."""
+    """Bin positions in raw value space: ``symexp(linspace(low, high, num))`` (DreamerV3).
+
+    For symmetric ranges and odd ``num`` the negative half is the mirror of the positive half and the
+    middle bin is exactly 0, so that 0 encodes as a one-hot.
+    """
+    if low == -high and num % 2 == 1:
+        half = symexp(torch.linspace(0.0, high, num // 2 + 1))  # starts at exactly 0
+        return torch.cat([-half[1:].flip(0), half])
     return symexp(torch.linspace(low, high, num))
 
 
@@ -70,8 +77,17 @@ def twohot_encode(x: Tensor, bins: Tensor) -> Tensor:
 
 
 def twohot_decode(logits: Tensor, bins: Tensor) -> Tensor:
-    """Expected value of the softmax over ``bins``: (..., K) -> (...,)."""
-    return (torch.softmax(logits.float(), -1) * bins).sum(-1)
+    """Expected value of the softmax over ``bins``: (..., K) -> (...,).
+
+    With an odd number of symmetric bins the two halves are summed outward from the middle and then
+    added, so that uniform logits give exactly 0 despite bins of magnitude ~5e8 (as the official code).
+    """
+    weighted = torch.softmax(logits.float(), -1) * bins
+    k = bins.shape[0]
+    if k % 2 == 0:
+        return weighted.sum(-1)
+    m = k // 2
+    return weighted[..., m] + (weighted[..., :m].flip(-1) + weighted[..., m + 1 :]).sum(-1)
 
 
 def twohot_loss(logits: Tensor, target: Tensor, bins: Tensor) -> Tensor:
@@ -141,7 +157,7 @@ def sample_onehot(logits: Tensor, generator: torch.Generator | None = None) -> T
     u = torch.rand(*probs.shape[:-1], 1, device=probs.device, generator=generator)
     index = (probs.detach().cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
     onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-    return onehot + probs - probs.detach()
+    return onehot + (probs - probs.detach())
 
 
 def percentile_range(x: Tensor, low: float, high: float) -> Tensor:
@@ -162,6 +178,8 @@ class ReturnNorm(torch.nn.Module):
         >>> round(float(scale), 1)
         90.0
     """
+
+    range: Tensor
 
     def __init__(self, rate: float = 0.01, limit: float = 1.0, low: float = 0.05, high: float = 0.95):
         super().__init__()
@@ -185,4 +203,3 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
         return x.mean()
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
-

@@ -51,7 +51,10 @@ class Learner(nn.Module):
         o = cfg.optim
         groups = [
             {"params": list(self.wm.parameters()), "lr": o.model_lr or o.lr},
-            {"params": list(self.ac.actor.parameters()) + list(self.ac.critic.parameters()), "lr": o.actor_lr or o.lr},
+            {
+                "params": list(self.ac.actor.parameters()) + list(self.ac.critic.parameters()),
+                "lr": o.actor_lr or o.lr,
+            },
         ]
         self.opt = make_optimizer(groups, o)
         self.updates = 0

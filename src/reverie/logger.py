@@ -103,9 +103,7 @@ class Logger:
         if isinstance(frames, torch.Tensor):
             frames = frames.detach().cpu().numpy()
         if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"Video '{key}' must have shape (T, H, W, C) with C in 1, 3, 4; got {frames.shape}."
-            )
+            raise ValueError(f"Video '{key}' must have shape (T, H, W, C) with C in 1, 3, 4; got {frames.shape}.")
         self._videos[key] = to_uint8(frames)
 
     def add(self, metrics: Mapping[str, Value]) -> None:
@@ -380,9 +378,7 @@ def openloop_video(truth: np.ndarray, model: np.ndarray) -> np.ndarray:
         (5, 24, 16, 3)
     """
     if truth.shape != model.shape or truth.ndim != 5:
-        raise ValueError(
-            f"truth and model must share a (B, T, H, W, C) shape; got {truth.shape}, {model.shape}."
-        )
+        raise ValueError(f"truth and model must share a (B, T, H, W, C) shape; got {truth.shape}, {model.shape}.")
     true = to_uint8(truth).astype(np.float32) / 255  # (B, T, H, W, C)
     pred = to_uint8(model).astype(np.float32) / 255  # (B, T, H, W, C)
     error = (pred - true + 1) / 2
@@ -459,7 +455,5 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         self.close()

@@ -14,8 +14,11 @@ from torch import Tensor, nn
 
 
 def init_fan_in(weight: Tensor, fan_in: int, scale: float = 1.0) -> None:
-    """Truncated normal (2 std) with variance ``scale / fan_in``, corrected for the truncation."""
-    std = math.sqrt(scale / fan_in) / 0.87962566103423978
+    """Truncated normal (2 std) with std ``scale / sqrt(fan_in)``, corrected for the truncation.
+
+    ``scale`` multiplies the weights, as DreamerV3's ``outscale`` does (0.01 for the actor's output).
+    """
+    std = scale / math.sqrt(fan_in) / 0.87962566103423978
     nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
 
 

@@ -7,24 +7,15 @@ one stream; a window may cross chunk and episode boundaries (the model resets it
 On-disk format (one folder per replay):
 
 * ``{stream:03d}-{seq:08d}.npz``: one chunk, in the zip layout ``np.savez_compressed`` writes: one
-  ``{key}.npy`` entry per key, each of shape ``(length, *shape)``. ``seq`` is a counter shared by all
-  streams, so it orders chunks by age across streams (eviction drops the smallest first).
+  ``{key}.npy`` entry per key, each of shape ``(length, *shape)`` (written with ``zipfile`` directly, as
+  ``np.savez_compressed`` reserves the names ``file`` and ``allow_pickle``). ``seq`` is one counter for
+  all streams, so it orders chunks by age across streams (eviction drops the smallest first).
 * A chunk is written when it fills up, and its unfinished tail by :meth:`Replay.save`. Every write goes to
   ``{name}.tmp`` in the same folder, is fsynced and then ``os.replace``-d over ``{name}``, so a file
   is either the old or the new version, never half of one, and re-saving a chunk never duplicates data.
   ``save()`` also fsyncs the folder, so the renames survive a power loss, not just a killed process.
 * Loading never unpickles (``allow_pickle=False``). Leftover ``*.tmp`` files of a crashed write are removed.
   Other files in the folder are ignored.
-
-Example:
-    >>> import numpy as np
-    >>> replay = Replay(None, chunk=4)
-    >>> for t in range(10):
-    ...     replay.add({"obs": np.full(2, t, np.float32), "reward": np.float32(0), "is_first": t == 0,
-    ...                 "is_last": False, "is_terminal": False, "log/score": 0.0})
-    >>> batch = replay.sample(batch_size=3, length=5)
-    >>> batch["obs"].shape, "log/score" in batch
-    ((3, 5, 2), False)
 """
 
 from __future__ import annotations
@@ -72,9 +63,16 @@ class _Stream:
     starts: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
-        if not self.chunks:
-            return 0
-        return self.starts[-1] + self.chunks[-1].length - self.starts[0]
+        return self.starts[-1] + self.chunks[-1].length - self.starts[0] if self.chunks else 0
+
+    def append(self, ch: _Chunk) -> None:
+        self.starts.append(self.starts[-1] + self.chunks[-1].length if self.chunks else 0)
+        self.chunks.append(ch)
+
+    def pop(self, index: int = -1) -> _Chunk:
+        """Remove a chunk; only the first or the last, so that the stream stays contiguous."""
+        self.starts.pop(index)
+        return self.chunks.pop(index)
 
 
 class Replay:
@@ -98,9 +96,10 @@ class Replay:
     Example:
         >>> replay = Replay(None, chunk=8, recent_frac=0.5, seed=1)
         >>> for t in range(20):
-        ...     replay.add({"step": np.int64(t), "is_first": t == 0}, stream=t % 2)
-        >>> len(replay), replay.num_episodes, replay.sample(4, 6)["step"].shape
-        (20, 1, (4, 6))
+        ...     replay.add({"step": np.int64(t), "is_first": t == 0, "log/score": 0.0}, stream=t % 2)
+        >>> batch = replay.sample(4, 6)  # 4 windows of 6 consecutive steps of one stream each
+        >>> len(replay), replay.num_episodes, batch["step"].shape, sorted(batch)
+        (20, 1, (4, 6), ['is_first', 'step'])
     """
 
     def __init__(
@@ -150,8 +149,7 @@ class Replay:
             self._fill(ch, step)
         except ValueError:
             if ch.length == 0:  # keep no empty chunks around
-                st.chunks.pop()
-                st.starts.pop()
+                st.pop()
             raise
         ch.length += 1
         self._size += 1
@@ -214,9 +212,7 @@ class Replay:
     def _new_chunk(self, stream: int) -> _Stream:
         st = self._streams.setdefault(stream, _Stream())
         data = {k: np.empty((self.chunk, *shape), dtype) for k, (shape, dtype) in self._spec.items()}
-        start = st.starts[-1] + st.chunks[-1].length if st.chunks else 0
-        st.chunks.append(_Chunk(self._next_seq, data))
-        st.starts.append(start)
+        st.append(_Chunk(self._next_seq, data))
         self._next_seq += 1
         return st
 
@@ -231,9 +227,7 @@ class Replay:
             ValueError: no stream holds ``length`` steps yet.
         """
         if batch_size < 1 or length < 1:
-            raise ValueError(
-                f"Replay.sample needs batch_size >= 1 and length >= 1, got {batch_size}, {length}."
-            )
+            raise ValueError(f"Replay.sample needs batch_size, length >= 1; got {batch_size}, {length}.")
         ids = [s for s in sorted(self._streams) if len(self._streams[s]) >= length]
         if not ids:
             longest = max((len(s) for s in self._streams.values()), default=0)
@@ -357,9 +351,7 @@ class Replay:
         del st.chunks[cut_chunk + 1 :], st.starts[cut_chunk + 1 :]
         ch = st.chunks[-1]
         if cut == 0:
-            self._remove_file(stream, ch)
-            st.chunks.pop()
-            st.starts.pop()
+            self._remove_file(stream, st.pop())
         else:
             ch.length = cut
             if ch.saved > cut and self.directory is not None:
@@ -381,8 +373,7 @@ class Replay:
             if best is None:
                 return
             st = self._streams[best]
-            ch = st.chunks.pop(0)
-            st.starts.pop(0)
+            ch = st.pop(0)
             self._size -= ch.length
             self._remove_file(best, ch)
 
@@ -452,9 +443,7 @@ class Replay:
             loaded.append((stream, _Chunk(seq, data, length, saved=length)))
             self._size += length
         for stream, ch in reversed(loaded):
-            st = self._streams.setdefault(stream, _Stream())
-            st.starts.append(st.starts[-1] + st.chunks[-1].length if st.chunks else 0)
-            st.chunks.append(ch)
+            self._streams.setdefault(stream, _Stream()).append(ch)
         for st in self._streams.values():
             self._reopen(st)
         self._next_seq = max((seq for seq, _, _ in found), default=-1) + 1
@@ -503,11 +492,9 @@ def _fmt(spec: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> str:
 
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable (POSIX); best effort where folders cannot be opened or synced."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no O_DIRECTORY (Windows)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             os.fsync(fd)
-    finally:
-        os.close(fd)
+        finally:
+            os.close(fd)

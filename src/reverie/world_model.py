@@ -104,6 +104,8 @@ class WorldModel(nn.Module):
         cfg: model section of the config.
     """
 
+    bins: Tensor
+
     def __init__(self, obs_space: dict[str, Space], action_dim: int, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -142,13 +144,19 @@ class WorldModel(nn.Module):
             self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
         )
         losses = {
-            "rec": sum(rec.values()).mean(),
+            "rec": torch.stack(list(rec.values())).sum(0).mean(),
             "rew": masked_mean(rew, batch.get("reward_mask")),
             "con": con.mean(),
             "dyn": dyn.mean(),
             "rep": rep.mean(),
         }
-        scales = {"rec": cfg.loss_rec, "rew": cfg.loss_rew, "con": cfg.loss_con, "dyn": cfg.loss_dyn, "rep": cfg.loss_rep}
+        scales = {
+            "rec": cfg.loss_rec,
+            "rew": cfg.loss_rew,
+            "con": cfg.loss_con,
+            "dyn": cfg.loss_dyn,
+            "rep": cfg.loss_rep,
+        }
         total = sum(scales[k] * v for k, v in losses.items())
         metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
         metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})

@@ -106,13 +106,9 @@ def _probe(
         obs = env.step({"action": action.sample(rng), "reset": False})
         _check_obs(obs, obs_space, f"the observation of step {t}")
         if obs["is_first"]:
-            raise EnvError(
-                f"Step {t} returned is_first=True without reset=True; only a reset starts an episode."
-            )
+            raise EnvError(f"Step {t} returned is_first=True without reset=True; only a reset starts an episode.")
         if obs["is_terminal"] and not obs["is_last"]:
-            raise EnvError(
-                f"Step {t} returned is_terminal=True with is_last=False; a terminal step is also last."
-            )
+            raise EnvError(f"Step {t} returned is_terminal=True with is_last=False; a terminal step is also last.")
         peak = _magnitudes(obs, obs_space, peak)
         if obs["is_last"]:
             return True, peak
@@ -130,9 +126,7 @@ def _check_spaces(env: Env) -> tuple[dict[str, Space], dict[str, Space]]:
         raise EnvError("env.act_space['action'] must be a reverie.envs.Space.")
     missing = [k for k in RESERVED_KEYS if k not in obs_space]
     if missing:
-        raise EnvError(
-            f"env.obs_space lacks the reserved keys {missing}; add reverie.envs.base.reserved_spaces()."
-        )
+        raise EnvError(f"env.obs_space lacks the reserved keys {missing}; add reverie.envs.base.reserved_spaces().")
     for key, dtype in _RESERVED_DTYPES.items():
         space = obs_space[key]
         if np.dtype(space.dtype) != np.dtype(dtype) or space.shape != ():

@@ -41,9 +41,7 @@ EnvFactory = Callable[[], Env]
 
 
 def _stack(results: Sequence[dict[str, Any]], spaces: dict[str, Space]) -> dict[str, np.ndarray]:
-    return {
-        key: np.stack([np.asarray(r[key], space.dtype) for r in results]) for key, space in spaces.items()
-    }
+    return {key: np.stack([np.asarray(r[key], space.dtype) for r in results]) for key, space in spaces.items()}
 
 
 def _unstack(actions: dict[str, Any], index: int) -> dict[str, Any]:
@@ -65,9 +63,7 @@ def _same_spaces(spaces: list[tuple[dict[str, Space], dict[str, Space]]]) -> Non
     first = [_signature(s) for s in spaces[0]]
     for i, pair in enumerate(spaces[1:], 1):
         if [_signature(s) for s in pair] != first:
-            raise EnvError(
-                f"Env {i} has other observation or action spaces than env 0; batch envs must match."
-            )
+            raise EnvError(f"Env {i} has other observation or action spaces than env 0; batch envs must match.")
 
 
 class BatchEnv:
@@ -342,9 +338,7 @@ class ParallelEnv:
                         f"Env worker {i} crashed more than max_restarts={self.max_restarts} times; "
                         f"giving up. Last error: {reason}"
                     )
-                logger.warning(
-                    "Env worker %d crashed, restarting it (restart %d): %s", i, self.restarts[i], reason
-                )
+                logger.warning("Env worker %d crashed, restarting it (restart %d): %s", i, self.restarts[i], reason)
                 self._stop(i)
                 self._start(i)
             failed: dict[int, str] = {}

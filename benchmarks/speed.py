@@ -1,0 +1,163 @@
+"""Speed benchmark: updates/s, env steps/s and achieved FLOP/s per size preset, fp32 and bf16.
+
+For each size preset it builds a learner for 64x64 image observations (Crafter-like: 17 discrete
+actions) and one for vector observations, times ``train_step`` on a random batch, counts the FLOPs
+of one update with ``torch.utils.flop_counter`` (matmuls and convolutions, forward and backward),
+and compares the achieved rate with this machine's matmul peak measured by the same script.
+Env steps/s is the acting loop (one policy step per env step, CartPole) without updates.
+
+    python benchmarks/speed.py                       # debug, size1m, size12m; fp32 and bf16
+    python benchmarks/speed.py --sizes size1m --repeats 3
+
+Writes ``benchmarks/results/speed.json`` and ``speed.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from reverie.config import make_config
+from reverie.envs.base import Space
+from reverie.learner import Learner
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
+    """FLOP/s of a square matmul on one thread: the machine's practical peak for ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def random_batch(obs_space: dict[str, Space], actions: int, B: int, T: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    batch: dict[str, np.ndarray] = {}
+    for key, space in obs_space.items():
+        if space.is_image:
+            batch[key] = rng.integers(0, 256, (B, T, *space.shape), dtype=np.uint8)
+        else:
+            batch[key] = rng.normal(size=(B, T, *space.shape)).astype(np.float32)
+    batch["action"] = rng.integers(0, actions, (B, T))
+    batch["reward"] = rng.normal(size=(B, T)).astype(np.float32)
+    batch["is_first"] = np.zeros((B, T), bool)
+    batch["is_terminal"] = np.zeros((B, T), bool)
+    return batch
+
+
+def time_updates(size: str, obs: str, precision: str, repeats: int) -> dict:
+    cfg = make_config([size], [f"train.precision={precision}", "train.device=cpu"])
+    if obs == "image":
+        obs_space = {"image": Space(np.uint8, (64, 64, 3), 0, 255)}
+        actions = 17
+    else:
+        obs_space = {"vector": Space(np.float32, (4,))}
+        actions = 2
+    learner = Learner(cfg, obs_space, Space(np.int64, (), 0, actions, discrete=True))
+    batch = random_batch(obs_space, actions, cfg.train.batch_size, cfg.train.batch_length)
+    learner.train_step(batch)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        learner.train_step(batch)
+    flops = counter.get_total_flops()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        learner.train_step(batch)
+    seconds = (time.perf_counter() - start) / repeats
+    return {
+        "params": sum(p.numel() for p in learner.parameters()),
+        "batch": [cfg.train.batch_size, cfg.train.batch_length],
+        "imagination": [cfg.train.batch_size * cfg.train.batch_length, cfg.ac.horizon],
+        "seconds_per_update": seconds,
+        "updates_per_s": 1 / seconds,
+        "flops_per_update": flops,
+        "flops_per_s": flops / seconds,
+    }
+
+
+def env_steps_per_s(size: str, steps: int = 500) -> float:
+    """Acting speed: CartPole steps/s with one policy forward per step (no updates)."""
+    from reverie.envs import make_env
+
+    cfg = make_config([size])
+    env = make_env(cfg.env, 0)
+    learner = Learner(cfg, {"vector": env.obs_space["vector"]}, env.act_space["action"])
+    obs = env.step({"action": 0, "reset": True})
+    state = None
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
+        action, state, _ = learner.policy(batch, state)
+        obs = env.step({"action": action[0], "reset": bool(obs["is_last"])})
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["debug", "size1m", "size12m"])
+    parser.add_argument("--obs", nargs="+", default=["vector", "image"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    results: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
+        "matmul_peak_flops_per_s": peaks,
+        "runs": [],
+    }
+    for size in args.sizes:
+        env_rate = env_steps_per_s(size)
+        for obs in args.obs:
+            for precision in args.precisions:
+                row = {"size": size, "obs": obs, "precision": precision, "env_steps_per_s": env_rate}
+                row.update(time_updates(size, obs, precision, args.repeats))
+                row["fraction_of_peak"] = row["flops_per_s"] / peaks[precision]
+                results["runs"].append(row)
+                print(
+                    f"{size:8s} {obs:6s} {precision}: {row['updates_per_s']:.2f} updates/s, "
+                    f"{row['flops_per_update'] / 1e9:.2f} GFLOP/update, "
+                    f"{row['fraction_of_peak'] * 100:.1f}% of {precision} peak, {env_rate:.0f} env steps/s"
+                )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(results, indent=2))
+    plot(results, RESULTS / "speed.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    runs = results["runs"]
+    labels = [f"{r['size']}\n{r['obs']}\n{r['precision']}" for r in runs]
+    ax.bar(
+        range(len(runs)),
+        [r["updates_per_s"] for r in runs],
+        color=["C0" if r["precision"] == "fp32" else "C1" for r in runs],
+    )
+    ax.set_xticks(range(len(runs)), labels, fontsize=6)
+    ax.set_ylabel("updates / s (1 thread)")
+    ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
