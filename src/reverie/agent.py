@@ -143,6 +143,25 @@ class Dreamer:
         self.counters["updates"] += 1
         return {f"train/{k}": v for k, v in metrics.items()}
 
+    def report(self, batch_size: int = 4, context: int = 5) -> dict[str, np.ndarray]:
+        """Open-loop prediction videos (truth / model / error rows) for each image key.
+
+        Returns ``{"report/openloop/<key>": frames (T, 3H, B*W, C) uint8}``; empty for vector-only models.
+        """
+        from reverie.logger import openloop_video
+
+        learner = self.learner
+        if not learner.wm.decoder.images:
+            return {}
+        length = min(self.config.train.batch_length, 50)
+        batch = learner.to_tensors(self.replay.sample(batch_size, max(length, context + 2)))
+        batch["is_first"][:, 0] = True
+        videos = learner.wm.openloop(batch, context)
+        return {
+            f"report/openloop/{key}": openloop_video(truth.cpu().numpy(), model.cpu().numpy())
+            for key, (truth, model) in videos.items()
+        }
+
     def predict(
         self, obs: dict[str, Any], state: PolicyState | None = None, deterministic: bool = False
     ) -> tuple[np.ndarray, PolicyState]:

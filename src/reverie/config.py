@@ -199,8 +199,8 @@ class RunConfig:
     """Env steps between evaluations (0: only at the end)."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
-    video_every: int = 0
-    """Env steps between open-loop prediction videos for image tasks (0: off)."""
+    video_every: int = 20_000
+    """Env steps between open-loop prediction videos (truth / model / error) for image tasks (0: off)."""
     tensorboard: bool = True
     """Write TensorBoard event files."""
     progress: bool = True

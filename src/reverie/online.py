@@ -73,7 +73,7 @@ class OnlineTrainer:
         obs = self.envs.step({"action": self._random_actions(), "reset": np.ones(n, bool)})
         prev_action = np.zeros((n, learner.action_dim), np.float32)
         state = None
-        marks = {k: counters["env_steps"] for k in ("log", "save", "eval")}
+        marks = {k: counters["env_steps"] for k in ("log", "save", "eval", "video")}
         start_time, start_steps, start_updates = time.time(), counters["env_steps"], counters["updates"]
         progress = Progress(total, cfg.run.progress, f"train {cfg.env.id}")
         try:
@@ -126,6 +126,10 @@ class OnlineTrainer:
                 }
             )
             self.logger.write(step)
+        if run.video_every and step - marks["video"] >= run.video_every and len(agent.replay):
+            marks["video"] = step
+            for key, frames in agent.report().items():
+                self.logger.video(key, frames)
         if run.save_every and step - marks["save"] >= run.save_every:
             marks["save"] = step
             agent.save_run()

@@ -165,3 +165,19 @@ class WorldModel(nn.Module):
         metrics["wm/kl"] = (dyn.detach()).mean()
         assert isinstance(total, Tensor)
         return total, states, metrics
+
+    @torch.no_grad()
+    def openloop(self, batch: dict[str, Tensor], context: int) -> dict[str, tuple[Tensor, Tensor]]:
+        """Open-loop prediction: filter ``context`` steps, then dream the rest with the recorded actions.
+
+        Returns, per image key, ``(truth, model)`` frames (B, T - context, H, W, C) in [0, 1].
+        """
+        head = {k: v[:, :context] for k, v in batch.items()}
+        states, _, _ = self.observe(head)
+        state = {k: v[:, -1] for k, v in states.items()}
+        feats = []
+        for t in range(context, batch["action"].shape[1]):
+            state = self.rssm.imagine_step(state, batch["action"][:, t])
+            feats.append(self.rssm.feat(state))
+        preds = self.decoder(torch.stack(feats, 1))
+        return {k: (batch[k][:, context:].float() / 255.0, preds[k].float()) for k in self.decoder.images}
