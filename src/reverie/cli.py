@@ -45,7 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_config_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--preset", nargs="*", default=[], help="named presets, applied left to right")
+    train.add_argument(
+        "--preset",
+        nargs="*",
+        default=[],
+        help="named presets, applied left to right (with neither --preset nor --env: classic, on CartPole-v1)",
+    )
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     train.add_argument("--env", help="env id (same as --set env.id=ID)")
     train.add_argument("--steps", type=int, help="env steps (same as --set train.steps=N)")
@@ -64,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_PRESETS = ["classic"]
+"""What a bare ``reverie train`` runs: CartPole-v1 on the classic-control budget."""
+
+
 def _train_config(args: argparse.Namespace) -> Config:
+    presets = args.preset if args.preset or args.env else DEFAULT_PRESETS
     overrides = list(args.set)
     for flag, key in (
         ("env", "env.id"),
@@ -74,7 +84,7 @@ def _train_config(args: argparse.Namespace) -> Config:
     ):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    return make_config(args.preset, overrides)
+    return make_config(presets, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
