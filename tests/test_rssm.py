@@ -165,7 +165,7 @@ def test_prior_loss_gradient_reaches_core(rssm: RSSM) -> None:
     _, post, prior = rssm.observe(embed, action, is_first)
     dyn, _ = kl_balance(post, prior, free_nats=0.0)
     dyn.mean().backward()
-    for name in ("core_hidden", "core_gates", "in_deter", "in_stoch", "in_action", "prior_net"):
+    for name in ("core_shared", "core_block", "core_gates", "in_deter", "in_stoch", "in_action", "prior_net"):
         grads = [p.grad for p in getattr(rssm, name).parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
 

@@ -64,19 +64,20 @@ class MLP(nn.Sequential):
 class BlockLinear(nn.Module):
     """Block-diagonal linear: G independent (inp/G -> out/G) maps on the G slices of the last axis."""
 
-    def __init__(self, inp: int, out: int, blocks: int):
+    def __init__(self, inp: int, out: int, blocks: int, fan_in: int | None = None, bias: bool = True):
         super().__init__()
         assert inp % blocks == 0 and out % blocks == 0, (inp, out, blocks)
         self.blocks = blocks
         self.weight = nn.Parameter(torch.empty(blocks, inp // blocks, out // blocks))
-        self.bias = nn.Parameter(torch.zeros(out))
-        init_fan_in(self.weight, inp // blocks)
+        self.bias = nn.Parameter(torch.zeros(out)) if bias else None
+        init_fan_in(self.weight, fan_in or inp // blocks)
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks)  # (B, G, D/G)
-        y = torch.einsum("bgi,gio->bgo", x, self.weight.to(x.dtype))  # (B, G, O/G)
-        return y.reshape(*lead, -1) + self.bias.to(y.dtype)
+        y = torch.bmm(x.transpose(0, 1), self.weight.to(x.dtype)).transpose(0, 1)  # (B, G, O/G)
+        y = y.reshape(*lead, -1)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
 class ChannelNorm(nn.Module):

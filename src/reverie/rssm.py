@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from reverie.config import ModelConfig
 from reverie.functional import sample_onehot, unimix_logits
-from reverie.nets import BlockLinear, Linear, NormAct
+from reverie.nets import BlockLinear, Linear, NormAct, init_fan_in
 
 State = dict[str, Tensor]
 
@@ -47,8 +47,13 @@ class RSSM(nn.Module):
         self.in_stoch = NormAct(self.stoch_dim, h)
         self.in_action = NormAct(action_dim, h)
         self.no_action = nn.Parameter(torch.zeros(h))
-        # Each block sees all three projections and its own slice of deter.
-        self.core_hidden = BlockLinear(g * (3 * h + d // g), d, g)
+        # Each block sees all three projections and its own slice of deter: one block-linear layer on
+        # [x, deter_g] per block, computed as a dense map of the shared x plus a block-diagonal map of deter
+        # (the same function without copying x G times).
+        fan_in = 3 * h + d // g
+        self.core_shared = Linear(3 * h, d, bias=False)
+        init_fan_in(self.core_shared.weight, fan_in)
+        self.core_block = BlockLinear(d, d, g, fan_in=fan_in)
         self.core_norm = nn.RMSNorm(d, eps=1e-4)
         self.core_gates = BlockLinear(d, 3 * d, g)
         self.prior_net = nn.Sequential(NormAct(d, h), NormAct(h, h), Linear(h, self.stoch_dim))
@@ -70,19 +75,25 @@ class RSSM(nn.Module):
         logits = x.reshape(*x.shape[:-1], self.cfg.stoch, self.cfg.classes).float()
         return unimix_logits(logits, self.cfg.unimix)
 
-    def core(self, state: State, action: Tensor, action_mask: Tensor | None = None) -> Tensor:
-        """Next deterministic state from the previous state and action: (B, D)."""
-        deter, stoch = state["deter"], state["stoch"].reshape(state["stoch"].shape[0], -1)
+    def embed_action(self, action: Tensor, action_mask: Tensor | None = None) -> Tensor:
+        """The action's input projection (..., H); the learned no-action vector where the mask is 0."""
         action = action / torch.clamp(action.abs(), min=1.0).detach()
         act = self.in_action(action)
         if action_mask is not None:
-            mask = action_mask.reshape(-1, 1).to(act.dtype)
+            mask = action_mask.unsqueeze(-1).to(act.dtype)
             act = mask * act + (1 - mask) * self.no_action.to(act.dtype)
-        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act], -1)  # (B, 3H)
+        return act
+
+    def core(self, state: State, action: Tensor, action_mask: Tensor | None = None) -> Tensor:
+        """Next deterministic state from the previous state and action: (B, D)."""
+        return self._core(state, self.embed_action(action, action_mask))
+
+    def _core(self, state: State, act: Tensor) -> Tensor:
+        deter, stoch = state["deter"], state["stoch"].reshape(state["stoch"].shape[0], -1)
+        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act.to(deter.dtype)], -1)  # (B, 3H)
+        x = self.core_shared(x) + self.core_block(deter.to(x.dtype))  # (B, D)
+        x = torch.nn.functional.silu(self.core_norm(x))
         g = self.cfg.blocks
-        x = x.unsqueeze(1).expand(-1, g, -1)  # (B, G, 3H)
-        x = torch.cat([x, deter.reshape(-1, g, deter.shape[-1] // g).to(x.dtype)], -1)  # (B, G, 3H + D/G)
-        x = torch.nn.functional.silu(self.core_norm(self.core_hidden(x.reshape(x.shape[0], -1))))
         gates = self.core_gates(x).reshape(-1, g, 3, deter.shape[-1] // g)  # (B, G, 3, D/G)
         reset, cand, update = (gates[:, :, i].reshape(deter.shape).float() for i in range(3))
         reset = torch.sigmoid(reset)
@@ -106,12 +117,15 @@ class RSSM(nn.Module):
         Returns ``(posterior state, post logits, prior logits)``.
         """
         keep = (1.0 - is_first.float()).reshape(-1, 1)
+        act = self.embed_action(action * keep.to(action.dtype), action_mask)
+        state, post = self._filter(state, act, embed, keep)
+        return state, post, self.prior_logits(state["deter"])
+
+    def _filter(self, state: State, act: Tensor, embed: Tensor, keep: Tensor) -> tuple[State, Tensor]:
         state = {"deter": state["deter"] * keep, "stoch": state["stoch"] * keep.unsqueeze(-1)}
-        action = action * keep.to(action.dtype)
-        deter = self.core(state, action, action_mask)
-        prior = self.prior_logits(deter)
+        deter = self._core(state, act)
         post = self.post_logits(deter, embed)
-        return {"deter": deter, "stoch": sample_onehot(post)}, post, prior
+        return {"deter": deter, "stoch": sample_onehot(post)}, post
 
     def imagine_step(self, state: State, action: Tensor) -> State:
         """One step of the prior: the model dreams the next state."""
@@ -141,13 +155,14 @@ class RSSM(nn.Module):
         """
         B, T = embed.shape[:2]
         state = state if state is not None else self.initial(B, embed.device)
-        deters, stochs, posts, priors = [], [], [], []
+        keep = 1.0 - is_first.float().unsqueeze(-1)  # (B, T, 1)
+        # What does not depend on the recurrent state is computed for all steps at once.
+        acts = self.embed_action(action * keep.to(action.dtype), action_mask)  # (B, T, H)
+        deters, stochs, posts = [], [], []
         for t in range(T):
-            mask = None if action_mask is None else action_mask[:, t]
-            state, post, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t], mask)
+            state, post = self._filter(state, acts[:, t], embed[:, t], keep[:, t])
             deters.append(state["deter"])
             stochs.append(state["stoch"])
             posts.append(post)
-            priors.append(prior)
         states = {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1)}
-        return states, torch.stack(posts, 1), torch.stack(priors, 1)
+        return states, torch.stack(posts, 1), self.prior_logits(states["deter"])
