@@ -38,3 +38,55 @@ def test_crashed_worker_is_restarted_and_its_episode_discarded(tmp_path, monkeyp
     assert len(agent.replay) < agent.counters["agent_steps"]
     sample = agent.replay.sample(4, 8)
     assert np.isfinite(sample["vector"]).all()
+
+
+class Walk:
+    """A user's own env (no Gymnasium): step right five times to reach the goal."""
+
+    def __init__(self) -> None:
+        self.x = self.t = 0
+
+    @property
+    def obs_space(self):
+        from reverie.envs import Space, reserved_spaces
+
+        return {"vector": Space(np.float32, (1,)), **reserved_spaces()}
+
+    @property
+    def act_space(self):
+        from reverie.envs import Space
+
+        return {"action": Space(np.int64, (), 0, 2, True)}
+
+    def step(self, action):
+        if action["reset"]:
+            self.x = self.t = 0
+            return self._obs(0.0, True, False)
+        self.x += 1 if action["action"] == 1 else -1
+        self.t += 1
+        done = self.x >= 5
+        return self._obs(float(done), False, done, last=done or self.t >= 30)
+
+    def _obs(self, reward, first, terminal, last=False):
+        return {
+            "vector": np.array([self.x], np.float32),
+            "reward": np.float32(reward),
+            "is_first": first,
+            "is_last": last,
+            "is_terminal": terminal,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+def test_learn_on_a_users_env_factory(tmp_path) -> None:
+    from reverie.envs import check_env
+
+    assert check_env(Walk(), max_steps=200) == []
+    agent = Dreamer(make_config(["debug"], [f"run.logdir={tmp_path}", "train.steps=150", "train.prefill=64"]))
+    agent.learn(Walk)
+    assert agent.counters["env_steps"] >= 150
+    assert set(agent.learner.obs_space) == {"vector"}
+    metrics = agent.evaluate(episodes=2)
+    assert metrics["eval/length"] <= 30 and np.isfinite(metrics["eval/return"])

@@ -11,9 +11,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,15 @@ import torch
 
 from reverie.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from reverie.config import Config, make_config, set_key
-from reverie.envs import BatchEnv, make_env
+from reverie.envs import BatchEnv, Env, ParallelEnv, make_env
 from reverie.envs.base import Space, model_keys
 from reverie.learner import Learner, PolicyState
 from reverie.logger import Logger, make_logger
 from reverie.replay import Replay
 
 log = logging.getLogger("reverie")
+
+EnvFactory = Callable[[], Env]
 
 
 def seed_everything(seed: int) -> None:
@@ -61,6 +65,8 @@ class Dreamer:
         self._learner: Learner | None = None
         self._replay: Replay | None = None
         self._logger: Logger | None = None
+        self.env_factory: EnvFactory | None = None
+        """A user's env factory given to :meth:`learn`; None means ``config.env``."""
         if obs_space is not None and act_space is not None:
             self._build(obs_space, act_space)
 
@@ -69,8 +75,16 @@ class Dreamer:
         keys = model_keys(obs_space)
         self._learner = Learner(self.config, {k: obs_space[k] for k in keys}, act_space)
 
+    def make_envs(self, count: int, seed: int, parallel: bool = False) -> BatchEnv | ParallelEnv:
+        """``count`` envs from the user's factory (see :meth:`learn`) or from ``config.env``."""
+        if self.env_factory is not None:
+            factories = [self.env_factory] * count
+        else:
+            factories = [functools.partial(make_env, self.config.env, seed + i) for i in range(count)]
+        return ParallelEnv(factories) if parallel and count > 1 else BatchEnv(factories)
+
     def _spaces_from_env(self) -> None:
-        env = make_env(self.config.env, self.config.train.seed)
+        env = self.env_factory() if self.env_factory is not None else make_env(self.config.env, self.config.train.seed)
         try:
             self._build(env.obs_space, env.act_space["action"])
         finally:
@@ -109,16 +123,24 @@ class Dreamer:
         return self._logger
 
     # ----------------------------------------------------------------- the verbs
-    def learn(self, env: str | None = None, steps: int | None = None) -> Dreamer:
+    def learn(self, env: str | EnvFactory | None = None, steps: int | None = None) -> Dreamer:
         """Train online until the env-step counter reaches ``steps`` (default ``train.steps``).
 
         Args:
-            env: an env id; overrides ``config.env.id`` (the networks must not exist yet).
+            env: an env id (overrides ``config.env.id``), or a zero-argument function that builds one of
+                your own :class:`reverie.envs.Env` (a module-level function or ``functools.partial`` when
+                ``env.num_envs > 1``, since worker processes receive it pickled). Default: ``config.env``.
             steps: the total env-step budget, counting steps of earlier calls and resumed runs.
+
+        Example:
+            >>> agent = Dreamer(make_config(["classic"]))             # doctest: +SKIP
+            >>> agent.learn(functools.partial(MyEnv, level=3), 20_000)  # doctest: +SKIP
         """
         from reverie.online import OnlineTrainer
 
-        if env is not None and env != self.config.env.id:
+        if callable(env):
+            self.env_factory = env
+        elif env is not None and env != self.config.env.id:
             if self._learner is not None:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
@@ -187,10 +209,13 @@ class Dreamer:
     def evaluate(self, env: str | None = None, episodes: int = 10, deterministic: bool = True) -> dict[str, float]:
         """Run ``episodes`` full episodes in fresh envs; returns ``eval/return`` (mean) and more."""
         cfg = self.config
-        env_cfg = cfg.env if env is None else dataclasses.replace(cfg.env, id=env)
         seed = cfg.train.seed + 10_000 + self.counters["env_steps"]
-        factories = [lambda i=i: make_env(env_cfg, seed + i) for i in range(episodes)]
-        envs = BatchEnv(factories)
+        envs: BatchEnv | ParallelEnv
+        if env is not None:
+            env_cfg = dataclasses.replace(cfg.env, id=env)
+            envs = BatchEnv([functools.partial(make_env, env_cfg, seed + i) for i in range(episodes)])
+        else:
+            envs = self.make_envs(episodes, seed)
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
         done = np.zeros(episodes, bool)
         space = envs.act_space["action"]

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from reverie.envs import make_batch_env
 from reverie.envs.base import model_keys
 from reverie.logger import Logger, Progress
 
@@ -47,7 +46,8 @@ class OnlineTrainer:
 
     def __init__(self, agent: Dreamer, logger: Logger):
         self.agent, self.cfg, self.logger = agent, agent.config, logger
-        self.envs = make_batch_env(self.cfg.env, self.cfg.train.seed + 1000 * agent.counters["runs"])
+        env = self.cfg.env
+        self.envs = agent.make_envs(env.num_envs, self.cfg.train.seed + 1000 * agent.counters["runs"], env.parallel)
         self.keys = model_keys(self.envs.obs_space)
         self.rng = np.random.default_rng(self.cfg.train.seed + agent.counters["env_steps"])
         self.stats = EpisodeStats(self.envs.num_envs)
