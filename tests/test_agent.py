@@ -140,7 +140,7 @@ def loss_rows(logdir: Path) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, debug_config: Any) -> Dreamer:
-    """A CartPole agent after 100 env steps (36 updates), saved to its run folder. Tests must not change it."""
+    """A CartPole agent after 100 env steps (37 updates), saved to its run folder. Tests must not change it."""
     logdir = tmp_path_factory.mktemp("trained")
     return Dreamer(debug_config(logdir, "train.steps=100")).learn()
 
@@ -194,11 +194,6 @@ def test_contract(obs_kind: str, act_kind: str, tmp_path: Path, debug_config: An
     assert 1 <= metrics["eval/length"] <= 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent.py:183 (Dreamer.predict) builds is_first with one entry when a batch has no 'is_first' key, "
-    "so the RSSM gets a state for 1 env and embeddings for N (RuntimeError: sizes must match)",
-)
 def test_predict_batch_without_is_first(trained: Dreamer) -> None:
     """A batch of N observations without ``is_first`` starts N fresh states, as one observation does."""
     obs = {"vector": np.zeros((3, 4), np.float32)}
@@ -331,11 +326,6 @@ def test_replay_reloads_from_disk(trained: Dreamer) -> None:
     assert batch["vector"].shape == (t.batch_size, t.batch_length, 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent.py:233-237 (Dreamer.save_run) writes the checkpoint before flushing the replay, so a run killed "
-    "in between resumes from counters that include steps its replay on disk never got",
-)
 def test_interrupted_save_keeps_checkpoint_behind_replay(
     trained: Dreamer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -145,8 +145,11 @@ class Dreamer:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
+        _ = self.learner  # builds the networks (and checks the env) before anything is written
         self.logdir.mkdir(parents=True, exist_ok=True)
         (self.logdir / "config.json").write_text(self.config.to_json())
+        if not (self.logdir / "checkpoint").exists():
+            self.save_run()  # a run killed before its first periodic save can still be resumed
         trainer = OnlineTrainer(self, self.logger)
         self.counters["runs"] += 1
         trainer.run(total)
@@ -202,7 +205,8 @@ class Dreamer:
         key = next(iter(learner.obs_space))
         batched = np.ndim(obs[key]) > len(learner.obs_space[key].shape)
         data = {k: np.asarray(obs[k]) if batched else np.asarray(obs[k])[None] for k in learner.obs_space}
-        data["is_first"] = np.asarray(obs.get("is_first", state is None), bool).reshape(-1)
+        n = len(data[key])
+        data["is_first"] = np.broadcast_to(np.asarray(obs.get("is_first", state is None), bool), (n,)).copy()
         action, state, _ = learner.policy(data, state, deterministic)
         return (action if batched else action[0]), state
 
@@ -256,10 +260,13 @@ class Dreamer:
         )
 
     def save_run(self) -> None:
-        """Checkpoint into ``logdir/checkpoint`` and flush the replay: what ``--resume`` continues from."""
-        self.save(self.logdir / "checkpoint")
+        """Flush the replay, then checkpoint into ``logdir/checkpoint``: what ``--resume`` continues from.
+
+        The replay goes first, so a kill in between never leaves counters ahead of the data on disk.
+        """
         if self._replay is not None:
             self._replay.save()
+        self.save(self.logdir / "checkpoint")
 
     @classmethod
     def load(cls, directory: str | os.PathLike, config: Config | None = None) -> Dreamer:

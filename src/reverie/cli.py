@@ -17,10 +17,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reverie.checkpoint import CheckpointError, find_checkpoint
 from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key
 from reverie.envs import EnvError
+
+if TYPE_CHECKING:
+    from reverie.agent import Dreamer
 
 log = logging.getLogger("reverie")
 
@@ -93,21 +97,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)
     logdir = Path(cfg.run.logdir)
     if args.resume:
-        try:
-            find_checkpoint(logdir)
-        except CheckpointError:
-            raise CheckpointError(
-                f"Nothing to resume in '{logdir}': it has no checkpoint yet. Drop --resume to start a new run."
-            ) from None
-        agent = Dreamer.load(logdir)
-        for item in args.set:  # explicit overrides still apply on resume (e.g. a longer budget)
-            key, value = item.split("=", 1)
-            set_key(agent.config, key.strip(), value.strip())
-        if args.steps is not None:
-            agent.config.train.steps = args.steps
-        log.info("resuming %s at env step %d", logdir, agent.counters["env_steps"])
+        agent = _resume(args, logdir)
     else:
-        if (logdir / "checkpoint").exists() or (logdir / "replay").exists():
+        if (logdir / "checkpoint").exists():
             raise ConfigError(
                 f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
             )
@@ -116,6 +108,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = {"env": agent.config.env.id, "env_steps": agent.counters["env_steps"], **agent.last_eval}
     print(json.dumps(result))
     return 0
+
+
+def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
+    """The agent of the run in ``logdir``, with ``--steps`` and ``--set`` applied on top of its config."""
+    from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
+
+    try:
+        find_checkpoint(logdir)
+    except CheckpointError:
+        raise CheckpointError(
+            f"Nothing to resume in '{logdir}': it has no checkpoint yet. Drop --resume to start a new run."
+        ) from None
+    fixed = [flag for flag in ("preset", "env", "seed") if getattr(args, flag)]
+    if fixed:
+        names = ", ".join(f"--{f}" for f in fixed)
+        raise ConfigError(f"{names} cannot change a run being resumed; drop them (or start a new run).")
+    agent = Dreamer.load(logdir)
+    set_key(agent.config, "run.logdir", str(logdir))  # the folder may have moved since it was written
+    for item in args.set:  # explicit overrides still apply on resume (e.g. a longer budget)
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.steps=50000.")
+        key, value = item.split("=", 1)
+        set_key(agent.config, key.strip(), value.strip())
+    if args.steps is not None:
+        agent.config.train.steps = args.steps
+    log.info("resuming %s at env step %d", logdir, agent.counters["env_steps"])
+    return agent
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -327,7 +327,7 @@ def _section_hints(cls: type) -> dict[str, Any]:
 
 def _unknown(key: str) -> None:
     close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(close)}?" if close else " Run `reverie train --help-config` for all keys."
+    hint = f" Did you mean {', '.join(close)}?" if close else " Run `reverie train --help` for all keys."
     raise ConfigError(f"Unknown config key '{key}'.{hint}")
 
 

@@ -52,6 +52,7 @@ class OnlineTrainer:
         self.rng = np.random.default_rng(self.cfg.train.seed + agent.counters["env_steps"])
         self.stats = EpisodeStats(self.envs.num_envs)
         self.stop = False
+        self.warned = False
 
     def _random_actions(self) -> np.ndarray:
         space = self.envs.act_space["action"]
@@ -94,7 +95,7 @@ class OnlineTrainer:
                     log.warning("env worker %d restarted; discarded %d steps of its episode", i, dropped)
                 counters["agent_steps"] += n
                 counters["env_steps"] += n * repeat
-                if counters["env_steps"] >= cfg.train.prefill:
+                if counters["env_steps"] >= cfg.train.prefill and self._replay_ready():
                     # The ratio counts agent steps after prefill, so training starts without a burst.
                     trained = counters["agent_steps"] - cfg.train.prefill // repeat
                     due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - counters["updates"]
@@ -105,6 +106,16 @@ class OnlineTrainer:
         finally:
             progress.close()
             self.envs.close()
+
+    def _replay_ready(self) -> bool:
+        """Whether replay holds a full training sequence (a resumed run may have lost its replay folder)."""
+        need = self.cfg.train.batch_length
+        if self.agent.replay.longest_stream() >= need:
+            return True
+        if not self.warned:
+            log.warning("replay holds no sequence of %d steps yet: acting without updates until it does", need)
+            self.warned = True
+        return False
 
     def _periodic(self, marks: dict[str, int], t0: float, steps0: int, updates0: int) -> None:
         agent, run, step = self.agent, self.cfg.run, self.agent.counters["env_steps"]

@@ -283,6 +283,10 @@ class Replay:
         chunks = (ch for st in self._streams.values() for ch in st.chunks)
         return sum(int(np.count_nonzero(ch.data["is_first"][: ch.length])) for ch in chunks)
 
+    def longest_stream(self) -> int:
+        """Steps in the longest stream: windows up to this length can be sampled."""
+        return max((len(st) for st in self._streams.values()), default=0)
+
     def stats(self) -> dict[str, int]:
         """Counts: ``steps``, ``episodes``, ``chunks``, ``streams`` (with data) and ``bytes`` on disk."""
         size = 0

@@ -1,4 +1,14 @@
-"""Environments: the contract, the Gymnasium adapter, wrappers, a checker and batched envs.
+"""Environments: the contract, the Gymnasium and suite adapters, wrappers, a checker and batched envs.
+
+Env ids understood by :func:`make_env`:
+
+* a Gymnasium id (``CartPole-v1``, ``gym:Pendulum-v1``): :class:`GymEnv`;
+* ``crafter`` (64x64 pixels) and ``crafter-symbolic`` (a vector): :class:`CrafterEnv`
+  (``pip install "crafter>=1.8" numba``);
+* ``dmc:<domain>-<task>`` (``dmc:walker-walk``; ``env.pixels=true`` for images): :class:`DMCEnv`
+  (``pip install "mujoco==3.17.0" dm_control``);
+* ``atari:<Game>`` (``atari:Pong``, the Atari 100k protocol): :class:`AtariEnv`
+  (``pip install "ale-py>=0.9" opencv-python-headless``).
 
 Example:
     >>> from reverie.config import EnvConfig
@@ -14,17 +24,24 @@ from functools import partial
 import numpy as np
 
 from reverie.config import EnvConfig
+from reverie.envs.atari import AtariEnv
 from reverie.envs.base import RESERVED_KEYS, Env, Space, model_keys, reserved_spaces
 from reverie.envs.checker import check_env, check_gym_env
+from reverie.envs.crafter import CrafterEnv
+from reverie.envs.dmc import DMCEnv
 from reverie.envs.errors import EnvError, EnvWarning
 from reverie.envs.gym import GymEnv
 from reverie.envs.parallel import BatchEnv, ParallelEnv
 from reverie.envs.wrappers import ActionRepeat, NormalizeActions, ResizeImage, TimeLimit, Wrapper
 
 __all__ = [
+    "CRAFTER_IDS",
     "RESERVED_KEYS",
     "ActionRepeat",
+    "AtariEnv",
     "BatchEnv",
+    "CrafterEnv",
+    "DMCEnv",
     "Env",
     "EnvError",
     "EnvWarning",
@@ -43,35 +60,53 @@ __all__ = [
     "reserved_spaces",
 ]
 
-# Suites that get their own adapters later; their ids must not fall through to Gymnasium.
-_PLANNED_SUITES = {"crafter": "Crafter", "dmc": "DeepMind Control", "atari": "Atari"}
+CRAFTER_IDS = ("crafter", "crafter-symbolic")
+"""The Crafter env ids: pixels and the symbolic vector."""
+
+
+def _suite_env(cfg: EnvConfig, seed: int) -> tuple[Env, bool] | None:
+    """The suite adapter for ``cfg.id`` and whether it repeats actions itself; None for Gymnasium ids.
+
+    DMC and Atari repeat actions inside the adapter (``cfg.action_repeat`` control steps or frames),
+    so that frames are rendered and max-pooled once per agent step.
+    """
+    suite, _, name = cfg.id.partition(":")
+    if suite.startswith("crafter"):
+        if cfg.id not in CRAFTER_IDS:
+            raise EnvError(f"Unknown Crafter id '{cfg.id}'; use {' or '.join(CRAFTER_IDS)}.")
+        return CrafterEnv(seed, size=cfg.image_size, symbolic=cfg.id == "crafter-symbolic"), False
+    if suite not in ("dmc", "atari"):
+        return None
+    if not name:
+        example = "dmc:walker-walk" if suite == "dmc" else "atari:Pong"
+        raise EnvError(f"env.id '{cfg.id}' names no task; use {suite}:<name>, e.g. {example}.")
+    if suite == "dmc":
+        return DMCEnv(name, seed, repeat=cfg.action_repeat, pixels=cfg.pixels, image_size=cfg.image_size), True
+    return AtariEnv(name, seed, repeat=cfg.action_repeat, size=cfg.image_size), True
 
 
 def make_env(cfg: EnvConfig, seed: int) -> Env:
     """Build one env from its config section: the adapter, then the wrappers the config asks for.
 
     Order: ``ResizeImage`` (images not ``cfg.image_size``), ``NormalizeActions`` (bounded Box
-    actions), ``ActionRepeat`` (``cfg.action_repeat > 1``), ``TimeLimit`` (``cfg.time_limit > 0``,
-    counted in agent steps).
+    actions), ``ActionRepeat`` (``cfg.action_repeat > 1``, unless the DMC or Atari adapter repeats
+    itself), ``TimeLimit`` (``cfg.time_limit > 0``, counted in agent steps).
 
     Args:
         cfg: the ``env`` config section.
         seed: seed of the env's first reset.
 
     Raises:
-        EnvError: unknown id, or a suite that is not supported yet.
+        EnvError: unknown id, or a suite whose package is not installed (the message has the pip command).
 
     Example:
         >>> make_env(EnvConfig(id="CartPole-v1"), seed=0).act_space["action"].n
         2
     """
-    suite = cfg.id.split(":", 1)[0] if ":" in cfg.id else cfg.id
-    if suite in _PLANNED_SUITES:
-        raise EnvError(
-            f"env.id '{cfg.id}': the {_PLANNED_SUITES[suite]} suite is not supported yet; use a Gymnasium id "
-            "such as CartPole-v1 or Pendulum-v1, or write a reverie.envs.Env."
-        )
-    env: Env = GymEnv(cfg.id, seed=seed, pixels=cfg.pixels, image_size=cfg.image_size)
+    made = _suite_env(cfg, seed)
+    env, repeats = (
+        made if made is not None else (GymEnv(cfg.id, seed=seed, pixels=cfg.pixels, image_size=cfg.image_size), False)
+    )
     if any(s.is_image and s.shape[:2] != (cfg.image_size,) * 2 for s in env.obs_space.values()):
         env = ResizeImage(env, cfg.image_size)
     action = env.act_space["action"]
@@ -79,7 +114,7 @@ def make_env(cfg: EnvConfig, seed: int) -> Env:
         bounded = np.isfinite(np.asarray(action.low)) & np.isfinite(np.asarray(action.high))
         if bounded.any():
             env = NormalizeActions(env)
-    if cfg.action_repeat > 1:
+    if cfg.action_repeat > 1 and not repeats:
         env = ActionRepeat(env, cfg.action_repeat)
     if cfg.time_limit > 0:
         env = TimeLimit(env, cfg.time_limit)
