@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
 
     check = sub.add_parser("check-env", help="validate an env against the Reverie contract")
-    check.add_argument("env", help="env id, e.g. CartPole-v1")
+    check.add_argument("env", help="env id, e.g. CartPole-v1, crafter, dmc:walker-walk, atari:Pong")
+    check.add_argument("--max-steps", type=int, default=10_000, help="random steps probed for an episode end")
     return parser
 
 
@@ -147,9 +148,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check_env(args: argparse.Namespace) -> int:
-    from reverie.envs import check_gym_env
+    from reverie.config import EnvConfig
+    from reverie.envs import check_env, make_env
 
-    warnings = check_gym_env(args.env)
+    env = make_env(EnvConfig(id=args.env), seed=0)  # Gymnasium ids and the suites (crafter, dmc:, atari:)
+    try:
+        warnings = check_env(env, max_steps=args.max_steps)
+    finally:
+        env.close()
     for warning in warnings:
         print(f"warning: {warning}")
     print(f"{args.env}: passes the Reverie env contract" + (f" ({len(warnings)} warnings)" if warnings else ""))

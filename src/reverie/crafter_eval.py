@@ -69,7 +69,7 @@ def crafter_score(success_rates_percent: Mapping[str, float] | Iterable[float]) 
         ValueError: no rates, or a rate outside ``[0, 100]``.
 
     Example:
-        >>> crafter_score([0.0] * 22), crafter_score([100.0] * 22)
+        >>> crafter_score([0.0] * 22), round(crafter_score([100.0] * 22), 9)
         (0.0, 100.0)
         >>> round(crafter_score([0.0, 99.0]), 6)  # exp((ln 1 + ln 100) / 2) - 1
         9.0

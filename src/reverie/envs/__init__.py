@@ -64,8 +64,8 @@ CRAFTER_IDS = ("crafter", "crafter-symbolic")
 """The Crafter env ids: pixels and the symbolic vector."""
 
 
-def _suite_env(cfg: EnvConfig, seed: int) -> tuple[Env, bool] | None:
-    """The suite adapter for ``cfg.id`` and whether it repeats actions itself; None for Gymnasium ids.
+def _adapter(cfg: EnvConfig, seed: int) -> tuple[Env, bool]:
+    """The adapter for ``cfg.id`` (a suite's or :class:`GymEnv`) and whether it repeats actions itself.
 
     DMC and Atari repeat actions inside the adapter (``cfg.action_repeat`` control steps or frames),
     so that frames are rendered and max-pooled once per agent step.
@@ -76,7 +76,7 @@ def _suite_env(cfg: EnvConfig, seed: int) -> tuple[Env, bool] | None:
             raise EnvError(f"Unknown Crafter id '{cfg.id}'; use {' or '.join(CRAFTER_IDS)}.")
         return CrafterEnv(seed, size=cfg.image_size, symbolic=cfg.id == "crafter-symbolic"), False
     if suite not in ("dmc", "atari"):
-        return None
+        return GymEnv(cfg.id, seed=seed, pixels=cfg.pixels, image_size=cfg.image_size), False
     if not name:
         example = "dmc:walker-walk" if suite == "dmc" else "atari:Pong"
         raise EnvError(f"env.id '{cfg.id}' names no task; use {suite}:<name>, e.g. {example}.")
@@ -103,10 +103,7 @@ def make_env(cfg: EnvConfig, seed: int) -> Env:
         >>> make_env(EnvConfig(id="CartPole-v1"), seed=0).act_space["action"].n
         2
     """
-    made = _suite_env(cfg, seed)
-    env, repeats = (
-        made if made is not None else (GymEnv(cfg.id, seed=seed, pixels=cfg.pixels, image_size=cfg.image_size), False)
-    )
+    env, repeats = _adapter(cfg, seed)
     if any(s.is_image and s.shape[:2] != (cfg.image_size,) * 2 for s in env.obs_space.values()):
         env = ResizeImage(env, cfg.image_size)
     action = env.act_space["action"]

@@ -1,0 +1,224 @@
+"""Crafter: the score and achievement table (no crafter needed), then the pixel and symbolic adapters."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from reverie.config import EnvConfig
+from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score, plot_achievements
+from reverie.envs import CrafterEnv, EnvError, check_env, make_env
+from reverie.envs.base import model_keys
+from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
+
+# ---------------------------------------------------------------------------------------------------
+# Score and table: pure functions
+
+
+def test_crafter_score_hand_values() -> None:
+    assert crafter_score([0.0] * 22) == 0.0
+    assert crafter_score([100.0] * 22) == pytest.approx(100.0)
+    assert crafter_score([0.0, 99.0]) == pytest.approx(9.0)  # exp((ln 1 + ln 100) / 2) - 1
+    assert crafter_score([3.0, 15.0]) == pytest.approx(7.0)  # sqrt(4 * 16) - 1
+    rates = [50.0] * 11 + [0.0] * 11
+    assert crafter_score(rates) == pytest.approx(math.sqrt(51.0) - 1.0)
+    assert crafter_score(rates) < sum(rates) / len(rates)  # the geometric mean favours rare successes
+    assert crafter_score(dict(zip(ACHIEVEMENTS, [100.0] * 22, strict=True))) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="percentages"):
+        crafter_score([150.0])
+    with pytest.raises(ValueError, match="at least one"):
+        crafter_score([])
+
+
+def test_achievement_table_from_both_key_forms() -> None:
+    episodes = [
+        {"collect_wood": 3, "place_table": 1, "wake_up": 0},
+        {LOG_PREFIX + "collect_wood": np.int32(1), LOG_PREFIX + "wake_up": np.int32(2), "log/reward": 1.0},
+        {"collect_wood": 0, "eat_cow": 1},
+        {"collect_wood": 5},
+    ]
+    table = achievement_table(episodes)
+    assert list(table) == list(ACHIEVEMENTS) and len(table) == 22
+    assert table["collect_wood"] == 75.0 and table["place_table"] == 25.0 and table["wake_up"] == 25.0
+    assert table["eat_cow"] == 25.0 and table["collect_diamond"] == 0.0
+    expected = math.exp((math.log(76) + 3 * math.log(26)) / 22) - 1
+    assert crafter_score(table) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least one episode"):
+        achievement_table([])
+    with pytest.raises(ValueError, match="names no Crafter achievement"):
+        achievement_table([{"score": 3.0}])
+
+
+def test_plot_achievements_writes_png(tmp_path) -> None:
+    rates = {name: 10.0 * i % 100 for i, name in enumerate(ACHIEVEMENTS)}
+    path = plot_achievements([("a", rates), ("b", dict.fromkeys(ACHIEVEMENTS, 0.0))], tmp_path / "x" / "bars.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_achievements(rates, tmp_path / "one.png").stat().st_size > 1000
+
+
+def test_missing_crafter_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "crafter", None)  # import crafter -> ImportError
+    with pytest.raises(EnvError, match=r'pip install "crafter>=1.8" numba'):
+        make_env(EnvConfig(id="crafter"), seed=0)
+    with pytest.raises(EnvError, match="crafter-symbolic"):
+        make_env(EnvConfig(id="crafter-pixels"), seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The adapter (needs crafter)
+
+
+@pytest.fixture(scope="module")
+def crafter():
+    return pytest.importorskip("crafter")
+
+
+def _check(env) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no episode ended": the probe is much shorter than an episode
+        return check_env(env, max_steps=30)
+
+
+def test_names_match_crafters_data(crafter) -> None:
+    from crafter import constants
+
+    assert tuple(constants.achievements) == ACHIEVEMENTS
+    assert tuple(constants.materials) == MATERIALS and tuple(constants.items) == ITEMS
+    assert len(constants.actions) == 17
+
+
+def test_pixel_contract_and_log_keys(crafter) -> None:
+    env = make_env(EnvConfig(id="crafter"), seed=0)
+    _check(env)
+    assert model_keys(env.obs_space) == ["image"]
+    assert env.act_space["action"].n == 17
+    obs = env.step({"action": 0, "reset": True})
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 0
+    logged = [k for k in obs if k.startswith(LOG_PREFIX)]
+    assert sorted(logged) == sorted(LOG_PREFIX + name for name in ACHIEVEMENTS)
+    assert all(obs[k] == 0 and obs[k].dtype == np.int32 for k in logged)
+    assert obs["log/inventory_health"] == 9 and obs["log/inventory_wood"] == 0 and "log/reward" in obs
+    env.close()
+
+
+def test_symbolic_layout_and_contract(crafter) -> None:
+    env = make_env(EnvConfig(id="crafter-symbolic"), seed=0)
+    _check(env)
+    assert model_keys(env.obs_space) == ["vector"]
+    size = 7 * 9 * (1 + len(MATERIALS) + len(OBJECTS)) + len(ITEMS) + 4 + 2
+    assert symbolic_size() == size == 1219 and env.obs_space["vector"].shape == (size,)
+    obs = env.step({"action": 0, "reset": True})
+    vector = obs["vector"]
+    assert vector.shape == (size,) and vector.dtype == np.float32 and 0 <= vector.min() <= vector.max() <= 1
+    cells = vector[: 7 * 9 * 19].reshape(7, 9, 19)
+    assert (cells[..., :13].sum(-1) == 1).all()  # exactly one material (or "outside") per cell
+    assert (cells[..., 13:].sum(-1) <= 1).all()  # at most one object per cell
+    inventory = vector[7 * 9 * 19 : 7 * 9 * 19 + 16]
+    assert inventory[:4] == pytest.approx([1.0] * 4) and inventory[4:].sum() == 0  # full vitals, nothing else
+    assert vector[-6:-2].tolist() == [0, 0, 0, 1]  # crafter's player starts facing down
+    env.close()
+
+
+def _compare_with_semantic_view(env: CrafterEnv, vector: np.ndarray) -> tuple[int, int]:
+    """Assert the vector's map against crafter's own semantic map; returns (objects, outside cells) seen."""
+    world, player = env.crafter_env._world, env.crafter_env._player
+    semantic = env.crafter_env._sem_view()  # (64, 64): material ids 1..12, then player, cow, ..., arrow, plant
+    cells = vector[: 7 * 9 * 19].reshape(7, 9, 19)
+    objects = outside = 0
+    for row in range(7):
+        for col in range(9):
+            x, y = player.pos[0] + col - 4, player.pos[1] + row - 3
+            if not (0 <= x < 64 and 0 <= y < 64):
+                assert cells[row, col, 0] == 1 and cells[row, col, 1:].sum() == 0
+                outside += 1
+                continue
+            assert cells[row, col, world._mat_map[x, y]] == 1
+            sem = int(semantic[x, y])
+            if sem > 13:  # an object other than the player: cow, zombie, skeleton, arrow, plant
+                channel = 13 + min(sem - 14, 4) + (sem == 18 and world[(x, y)][1].ripe)
+                assert cells[row, col, channel] == 1, (row, col, sem)
+                objects += 1
+            else:
+                assert cells[row, col, 13:].sum() == 0
+    return objects, outside
+
+
+def test_symbolic_map_matches_crafters_semantic_view(crafter) -> None:
+    env = CrafterEnv(seed=0, symbolic=True)
+    env.step({"action": 0, "reset": True})
+    rng = np.random.default_rng(0)
+    seen = 0
+    for _ in range(40):
+        obs = env.step({"action": rng.integers(1, 5), "reset": False})  # moves, to change the view
+        seen += _compare_with_semantic_view(env, obs["vector"])[0]
+    assert seen > 0  # cows and zombies were in view (seed 0)
+    world, player = env.crafter_env._world, env.crafter_env._player
+    corner = next((x, y) for x in range(3) for y in range(3) if world._obj_map[x, y] == 0)
+    world.move(player, corner)  # next to the world's edge: part of the view is outside
+    obs = env.step({"action": 0, "reset": False})
+    assert _compare_with_semantic_view(env, obs["vector"])[1] > 0
+
+
+def test_symbolic_rows_and_columns_are_the_pictures(crafter) -> None:
+    env = CrafterEnv(seed=0)  # pixels: 7-pixel cells, the 9 x 7 view drawn from the top left
+    before = env.step({"action": 0, "reset": True})["image"].astype(int)
+    world, player = env.crafter_env._world, env.crafter_env._player
+    world[(player.pos[0] + 3, player.pos[1] + 1)] = "lava"  # symbolic map: row 3 + 1, column 4 + 3
+    changed = np.abs(env.crafter_env.render().astype(int) - before).sum(-1)
+    rows, cols = np.nonzero(changed)
+    assert (rows.min() // 7, rows.max() // 7, cols.min() // 7, cols.max() // 7) == (4, 4, 7, 7)
+    vector = CrafterEnv(symbolic=True)
+    vector._env = env.crafter_env  # read the same world symbolically
+    cells = vector._vector()[: 7 * 9 * 19].reshape(7, 9, 19)
+    assert cells[4, 7, 1 + MATERIALS.index("lava")] == 1
+
+
+def test_symbolic_vector_changes_when_the_player_moves(crafter) -> None:
+    env = CrafterEnv(seed=0, symbolic=True)
+    obs = env.step({"action": 0, "reset": True})
+    for action in (1, 2, 3, 4):  # move_left, move_right, move_up, move_down
+        start = env.crafter_env._player.pos.copy()
+        new = env.step({"action": action, "reset": False})
+        if (env.crafter_env._player.pos != start).any():
+            map_size = 7 * 9 * 19
+            assert not np.array_equal(new["vector"][:map_size], obs["vector"][:map_size])
+            facing = new["vector"][-6:-2]
+            assert facing.argmax() == action - 1 and facing.sum() == 1
+            return
+        obs = new
+    pytest.fail("the player could not move in any direction")
+
+
+def test_achievement_counters_and_rewards(crafter) -> None:
+    env = CrafterEnv(seed=0, symbolic=True, reward=False)
+    env.step({"action": 0, "reset": True})
+    env.crafter_env._player.achievements["collect_wood"] = 1  # as if the player had just collected wood
+    obs = env.step({"action": 0, "reset": False})
+    assert obs[LOG_PREFIX + "collect_wood"] == 1 and obs[LOG_PREFIX + "place_table"] == 0
+    assert obs["log/reward"] == pytest.approx(1.0) and obs["reward"] == 0.0  # reward=False hides it
+    assert achievement_table([obs])["collect_wood"] == 100.0
+    obs = env.step({"action": 0, "reset": True})
+    assert obs[LOG_PREFIX + "collect_wood"] == 0  # per-episode counters
+
+
+def test_death_is_terminal_and_the_length_limit_is_not(crafter) -> None:
+    env = CrafterEnv(seed=0, symbolic=True)
+    env.step({"action": 0, "reset": True})
+    env.crafter_env._player.health = 0
+    obs = env.step({"action": 0, "reset": False})
+    assert obs["is_last"] and obs["is_terminal"] and obs["reward"] < 0
+    env = CrafterEnv(seed=0, symbolic=True, length=5)
+    flags = [env.step({"action": 0, "reset": t == 0}) for t in range(6)]
+    assert [o["is_last"] for o in flags] == [False] * 5 + [True]
+    assert not any(o["is_terminal"] for o in flags)
+
+
+def test_seeded_worlds_repeat(crafter) -> None:
+    first = [CrafterEnv(seed=7).step({"action": 0, "reset": True})["image"] for _ in range(2)]
+    assert np.array_equal(first[0], first[1])
+    other = CrafterEnv(seed=8).step({"action": 0, "reset": True})["image"]
+    assert not np.array_equal(first[0], other)
