@@ -26,6 +26,7 @@ import torch
 from reverie import __version__
 from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
+from reverie.fileio import write_text
 
 FORMAT_VERSION = 1
 
@@ -65,15 +66,6 @@ def space_from_json(data: dict[str, Any]) -> Space:
     )
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     directory: str | os.PathLike,
     config: Config,
@@ -103,8 +95,8 @@ def save_checkpoint(
         "obs_space": {k: space_to_json(s) for k, s in obs_space.items()},
         "act_space": space_to_json(act_space),
     }
-    _atomic_write_text(tmp / "config.json", config.to_json())
-    _atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2))
+    write_text(tmp / "config.json", config.to_json())
+    write_text(tmp / "meta.json", json.dumps(meta, indent=2))
     with open(tmp / "state.pt", "wb") as f:
         torch.save(state, f)
         f.flush()

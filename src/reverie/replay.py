@@ -25,12 +25,13 @@ import contextlib
 import logging
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from reverie.fileio import fsync_dir, write_npz
 
 __all__ = ["Replay", "ReplayError"]
 
@@ -316,7 +317,7 @@ class Replay:
             for ch in st.chunks:
                 if ch.saved != ch.length:
                     self._write(stream, ch)
-        _fsync_dir(self.directory)  # makes this and all earlier renames and removals durable
+        fsync_dir(self.directory)  # makes this and all earlier renames and removals durable
 
     def discard_open_episode(self, stream: int) -> int:
         """Drop the steps of the stream's unfinished episode, back to and including its last ``is_first``.
@@ -363,7 +364,7 @@ class Replay:
         if st.chunks:
             self._reopen(st)
         if self.directory is not None:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         self._size -= dropped
         logger.info("Discarded %d steps of the open episode of stream %d.", dropped, stream)
         return dropped
@@ -403,16 +404,7 @@ class Replay:
 
     def _write(self, stream: int, ch: _Chunk) -> None:
         """Atomically write a chunk's stored steps: temp file, fsync, ``os.replace`` over the old version."""
-        path = self._path(stream, ch)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for key, arr in ch.data.items():
-                    with zf.open(key + ".npy", "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(entry, arr[: ch.length], allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_npz(self._path(stream, ch), {key: arr[: ch.length] for key, arr in ch.data.items()})
         ch.saved = ch.length
 
     def _remove_file(self, stream: int, ch: _Chunk) -> None:
@@ -492,13 +484,3 @@ def _scalar_fits(kind: type, dtype: np.dtype[Any]) -> bool:
 
 def _fmt(spec: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> str:
     return "{" + ", ".join(f"{k}: {s} {d}" for k, (s, d) in sorted(spec.items())) + "}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); best effort where folders cannot be opened or synced."""
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no O_DIRECTORY (Windows)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
