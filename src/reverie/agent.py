@@ -42,6 +42,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def achievement_metrics(finals: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """Crafter-style score and success rates (percent) from the ``log/achievement_*`` keys of finished episodes.
+
+    Empty when the env reports no achievements.
+    """
+    from reverie.crafter_eval import LOG_PREFIX, achievement_table, crafter_score
+
+    if not finals or not any(k.startswith(LOG_PREFIX) for k in finals[0]):
+        return {}
+    rates = achievement_table(finals)
+    out = {f"{prefix}/score": crafter_score(rates)}
+    out.update({f"{prefix}/success/{name}": rate for name, rate in rates.items()})
+    return out
+
+
 class Dreamer:
     """A DreamerV3 agent: world model plus actor-critic trained in imagination.
 
@@ -222,6 +237,7 @@ class Dreamer:
             envs = self.make_envs(episodes, seed)
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
         done = np.zeros(episodes, bool)
+        finals: list[dict[str, Any]] = [{} for _ in range(episodes)]  # log/ keys at each episode's end
         space = envs.act_space["action"]
         noop = np.stack([space.sample(np.random.default_rng(0))] * episodes)
         obs = envs.step({"action": noop, "reset": np.ones(episodes, bool)})
@@ -233,14 +249,18 @@ class Dreamer:
                 live = ~done
                 returns[live] += obs["reward"][live]
                 lengths[live] += 1
+                for i in np.flatnonzero(live & np.asarray(obs["is_last"], bool)):
+                    finals[i] = {k: v[i] for k, v in obs.items() if k.startswith("log/")}
                 done |= np.asarray(obs["is_last"], bool)
         finally:
             envs.close()
-        return {
+        metrics = {
             "eval/return": float(returns.mean()),
             "eval/return_std": float(returns.std()),
             "eval/length": float(lengths.mean()),
         }
+        metrics.update(achievement_metrics(finals, "eval"))
+        return metrics
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:

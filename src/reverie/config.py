@@ -205,6 +205,8 @@ class RunConfig:
     """Write TensorBoard event files."""
     progress: bool = True
     """Show a progress bar in the terminal."""
+    max_minutes: float = 0.0
+    """End training after this much wall-clock time, then evaluate and save (0: no limit)."""
     stop_at_return: float = float("inf")
     """End training early once an evaluation's mean return reaches this (inf: never)."""
 

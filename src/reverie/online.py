@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reverie.online")
 
 RECORD_KEYS = ("reward", "is_first", "is_last", "is_terminal")
+ACHIEVEMENT = "log/achievement_"
 
 
 class EpisodeStats:
@@ -39,6 +40,10 @@ class EpisodeStats:
         for i in np.flatnonzero(obs["is_last"]):
             self.last_return = float(self.ret[i])
             logger.scalars({"episode/return": self.ret[i], "episode/length": float(self.length[i])})
+            unlocked = {k[len(ACHIEVEMENT) :]: float(obs[k][i] > 0) for k in obs if k.startswith(ACHIEVEMENT)}
+            if unlocked:  # per-achievement success rate over the episodes of each logging window
+                logger.scalars({f"episode/achievement/{k}": v for k, v in unlocked.items()})
+                logger.scalar("episode/achievements", sum(unlocked.values()))
 
 
 class OnlineTrainer:
@@ -102,6 +107,11 @@ class OnlineTrainer:
                     for _ in range(max(0, due)):
                         self.logger.scalars(agent.update())
                 progress.update(counters["env_steps"], counters["updates"], self.stats.last_return)
+                if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
+                    log.info(
+                        "run.max_minutes (%.1f) reached at env step %d", cfg.run.max_minutes, counters["env_steps"]
+                    )
+                    self.stop = True
                 self._periodic(marks, start_time, start_steps, start_updates)
         finally:
             progress.close()
