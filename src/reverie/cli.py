@@ -1,4 +1,4 @@
-"""The ``reverie`` command line: ``train``, ``eval``, ``check-env``.
+"""The ``reverie`` command line: ``train``, ``eval``, ``check-env``, ``data``, ``studio``, ``report``.
 
 Examples::
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from reverie.checkpoint import CheckpointError, find_checkpoint
 from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key
+from reverie.data import cli as data_cli
 from reverie.envs import EnvError
 
 if TYPE_CHECKING:
@@ -71,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-env", help="validate an env against the Reverie contract")
     check.add_argument("env", help="env id, e.g. CartPole-v1, crafter, dmc:walker-walk, atari:Pong")
     check.add_argument("--max-steps", type=int, default=10_000, help="random steps probed for an episode end")
+    data_cli.add_parser(sub)
+
+    studio = sub.add_parser("studio", help="play inside a checkpoint's world model in the browser")
+    studio.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
+    studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    studio.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    studio.add_argument("--data", default="studio_recordings", metavar="DATASET", help="folder of recorded sessions")
+    studio.add_argument("--context", type=int, default=5, help="real frames that seed each dream")
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("run_dir", help="run folder (metrics.jsonl, config.json, videos/)")
+    report.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
     return parser
 
 
@@ -143,6 +156,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     agent = Dreamer.load(args.ckpt)
     metrics = agent.evaluate(args.env, args.episodes, deterministic=not args.stochastic)
+    if "eval/score" in metrics:  # Crafter: the per-achievement table, then the score
+        rates = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("eval/success/")}
+        for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
+            print(f"{name:<20} {rate:6.1f}%")
+        print(f"{'Crafter score':<20} {metrics['eval/score']:6.2f}%  ({args.episodes} episodes)")
     print(json.dumps({"env": args.env or agent.config.env.id, **metrics}))
     return 0
 
@@ -162,12 +180,41 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from reverie.studio import INSTALL
+
+    try:
+        from reverie.studio.server import Studio
+    except ImportError as err:
+        print(f"reverie: error: the studio needs aiohttp ({err}): {INSTALL}", file=sys.stderr)
+        return 2
+    studio = Studio(args.ckpt, record_dir=args.data, context=args.context)
+    try:
+        studio.run(args.host, args.port)
+    except OSError as err:  # port taken, address not available
+        print(f"reverie: error: cannot serve on {args.host}:{args.port} ({err.strerror or err}).", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reverie.report import ReportError, write_report
+
+    try:
+        print(write_report(args.run_dir, args.out))
+    except ReportError as err:
+        print(f"reverie: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reverie`` command."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parser().parse_args(argv)
-    commands = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env}
+    commands = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env, "data": data_cli.run}
+    commands.update({"studio": cmd_studio, "report": cmd_report})
     try:
         return commands[args.command](args)
     except (ConfigError, EnvError, CheckpointError) as err:

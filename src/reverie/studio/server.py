@@ -1,0 +1,273 @@
+"""The studio's web server (aiohttp): one static page and one WebSocket endpoint per dream session.
+
+Routes: ``GET /`` (the page), ``GET /static/<file>`` (its script and style) and ``GET /ws`` (the
+WebSocket speaking the protocol of :mod:`reverie.studio.session`). Model work runs on one worker
+thread, so the event loop stays responsive and several tabs never compete for the CPU. A WebSocket
+whose ``Origin`` is another site is refused: a page on the web cannot drive a local studio.
+
+Example:
+    >>> studio = Studio("runs/crafter", record_dir="studio_recordings")   # doctest: +SKIP
+    >>> studio.run("127.0.0.1", 8765)                                     # doctest: +SKIP
+    >>> with serve_in_thread(studio, port=0, lifetime=60) as url: ...     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from reverie.dream import DreamEnv
+from reverie.studio.session import Session
+
+if TYPE_CHECKING:
+    from reverie.agent import Dreamer
+
+log = logging.getLogger("reverie.studio")
+
+STATIC = {
+    "index.html": "text/html",
+    "studio.js": "text/javascript",
+    "studio.css": "text/css",
+}
+"""The page's files (package data in ``reverie/studio/static``) and their content types."""
+
+CSP = "default-src 'self'; img-src 'self' data:; connect-src 'self'; style-src 'self'; script-src 'self'"
+"""Content-Security-Policy of the page: nothing is loaded from anywhere but the studio itself."""
+
+
+class Studio:
+    """A loaded checkpoint served as a web app; each WebSocket connection gets its own dream.
+
+    Args:
+        checkpoint: checkpoint or run folder, or a loaded :class:`~reverie.agent.Dreamer`.
+        record_dir: where recorded episodes go (see :mod:`reverie.studio.recorder`).
+        context: real frames that seed each dream.
+        real_env: build the checkpoint's env to seed dreams and to show beside them.
+        seed: seed of the first dream of each connection (None: random).
+        max_steps: dreamed steps before an episode is truncated.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | Dreamer,
+        record_dir: str | Path = "studio_recordings",
+        context: int = 5,
+        real_env: bool = True,
+        seed: int | None = None,
+        max_steps: int = 1000,
+    ) -> None:
+        from reverie.agent import Dreamer
+
+        self.agent = checkpoint if isinstance(checkpoint, Dreamer) else Dreamer.load(checkpoint)
+        self.record_dir = Path(record_dir)
+        self.dream_args: dict[str, Any] = {
+            "context": context,
+            "real_env": real_env,
+            "seed": seed,
+            "max_steps": max_steps,
+        }
+        self.pages = {name: _read_static(name) for name in STATIC}
+        self.executor: ThreadPoolExecutor | None = None
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ----------------------------------------------------------------- app
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/ws", self._websocket)
+        app.on_shutdown.append(self._close_sockets)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8765) -> str:
+        """Start listening (``port=0`` picks a free one); returns the page's URL."""
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reverie-studio")
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, host, port).start()
+        bound = self.runner.addresses[0][1]
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/"
+        log.info("Reverie studio on %s (Ctrl+C stops it)", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        """Close connections (their sessions save open recordings), stop listening and the model thread."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        lifetime: float | None = None,
+        stop: asyncio.Event | None = None,
+        ready: Callable[[str], None] | None = None,
+    ) -> None:
+        """Serve until ``stop`` is set or ``lifetime`` seconds have passed (None: until cancelled)."""
+        stop = stop or asyncio.Event()
+        url = await self.start(host, port)
+        if ready is not None:
+            ready(url)
+        try:
+            await asyncio.wait_for(stop.wait(), lifetime)
+        except TimeoutError:
+            log.info("studio lifetime of %.0f s is over; stopping", lifetime)
+        finally:
+            await self.stop()
+
+    def run(self, host: str = "127.0.0.1", port: int = 8765, lifetime: float | None = None) -> None:
+        """Serve in the foreground until Ctrl+C or SIGTERM (or ``lifetime`` seconds); open takes are saved."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / off the main thread
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await self.serve(host, port, lifetime, stop)
+
+        asyncio.run(main())
+
+    # ----------------------------------------------------------------- handlers
+    async def _page(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC or name == "index.html":
+            raise web.HTTPNotFound(text=f"No static file {name!r}.")
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        headers = {"Cache-Control": "no-store", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"}
+        return web.Response(text=self.pages[name], content_type=STATIC[name], headers=headers)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text=f"WebSocket from origin {origin} refused; open the studio page itself.")
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=30.0)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        try:
+            session = await loop.run_in_executor(self.executor, self._new_session)
+        except Exception as err:  # a real env that cannot be built: tell the page, keep serving others
+            log.exception("studio session failed to start")
+            await ws.send_str(_dumps({"type": "error", "message": f"Cannot start a dream: {err}"}))
+            await ws.close()
+            return ws
+        self.sockets.add(ws)
+        try:
+            await ws.send_str(_dumps(session.info()))
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                for reply in await loop.run_in_executor(self.executor, _handle, session, msg.data):
+                    await ws.send_str(_dumps(reply))
+        except ConnectionResetError:  # the page went away while a reply was on its way
+            log.info("studio client left mid-reply")
+        finally:
+            self.sockets.discard(ws)
+            await loop.run_in_executor(self.executor, session.close)
+        return ws
+
+    def _new_session(self) -> Session:
+        return Session(DreamEnv(self.agent, **self.dream_args), self.record_dir)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"studio stopping")
+
+
+def _handle(session: Session, data: str | bytes) -> list[dict[str, Any]]:
+    """:meth:`Session.handle`, with any unexpected failure turned into an error reply."""
+    try:
+        return session.handle(data)
+    except Exception as err:
+        log.exception("studio message failed")
+        return [{"type": "error", "message": f"Internal error ({type(err).__name__}: {err})"}]
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    """JSON for the page; non-finite numbers (a diverged model) become null, which JSON.parse accepts."""
+    try:
+        return json.dumps(message, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(message), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _read_static(name: str) -> str:
+    return resources.files("reverie.studio").joinpath("static").joinpath(name).read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    studio: Studio, host: str = "127.0.0.1", port: int = 0, lifetime: float | None = 300.0
+) -> Iterator[str]:
+    """Run ``studio`` on a background thread while the block runs; yields the page's URL.
+
+    The server stops when the block exits, or by itself after ``lifetime`` seconds (a bound for tests
+    and notebooks), whichever comes first.
+
+    Example:
+        >>> with serve_in_thread(Studio("runs/x"), lifetime=60) as url:  # doctest: +SKIP
+        ...     print(url)
+    """
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def ready_with(url: str) -> None:
+        box["url"] = url
+        ready.set()
+
+    def main() -> None:
+        try:
+            loop.run_until_complete(studio.serve(host, port, lifetime, stop, ready_with))
+        except BaseException as err:  # noqa: BLE001 (handed to the caller below)
+            box["error"] = err
+        finally:
+            ready.set()
+            loop.close()
+
+    thread = threading.Thread(target=main, name="reverie-studio-server", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield box["url"]
+    finally:
+        if not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between: already stopped
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
