@@ -1,7 +1,9 @@
 """``DreamEnv``: Gymnasium's env checker on pixel and vector CartPole checkpoints, the predictions a step
-returns, seeding, truncation, runs without a real env, Dict observations and continuous actions.
+returns, seeding, truncation, runs without a real env, Dict observations and continuous actions, and
+dreams seeded from recorded datasets (episode and start choice, action labels, mismatched datasets).
 
-The checkpoints are ``debug``-preset runs of 80 env steps (17 updates), trained once per session.
+The checkpoints are ``debug``-preset runs of 80 env steps (17 updates), trained once per session; the
+datasets are a few random CartPole episodes of at most 13 steps, recorded once per session.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
 from reverie import Dreamer
+from reverie.data import Dataset, record, rewrite
 from reverie.dream import DreamEnv
 from reverie.envs import EnvError, Space
 
@@ -31,6 +34,19 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, debug_config, name: str, 
         cfg = debug_config(folder, "env.id=CartPole-v1", "train.steps=80", "run.eval_episodes=1", *overrides)
         Dreamer(cfg).learn()
     return folder
+
+
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, name: str, env_id: str = "CartPole-v1", **kw) -> Path:
+    """A dataset of 4 random episodes of at most 13 steps, shared by every test module of the session."""
+    folder = tmp_path_factory.getbasetemp() / f"data-{name}"
+    if not (folder / "dataset.json").exists():
+        record(env_id, "random", episodes=4, folder=folder, seed=0, time_limit=12, **kw)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cartpole_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_dataset(tmp_path_factory, "cartpole")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +87,8 @@ def test_env_checker_passes_on_vectors(vector_run: Path) -> None:
 def test_step_returns_the_heads_predictions(vector_run: Path) -> None:
     env = DreamEnv(str(vector_run), seed=0)
     _, info = env.reset()
-    assert set(info) == {"reward_pred", "cont_pred", "uncertainty", "step"} and info["step"] == 0
+    assert set(info) == {"reward_pred", "cont_pred", "uncertainty", "step", "start"} and info["step"] == 0
+    assert info["start"] == env.start_info == {"source": "env", "context": 5}
     for t in range(1, 4):
         obs, reward, terminated, truncated, info = env.step(t % 2)
         feat = env.wm.rssm.feat(env.state)
@@ -82,6 +99,7 @@ def test_step_returns_the_heads_predictions(vector_run: Path) -> None:
         assert terminated == (info["cont_pred"] < 0.5) and not truncated
         if terminated:
             break
+        assert set(info) == {"reward_pred", "cont_pred", "uncertainty", "step"}
 
 
 def test_same_seed_same_dream_and_global_rng_untouched(pixel_run: Path) -> None:
@@ -139,3 +157,128 @@ def test_dict_observations_and_continuous_actions() -> None:
     assert obs["image"].dtype == np.uint8 and np.all(np.abs(obs["vector"]) <= 1.0)
     with pytest.raises(ValueError, match="not in the action space"):
         env.step(np.array([2.0, 0.0], np.float32))
+
+
+# --------------------------------------------------------------------------------------- dataset starts
+def spy_observe(env: DreamEnv, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
+    """Record what the RSSM filters at each reset: the embedded steps, actions, is_first and action_mask."""
+    calls: list[dict[str, torch.Tensor]] = []
+    observe = env.wm.rssm.observe
+
+    def spy(embed, action, is_first, state=None, action_mask=None):  # noqa: ANN001, ANN202
+        calls.append({"embed": embed, "action": action, "is_first": is_first, "action_mask": action_mask})
+        return observe(embed, action, is_first, state, action_mask)
+
+    monkeypatch.setattr(env.wm.rssm, "observe", spy)
+    return calls
+
+
+def test_dataset_start_passes_env_checker(vector_run: Path, cartpole_data: Path) -> None:
+    env = DreamEnv(str(vector_run), seed=0, context=3, real_env=False, dataset=cartpole_data)
+    assert env.real_env is None and env.start_source()["source"] == "dataset"
+    check(env)
+    obs, info = env.reset(seed=1)
+    start = info["start"]
+    assert start["source"] == "dataset" and start["context"] == 3 and obs in env.observation_space
+    episode = env.dataset.episode_info(start["episode"])  # type: ignore[union-attr]
+    assert 0 <= start["start"] <= episode["length"] - 3
+    assert env.real_obs is None and env.step_real(0) is None
+    obs, reward, terminated, truncated, info = env.step(1)
+    assert obs in env.observation_space and isinstance(reward, float) and "start" not in info
+
+
+def test_dataset_start_follows_the_recording(vector_run: Path, cartpole_data: Path, monkeypatch) -> None:
+    env = DreamEnv(Dreamer.load(vector_run), seed=0, context=4, real_env=False, dataset=Dataset(cartpole_data))
+    calls = spy_observe(env, monkeypatch)
+    obs, info = env.reset(options={"episode": 2, "start": 5})
+    assert info["start"] == {"source": "dataset", "episode": 2, "start": 5, "context": 4}
+    recorded = Dataset(cartpole_data).episode(2)
+    (call,) = calls
+    assert call["is_first"].tolist() == [[True, False, False, False]]  # from the initial state, as in training
+    assert call["action_mask"].tolist() == [[1.0] * 4]
+    actions = call["action"][0].argmax(-1).tolist()  # one-hot of the recorded actions that led to steps 5..8
+    assert actions == recorded["action"][5:9].tolist()
+    with torch.no_grad():
+        embed = env.wm.encoder(env.learner.to_tensors({"vector": recorded["vector"][None, 5:9]}))
+    assert torch.allclose(call["embed"], embed)
+    # The same seed and options give the same dream; another start gives another one.
+    again = DreamEnv(env.agent, seed=0, context=4, real_env=False, dataset=cartpole_data)
+    assert np.array_equal(again.reset(options={"episode": 2, "start": 5})[0], obs)
+    for _ in range(3):
+        assert np.array_equal(env.step(0)[0], again.step(0)[0])
+    here = env.reset(seed=7, options={"episode": 2, "start": 5})[0]
+    assert not np.array_equal(here, again.reset(seed=7, options={"episode": 2, "start": 0})[0])
+    # Without options the episode and start are drawn from np_random: the same seed, the same pick.
+    picks = [env.reset(seed=seed)[1]["start"] for seed in (0, 0, 1, 2, 3, 4, 5)]
+    assert picks[0] == picks[1] and len({(p["episode"], p["start"]) for p in picks}) > 2
+    lengths = [Dataset(cartpole_data).episode_info(i)["length"] for i in range(4)]
+    assert all(0 <= p["start"] <= lengths[p["episode"]] - 4 for p in picks)
+    only_episode = {env.reset(seed=s, options={"episode": 1})[1]["start"]["episode"] for s in range(4)}
+    assert only_episode == {1}
+
+
+def test_dataset_start_options_are_checked(vector_run: Path, cartpole_data: Path) -> None:
+    env = DreamEnv(str(vector_run), seed=0, context=4, real_env=False, dataset=cartpole_data)
+    lengths = [Dataset(cartpole_data).episode_info(i)["length"] for i in range(4)]
+    env.reset(options={"episode": 0, "start": lengths[0] - 4})  # the last window that fits
+    state = env.state
+    bad = [
+        ({"episode": 4}, "out of range"),
+        ({"episode": 0, "start": lengths[0] - 3}, "out of range"),
+        ({"start": 100}, "out of range"),
+        ({"episode": -1}, "non-negative integer"),
+        ({"episode": True}, "non-negative integer"),
+        ({"start": "3"}, "non-negative integer"),
+        ({"level": 2}, "Unknown reset options"),
+    ]
+    for options, match in bad:
+        with pytest.raises(ValueError, match=match):
+            env.reset(options=options)
+        assert env.state is state  # nothing changed
+    assert env.reset(options={"episode": np.int64(3), "start": None})[1]["start"]["episode"] == 3
+    with pytest.raises(ValueError, match="need a dataset start"):
+        DreamEnv(env.agent, seed=0, real_env=False).reset(options={"episode": 0})
+    with pytest.raises(ValueError, match="no episode of at least 99 steps"):
+        DreamEnv(env.agent, context=99, real_env=False, dataset=cartpole_data)
+
+
+def test_dataset_start_beside_the_real_env(vector_run: Path, cartpole_data: Path) -> None:
+    env = DreamEnv(str(vector_run), seed=0, context=3, dataset=cartpole_data)
+    _, info = env.reset(options={"episode": 1, "start": 2})
+    assert info["start"]["source"] == "dataset" and env.real_obs is not None
+    assert env.real_obs["is_first"] and not env.real_done  # the real env stands on its own first frame
+    assert env.step_real(1) is not None
+    env.reset()
+    assert env.real_obs["is_first"]
+
+
+def test_action_free_dataset_uses_the_no_action_input(
+    vector_run: Path, cartpole_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    unlabeled = rewrite(cartpole_data, tmp_path / "no-actions", action_frac=0.0)
+    assert not any(unlabeled.episode_info(i)["has_actions"] for i in range(len(unlabeled)))
+    env = DreamEnv(str(vector_run), seed=0, context=3, real_env=False, dataset=unlabeled)
+    check(env)
+    calls = spy_observe(env, monkeypatch)
+    obs, info = env.reset(seed=2, options={"episode": 0, "start": 1})
+    assert calls[-1]["action_mask"].tolist() == [[0.0, 0.0, 0.0]] and obs in env.observation_space
+    labeled = DreamEnv(env.agent, seed=0, context=3, real_env=False, dataset=cartpole_data)
+    assert not np.array_equal(labeled.reset(seed=2, options={"episode": 0, "start": 1})[0], obs)
+    assert env.step(1)[0] in env.observation_space
+    recorded = record("CartPole-v1", "random", 2, tmp_path / "recorded", seed=1, time_limit=8, action_frac=0.0)
+    env = DreamEnv(env.agent, seed=0, context=3, real_env=False, dataset=recorded)
+    assert env.reset()[1]["start"]["source"] == "dataset"
+
+
+def test_mismatched_dataset_is_one_clear_error(
+    vector_run: Path, pixel_run: Path, cartpole_data: Path, tmp_path_factory, one_line
+) -> None:
+    pendulum = tiny_dataset(tmp_path_factory, "pendulum", "Pendulum-v1")
+    with pytest.raises(ValueError) as err:
+        DreamEnv(str(vector_run), real_env=False, dataset=pendulum)
+    one_line(str(err.value), "Pendulum-v1", "CartPole-v1", str(pendulum), "another env id", "another action space")
+    with pytest.raises(ValueError) as err:  # the same env id, but the model reads pixels
+        DreamEnv(str(pixel_run), real_env=False, dataset=cartpole_data)
+    one_line(str(err.value), "CartPole-v1", "no observation key 'image'", "image (64, 64, 3) uint8", "vector (4,)")
+    with pytest.raises(ValueError, match="not a Reverie dataset"):
+        DreamEnv(str(vector_run), real_env=False, dataset=tmp_path_factory.mktemp("empty"))

@@ -1,6 +1,7 @@
 """The dream studio: the server on an ephemeral localhost port, the WebSocket protocol (including bad
-messages, which must never take the server down), recording into a dataset, the CLI, and the page
-itself driven by Debian's Chromium through Playwright (skipped when either is missing).
+messages, which must never take the server down), recording into a dataset, dreams seeded from a
+dataset, the CLI, and the page itself driven by Debian's Chromium through Playwright (skipped when
+either is missing).
 
 Every server runs on a background thread with a lifetime, so a failing test cannot leave it running.
 """
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dream import PIXELS, tiny_run
+from test_dream import PIXELS, tiny_dataset, tiny_run
 
 from reverie import Dreamer
-from reverie.cli import _parser
+from reverie.cli import _parser, main
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
@@ -45,11 +46,22 @@ def agent(pixel_run: Path) -> Dreamer:
     return Dreamer.load(pixel_run)
 
 
+@pytest.fixture(scope="module")
+def vector_agent(pixel_run: Path, tmp_path_factory: pytest.TempPathFactory, debug_config) -> Dreamer:
+    """The vector CartPole run of test_dream (a model that reads what ``reverie.data.record`` stores)."""
+    return Dreamer.load(tiny_run(tmp_path_factory, debug_config, "vector"))
+
+
+@pytest.fixture(scope="module")
+def cartpole_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_dataset(tmp_path_factory, "cartpole")
+
+
 @contextmanager
-def studio_url(agent: Dreamer, record_dir: Path, lifetime: float = 60.0) -> Iterator[str]:
+def studio_url(agent: Dreamer, record_dir: Path, lifetime: float = 60.0, **kw: Any) -> Iterator[str]:
     from reverie.studio import Studio, serve_in_thread
 
-    with serve_in_thread(Studio(agent, record_dir=record_dir, seed=0), port=0, lifetime=lifetime) as url:
+    with serve_in_thread(Studio(agent, record_dir=record_dir, seed=0, **kw), port=0, lifetime=lifetime) as url:
         yield url
 
 
@@ -124,6 +136,7 @@ def test_protocol_reset_step_and_bad_messages(agent: Dreamer, tmp_path: Path) ->
         info, rest = replies[0], replies[1:]
         assert info["type"] == "info" and info["action"] == {"discrete": True, "n": 2, "names": ["0", "1"]}
         assert info["obs"] == {"image": {"shape": [64, 64, 3], "image": True}} and info["has_real_env"]
+        assert info["start"] == {"source": "env", "env": "CartPole-v1"}
         kinds = [r["type"] for r in rest]
         assert kinds == ["error"] * len(bad) + ["frame"] + ["error"] * len(after_reset) + ["frame"], kinds
         errors = [r["message"] for r in rest if r["type"] == "error"]
@@ -131,6 +144,7 @@ def test_protocol_reset_step_and_bad_messages(agent: Dreamer, tmp_path: Path) ->
         assert "out of range" in errors[6] and "limit" in errors[-1]
         reset, step = rest[len(bad)], rest[-1]
         assert reset["step"] == 0 and reset["frames"]["image"].startswith("data:image/png;base64,")
+        assert reset["start"] == step["start"] == {"source": "env", "context": 5}
         assert step["step"] == 1 and step["action"] == 1 and 0.0 <= step["cont"] <= 1.0
         assert isinstance(step["reward"], float) and step["uncertainty"] is None and step["real"] is None
         # The server is still alive and serves a new connection.
@@ -182,7 +196,7 @@ def test_real_env_side_by_side_and_recording(agent: Dreamer, tmp_path: Path) -> 
 
 def test_cli_studio_serves_until_sigterm_and_saves_the_take(pixel_run: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "reverie.cli", "studio", "--ckpt", str(pixel_run), "--port", "0"]
-    command += ["--data", str(tmp_path)]
+    command += ["--record-to", str(tmp_path)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url, deadline = None, time.monotonic() + 60
@@ -200,11 +214,77 @@ def test_cli_studio_serves_until_sigterm_and_saves_the_take(pixel_run: Path, tmp
         proc.wait()
     (take,) = tmp_path.glob("take-*")
     assert (take / "dataset.json").exists()
+    from reverie.data import Dataset
+
+    assert Dataset(take).info["creation"]["start"] == {"source": "env", "env": "CartPole-v1"}
+
+
+def test_studio_starts_from_a_dataset(vector_agent: Dreamer, cartpole_data: Path, tmp_path: Path) -> None:
+    from reverie.data import Dataset
+
+    with studio_url(vector_agent, tmp_path / "takes", start=str(cartpole_data)) as url:
+        replies = exchange(
+            url,
+            {"type": "options", "record": True},
+            {"type": "reset", "episode": 2, "start": 3},
+            {"type": "step", "action": 1},
+            {"type": "reset", "episode": 9},  # out of range: an error, and the dream goes on
+            {"type": "reset", "start": "3"},
+            {"type": "reset", "episode": 1.5},
+            {"type": "step", "action": 0},
+            {"type": "reset"},  # the page's Reset button: a new dream from the same dataset
+            {"type": "options", "real": True},  # the real env beside it, from its own reset
+            {"type": "step", "action": 0},
+            {"type": "options", "record": False},
+        )
+    info, rest = replies[0], replies[1:]
+    assert info["start"] == {
+        "source": "dataset",
+        "path": str(cartpole_data),
+        "env": "CartPole-v1",
+        "episodes": 4,
+        "steps": Dataset(cartpole_data).num_steps,
+    }
+    kinds = [r["type"] for r in rest]
+    assert kinds == ["frame", "frame", "error", "error", "error", "frame", "frame", "frame", "frame", "saved"], kinds
+    frames = [r for r in rest if r["type"] == "frame"]
+    assert frames[0]["start"] == {"source": "dataset", "episode": 2, "start": 3, "context": 5}
+    assert frames[0]["step"] == 0 and frames[0]["vectors"]["vector"] and frames[0]["real"] is None
+    assert frames[1]["start"] == frames[0]["start"] and frames[2]["step"] == 2  # the errors changed nothing
+    errors = [r["message"] for r in rest if r["type"] == "error"]
+    assert "out of range" in errors[0] and "non-negative integer" in errors[1] and "non-negative" in errors[2]
+    for frame in frames[3:]:
+        assert frame["start"]["source"] == "dataset"
+    assert frames[4]["real"] is not None and frames[4]["step"] == 0 and frames[5]["real"] is not None
+    take = Dataset(rest[-1]["path"])
+    assert take.info["creation"]["start"]["source"] == "dataset"
+    assert take.episode(0)["vector"].shape == (3, 4)  # the dream's own frames, from the dataset's start
+
+
+def test_studio_refuses_a_dataset_of_another_env(
+    pixel_run: Path, agent: Dreamer, cartpole_data: Path, tmp_path: Path, capsys, one_line
+) -> None:
+    from reverie.studio import Studio
+
+    with pytest.raises(ValueError, match="no observation key 'image'"):
+        Studio(agent, record_dir=tmp_path, start=cartpole_data)
+    assert main(["studio", "--ckpt", str(pixel_run), "--start", str(cartpole_data), "--port", "0"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    one_line(message, "reverie: error:", str(cartpole_data), "CartPole-v1", "image (64, 64, 3) uint8")
+    assert main(["studio", "--ckpt", str(pixel_run), "--start", str(tmp_path / "missing")]) == 2
+    one_line(capsys.readouterr().err.strip().splitlines()[-1], "reverie: error:", "does not exist")
+    with studio_url(agent, tmp_path) as url:  # an env start takes no episode or start
+        replies = exchange(url, {"type": "reset", "episode": 0}, {"type": "reset", "episode": None})
+    assert "--start DATASET" in replies[1]["message"] and replies[2]["type"] == "frame"
 
 
 def test_cli_subcommands_parse() -> None:
     args = _parser().parse_args(["studio", "--ckpt", "runs/x"])
-    assert (args.host, args.port, args.data, args.context) == ("127.0.0.1", 8765, "studio_recordings", 5)
+    assert (args.host, args.port, args.record_to, args.context) == ("127.0.0.1", 8765, "studio_recordings", 5)
+    assert args.start == "env" and args.data is None
+    args = _parser().parse_args(["studio", "--ckpt", "runs/x", "--start", "data/cp", "--record-to", "takes"])
+    assert (args.start, args.record_to) == ("data/cp", "takes")
+    assert _parser().parse_args(["studio", "--ckpt", "runs/x", "--data", "old"]).data == "old"  # deprecated alias
     args = _parser().parse_args(["report", "runs/x", "--out", "r.html"])
     assert (args.run_dir, args.out) == ("runs/x", "r.html")
 
@@ -243,6 +323,7 @@ def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path
         page.wait_for_function("document.querySelector('#dream-screen img')?.src.startsWith('data:image/png')")
         first = page.get_attribute("#dream-screen img", "src")
         assert "0-9" in page.text_content("#keys") and page.text_content("#env") == "CartPole-v1"
+        assert page.text_content("#start") == "start: real env (5 frames, random actions)"
         page.check("#real")
         page.wait_for_selector("#real-view:not([hidden])")
         played = 0
@@ -265,3 +346,17 @@ def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path
         IMAGES.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(IMAGES / "studio.png"))
     assert (IMAGES / "studio.png").stat().st_size < 200_000
+
+
+def test_browser_header_shows_the_dataset_start(vector_agent: Dreamer, cartpole_data: Path, tmp_path: Path) -> None:
+    with chromium_page() as page, studio_url(vector_agent, tmp_path, start=cartpole_data) as url:
+        page.goto(url)
+        page.wait_for_function("document.getElementById('start').textContent.includes('episode')")
+        text = page.text_content("#start")
+        assert re.fullmatch(r"start: dataset data-cartpole, episode \d, steps \d+-\d+", text), text
+        assert page.get_attribute("#start", "title") == str(cartpole_data)
+        page.keyboard.press("1")
+        page.wait_for_function("document.getElementById('step').textContent === '1'")
+        page.click("#reset")  # Reset keeps the dataset start
+        page.wait_for_function("document.getElementById('step').textContent === '0'")
+        assert page.text_content("#start").startswith("start: dataset data-cartpole, episode ")

@@ -78,8 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     studio.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     studio.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
-    studio.add_argument("--data", default="studio_recordings", metavar="DATASET", help="folder of recorded sessions")
-    studio.add_argument("--context", type=int, default=5, help="real frames that seed each dream")
+    studio.add_argument(
+        "--start",
+        default="env",
+        metavar="env|DATASET_DIR",
+        help="what seeds each dream: 'env' (real frames, random actions; default) or a dataset folder of the "
+        "checkpoint's env (recorded steps and actions; write ./env for a folder named env)",
+    )
+    studio.add_argument(
+        "--record-to", default="studio_recordings", metavar="DIR", help="parent folder of recorded takes"
+    )
+    studio.add_argument("--data", metavar="DIR", help=argparse.SUPPRESS)  # deprecated name of --record-to
+    studio.add_argument("--context", type=int, default=5, help="frames (real or recorded) that seed each dream")
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a run")
     report.add_argument("run_dir", help="run folder (metrics.jsonl, config.json, videos/)")
@@ -188,7 +198,15 @@ def cmd_studio(args: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"reverie: error: the studio needs aiohttp ({err}): {INSTALL}", file=sys.stderr)
         return 2
-    studio = Studio(args.ckpt, record_dir=args.data, context=args.context)
+    record_to = args.record_to
+    if args.data is not None:
+        log.warning("reverie studio: --data is deprecated; use --record-to (the folder of recorded takes)")
+        record_to = args.data if record_to == "studio_recordings" else record_to
+    try:
+        studio = Studio(args.ckpt, record_dir=record_to, context=args.context, start=args.start)
+    except ValueError as err:  # a --start dataset that cannot be read or does not fit the checkpoint
+        print(f"reverie: error: {err}", file=sys.stderr)
+        return 2
     try:
         studio.run(args.host, args.port)
     except OSError as err:  # port taken, address not available

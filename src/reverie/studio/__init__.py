@@ -8,6 +8,7 @@ pieces: :class:`~reverie.studio.session.Session` (the message protocol, no web c
 Example:
     >>> from reverie.studio import Studio           # doctest: +SKIP
     >>> Studio("runs/crafter").run(port=8765)       # doctest: +SKIP
+    >>> Studio("runs/crafter", start="data/crafter-random").run()  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ whose ``Origin`` is another site is refused: a page on the web cannot drive a lo
 Example:
     >>> studio = Studio("runs/crafter", record_dir="studio_recordings")   # doctest: +SKIP
     >>> studio.run("127.0.0.1", 8765)                                     # doctest: +SKIP
+    >>> Studio("runs/crafter", start="data/crafter-random").run()          # doctest: +SKIP
     >>> with serve_in_thread(studio, port=0, lifetime=60) as url: ...     # doctest: +SKIP
 """
 
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from reverie.data import Dataset
 from reverie.dream import DreamEnv
 from reverie.studio.session import Session
 
@@ -54,10 +56,16 @@ class Studio:
     Args:
         checkpoint: checkpoint or run folder, or a loaded :class:`~reverie.agent.Dreamer`.
         record_dir: where recorded episodes go (see :mod:`reverie.studio.recorder`).
-        context: real frames that seed each dream.
+        context: frames (real or recorded) that seed each dream.
         real_env: build the checkpoint's env to seed dreams and to show beside them.
         seed: seed of the first dream of each connection (None: random).
         max_steps: dreamed steps before an episode is truncated.
+        start: what seeds each dream: ``"env"`` or None (real frames, random actions), or a dataset folder
+            (or :class:`~reverie.data.Dataset`) of the checkpoint's env, whose recorded steps and actions
+            seed it (see :class:`~reverie.dream.DreamEnv`). Every reset of every connection keeps it.
+
+    Raises:
+        ValueError: the ``start`` dataset cannot be read or does not fit the checkpoint (one line).
     """
 
     def __init__(
@@ -68,17 +76,24 @@ class Studio:
         real_env: bool = True,
         seed: int | None = None,
         max_steps: int = 1000,
+        start: str | Path | Dataset | None = None,
     ) -> None:
         from reverie.agent import Dreamer
 
         self.agent = checkpoint if isinstance(checkpoint, Dreamer) else Dreamer.load(checkpoint)
         self.record_dir = Path(record_dir)
+        dataset = None if start is None or (isinstance(start, str) and start == "env") else start
+        self.dataset = dataset if dataset is None or isinstance(dataset, Dataset) else Dataset(dataset)
+        """The dataset every dream starts from (shared by the connections; read-only), or None: the real env."""
         self.dream_args: dict[str, Any] = {
             "context": context,
             "real_env": real_env,
             "seed": seed,
             "max_steps": max_steps,
+            "dataset": self.dataset,
         }
+        if self.dataset is not None:  # a dataset of another env fails here, once, not in every connection
+            DreamEnv(self.agent, context=context, real_env=False, dataset=self.dataset).close()
         self.pages = {name: _read_static(name) for name in STATIC}
         self.executor: ThreadPoolExecutor | None = None
         self.sockets: set[web.WebSocketResponse] = set()

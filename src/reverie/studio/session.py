@@ -5,18 +5,24 @@ the replies, so the protocol is tested without a server. Messages are JSON objec
 
 client -> server
 
-* ``{"type": "reset", "seed": 3}``: re-seed the dream from real frames (``seed`` optional).
+* ``{"type": "reset", "seed": 3}``: a new dream from the studio's start source, real frames or a dataset
+  (``seed`` optional). With a dataset start, ``"episode"`` and ``"start"`` (optional) pick the recorded
+  episode and its first context step; left out, they are drawn at random.
 * ``{"type": "step", "action": 2}`` (discrete) or ``{"type": "step", "action": [0.1, -0.5]}`` (continuous).
 * ``{"type": "step", "agent": true, "deterministic": false}``: the checkpoint's policy picks the action.
 * ``{"type": "options", "real": true, "record": false}``: toggle the real env beside the dream and
-  recording; turning ``real`` on restarts the dream so that both start from the same frames.
+  recording; turning ``real`` on restarts the dream so that both start together (from the same frames
+  with an env start; with a dataset start the real env starts from its own reset).
 * ``{"type": "ping"}``: answered by ``{"type": "pong"}``.
 
 server -> client
 
-* ``info`` (once, on connect): env id, observation keys, the action space, action names and key map.
-* ``frame`` (after reset and each step): ``step``, ``frames`` (dreamed images as PNG data URIs),
-  ``vectors`` (dreamed vectors), ``real`` (the real env's frames and vectors, or null), ``reward``,
+* ``info`` (once, on connect): env id, observation keys, the action space, action names and key map,
+  and ``start``, the start source (:meth:`DreamEnv.start_source`: ``{"source": "env", ...}`` or
+  ``{"source": "dataset", "path", "episodes", ...}``).
+* ``frame`` (after reset and each step): ``step``, ``start`` (where this dream started, e.g.
+  ``{"source": "dataset", "episode": 3, "start": 40, "context": 5}``), ``frames`` (dreamed images as
+  PNG data URIs), ``vectors`` (dreamed vectors), ``real`` (the real env's frames and vectors, or null), ``reward``,
   ``cont``, ``uncertainty``, ``return`` (summed predicted reward), ``terminated``, ``truncated``,
   ``action``, ``real_reward``, ``real_done``, ``recording``.
 * ``saved`` (a recording take was written as a dataset, see :mod:`reverie.studio.recorder`):
@@ -39,7 +45,7 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
-from reverie.dream import DreamEnv
+from reverie.dream import START_OPTIONS, DreamEnv
 from reverie.envs import CRAFTER_IDS, Space, Wrapper
 from reverie.studio.recorder import TakeRecorder
 
@@ -140,6 +146,7 @@ class Session:
             "max_steps": dream.max_steps,
             "has_real_env": dream.real_env is not None,
             "record_dir": str(self.record_dir),
+            "start": dream.start_source(),
         }
 
     def handle(self, text: str | bytes) -> list[dict[str, Any]]:
@@ -176,17 +183,30 @@ class Session:
             seed = message.get("seed")
             if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
                 raise ProtocolError(f"reset seed must be a non-negative integer or null, got {seed!r}.")
-            return self._reset(seed)
+            options = {key: message[key] for key in START_OPTIONS if message.get(key) is not None}
+            for key, value in options.items():  # JSON numbers only: no strings or floats that happen to parse
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ProtocolError(f"reset {key} must be a non-negative integer or null, got {value!r}.")
+            if options and self.dream.dataset is None:
+                raise ProtocolError(
+                    "This studio seeds dreams from the real env; reset episode and start need a dataset start "
+                    "(reverie studio --start DATASET)."
+                )
+            try:
+                self.dream.check_options(options)
+            except ValueError as err:
+                raise ProtocolError(str(err)) from None
+            return self._reset(seed, options)
         if kind == "step":
             return self._step(message)
         if kind == "options":
             return self._options(message)
         raise ProtocolError(f"Unknown message type {kind!r}; use reset, step, options or ping.")
 
-    def _reset(self, seed: int | None = None) -> list[dict[str, Any]]:
+    def _reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         if self.take is not None:
             self.take.end_episode()  # the player cut the episode short
-        obs, info = self.dream.reset(seed=seed)
+        obs, info = self.dream.reset(seed=seed, options=options)
         self.done, self.ret = False, 0.0
         self._record(obs, info, None, terminated=False)
         return [self._frame(obs, info, None, terminated=False, truncated=False)]
@@ -225,7 +245,7 @@ class Session:
             replies += self._stop_recording()
         if "real" in message and message["real"] != self.real:
             self.real = message["real"]
-            if self.real:  # restart both from the same real frames
+            if self.real:  # restart both together (an env start: from the same real frames)
                 replies += self._reset()
         return replies
 
@@ -269,6 +289,7 @@ class Session:
         return {
             "type": "frame",
             "step": dream.steps,
+            "start": dict(dream.start_info),
             "frames": frames,
             "vectors": vectors,
             "real": shown,
@@ -289,7 +310,11 @@ class Session:
         dream = self.dream
         spaces_ = {k: dream.model_space[k] for k in dream.keys}
         spaces_["log/cont"] = Space(np.float32, (), 0.0, 1.0)
-        creation = {"context": dream.context, "agent_steps": dream.agent.counters.get("agent_steps")}
+        creation = {
+            "context": dream.context,
+            "agent_steps": dream.agent.counters.get("agent_steps"),
+            "start": dream.start_source(),
+        }
         return TakeRecorder(self.record_dir, dream.agent.config.env.id, spaces_, dream.learner.act_space, creation)
 
     def _record(self, obs: Any, info: dict[str, Any], action: Any, terminated: bool) -> None:

@@ -32,7 +32,7 @@ function send(message) {
 function receive(msg) {
   if (msg.type === "info") setup(msg);
   else if (msg.type === "frame") showFrame(msg);
-  else if (msg.type === "saved") note(`recorded ${msg.steps} steps to ${msg.path}`);
+  else if (msg.type === "saved") note(`recorded ${msg.episodes} episodes to ${msg.path}`);
   else if (msg.type === "error") {
     studio.pending = Math.max(0, studio.pending - 1);
     note(msg.message, true);
@@ -43,12 +43,29 @@ function receive(msg) {
 function setup(info) {
   studio.info = info;
   $("env").textContent = info.env;
+  showStart(info.start, null);
   $("real").disabled = !info.has_real_env;
   buildScreen($("dream-screen"), info.obs);
   buildScreen($("real-screen"), info.obs);
   buildActions(info);
   $("keys").textContent = keyHelp(info);
   reset();
+}
+
+// The header says what seeds each dream: the real env, or a dataset (and, after a reset, which recorded steps).
+function showStart(source, start) {
+  let text = "start: model prior";
+  if (source.source === "env") text = `start: real env (${studio.info.context} frames, random actions)`;
+  else if (source.source === "dataset") {
+    const name = source.path.split(/[\\/]/).filter(Boolean).pop() || source.path;
+    text = `start: dataset ${name}`;
+    if (start && start.source === "dataset") {
+      text += `, episode ${start.episode}, steps ${start.start}-${start.start + start.context - 1}`;
+    } else text += ` (${source.episodes} episodes)`;
+  }
+  $("start").textContent = text;
+  $("start").title = source.source === "dataset" ? source.path : "";
+  $("reset").title = `Esc: a new dream, seeded from the ${source.source === "dataset" ? "dataset" : source.source}`;
 }
 
 function buildScreen(screen, obs) {
@@ -178,6 +195,7 @@ function scheduleAgent() {
   }
 }
 
+// A new dream from the studio's start source (reverie studio --start): the server keeps it across resets.
 function reset() {
   if (send({ type: "reset" })) studio.pending += 1;
 }
@@ -193,6 +211,7 @@ function showFrame(msg) {
   studio.pending = Math.max(0, studio.pending - 1);
   studio.started = true;
   studio.done = msg.terminated || msg.truncated;
+  if (msg.start) showStart(studio.info.start, msg.start);
   draw($("dream-screen"), msg.frames, msg.vectors);
   $("real-view").hidden = msg.real === null;
   if (msg.real !== null) {
