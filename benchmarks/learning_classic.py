@@ -72,7 +72,13 @@ def main() -> None:
     parser.add_argument("--rundir", default="benchmarks/runs/learning_classic")
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for every run")
     parser.add_argument("--stop-at-threshold", action="store_true", help="end each run at its threshold")
+    parser.add_argument(
+        "--collect", action="store_true", help="rebuild the JSON and plot from the finished runs in --rundir"
+    )
     args = parser.parse_args()
+    if args.collect:
+        write_results(collect(Path(args.rundir), args.envs, args.seeds))
+        return
 
     jobs = {}
     with ProcessPoolExecutor(args.workers) as pool:
@@ -92,6 +98,32 @@ def main() -> None:
             entry = results.setdefault(env_id, {"threshold": task["threshold"], "budget": task["steps"], "seeds": []})
             run["steps_to_threshold"] = steps_to(run["curve"], task["threshold"])
             entry["seeds"].append(run)
+    write_results(results)
+
+
+def collect(rundir: Path, envs: list[str], seeds: list[int]) -> dict:
+    """Results from run folders ``rundir/<env>/seed<s>-<stamp>`` (the newest per seed with a checkpoint)."""
+    from reverie.logger import read_jsonl
+
+    results: dict[str, dict] = {}
+    for env_id in envs:
+        task = TASKS.get(env_id, {"threshold": float("inf"), "steps": 30_000})
+        entry = results.setdefault(env_id, {"threshold": task["threshold"], "budget": task["steps"], "seeds": []})
+        for seed in seeds:
+            runs = sorted((rundir / env_id).glob(f"seed{seed}-*"), key=lambda p: p.name)
+            runs = [r for r in runs if (r / "checkpoint" / "meta.json").exists() and (r / "metrics.jsonl").exists()]
+            if not runs:
+                continue
+            rows = read_jsonl(runs[-1] / "metrics.jsonl")
+            meta = json.loads((runs[-1] / "checkpoint" / "meta.json").read_text())
+            curve = [[int(r["step"]), float(r["eval/return"])] for r in rows if "eval/return" in r]
+            run = {"seed": seed, "curve": curve, "updates": meta["counters"]["updates"], "run": str(runs[-1])}
+            run["steps_to_threshold"] = steps_to(curve, task["threshold"])
+            entry["seeds"].append(run)
+    return results
+
+
+def write_results(results: dict) -> None:
     for entry in results.values():
         entry["seeds"].sort(key=lambda r: r["seed"])
         entry["solved"] = sum(r["steps_to_threshold"] is not None for r in entry["seeds"])

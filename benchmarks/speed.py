@@ -116,7 +116,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     results: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "load_average_at_start": os.getloadavg()[0],
+        },
         "matmul_peak_flops_per_s": peaks,
         "runs": [],
     }
