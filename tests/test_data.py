@@ -286,8 +286,8 @@ def test_record_from_checkpoint(tmp_path: Path, checkpoint: Path, one_line: Call
         record("Pendulum-v1", str(checkpoint), 1, tmp_path / "c")
     one_line(str(err.value), "does not fit", "CartPole-v1")
     with pytest.raises(PolicyError) as err:
-        record("CartPole-v1", "scripted", 1, tmp_path / "d")
-    one_line(str(err.value), "Unknown policy 'scripted'", "random", "checkpoint folder", "POLICIES")
+        record("CartPole-v1", "expert", 1, tmp_path / "d")
+    one_line(str(err.value), "Unknown policy 'expert'", "random", "checkpoint folder", "POLICIES")
 
 
 # ----------------------------------------------------------------- CLI and Minari
@@ -325,10 +325,8 @@ def test_cli_record_info_convert(
     capsys.readouterr()
     assert main(["data", "info", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert (
-        main(["data", "record", "--env", "CartPole-v1", "--policy", "scripted", "--episodes", "1", "--out", "x"]) == 2
-    )
-    assert "Unknown policy 'scripted'" in capsys.readouterr().err
+    assert main(["data", "record", "--env", "CartPole-v1", "--policy", "expert", "--episodes", "1", "--out", "x"]) == 2
+    assert "Unknown policy 'expert'" in capsys.readouterr().err
     assert main(["data", "convert", str(out), "rec", "--to", "minari"]) == 2
     assert "exists already" in capsys.readouterr().err
 
@@ -406,3 +404,9 @@ def test_missing_minari_names_the_pip_command(
     with pytest.raises(MinariMissing) as err:
         export_minari(tmp_path / "ds", "reverie/ds-v0")
     one_line(str(err.value), 'pip install "minari[hdf5]>=0.5.4"')
+
+
+def test_scripted_policy_refuses_other_games(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["data", "record", "--env", "CartPole-v1", "--policy", "scripted", "--episodes", "1", "--out"]
+    assert main([*argv, str(tmp_path / "x")]) == 2
+    assert "plays Crafter only" in capsys.readouterr().err

@@ -80,3 +80,5 @@ __all__ = [
     "record",
     "rewrite",
 ]
+
+import reverie.scripted  # noqa: E402, F401  (registers the Crafter "scripted" player in POLICIES)

@@ -1,0 +1,32 @@
+"""A scripted Crafter player that plays like a competent but imperfect human, for recording datasets.
+
+:class:`ScriptedPlayer` reads the game's internal state through the env and climbs Crafter's tech tree
+(wood -> table -> wood pickaxe -> stone -> stone pickaxe -> coal, iron -> furnace -> iron pickaxe ->
+diamond), drinks, eats, sleeps walled in, fights, plants saplings; ``skill`` sets how often it slips
+and the seed draws its :class:`Style` (what it builds, how it explores, how eagerly it eats).
+
+It never takes a craft or place action that would fail, as recorded human play never shows one: the
+guard :func:`action_succeeds` replicates crafter's checks and turns such an action into ``noop``.
+
+Importing this package registers the player in :data:`reverie.data.POLICIES` as ``"scripted"`` (a
+``factory(env, seed)``), so ``reverie data record --env crafter --policy scripted`` works; crafter
+itself is imported only when a player is built.
+
+Example:
+    >>> from reverie.data import record
+    >>> ds = record("crafter", "scripted", episodes=2, folder="data/crafter-scripted")  # doctest: +SKIP
+    >>> from reverie.envs import CrafterEnv
+    >>> env = CrafterEnv(seed=0, symbolic=True)                                       # doctest: +SKIP
+    >>> player = ScriptedPlayer(env, seed=1, skill=0.9, style=Style(swords=0))         # doctest: +SKIP
+    >>> obs = env.step({"action": 0, "reset": True})                                  # doctest: +SKIP
+    >>> obs = env.step({"action": player(obs)})                                       # doctest: +SKIP
+"""
+
+from reverie.data.record import POLICIES
+from reverie.scripted.player import ScriptedPlayer
+from reverie.scripted.rules import ACTIONS, Rules, action_succeeds, crafter_game
+from reverie.scripted.style import Style
+
+__all__ = ["ACTIONS", "Rules", "ScriptedPlayer", "Style", "action_succeeds", "crafter_game"]
+
+POLICIES.setdefault("scripted", ScriptedPlayer)

@@ -1,0 +1,174 @@
+"""The scripted Crafter player: crafter's rules replicated exactly, no failed craft or place, progress, registry."""
+
+from __future__ import annotations
+
+import doctest
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reverie.crafter_eval import LOG_PREFIX
+from reverie.data import POLICIES, Dataset, PolicyError, record
+from reverie.envs import CrafterEnv, GymEnv
+from reverie.scripted import ACTIONS, Rules, ScriptedPlayer, Style, action_succeeds, crafter_game, goals, navigation
+from reverie.scripted.navigation import Grid, shortest_paths
+from reverie.scripted.shelter import sealed
+from reverie.scripted.world import Snapshot
+
+pytest.importorskip("crafter")  # the scripted modules import crafter only when a player is built
+
+CRAFTS = [i for i, name in enumerate(ACTIONS) if name.startswith(("make_", "place_"))]
+
+
+def crafter_env(seed: int, **kwargs: Any) -> tuple[CrafterEnv, dict[str, Any]]:
+    env = CrafterEnv(seed=seed, symbolic=True, **kwargs)
+    return env, env.step({"action": 0, "reset": True})
+
+
+def outcome_checker(game: Any, action: int) -> Callable[[], bool]:
+    """Snapshot what ``action`` should change; the returned check says whether it took effect."""
+    name, player, world = ACTIONS[action], game._player, game._world
+    count = player.achievements[name]
+    if name.startswith("make_"):
+        item, before = name[len("make_") :], player.inventory[name[len("make_") :]]
+        return lambda: player.achievements[name] == count + 1 and player.inventory[item] > before
+    target = (int(player.pos[0] + player.facing[0]), int(player.pos[1] + player.facing[1]))
+    item = name[len("place_") :]
+    if item == "plant":
+        return lambda: player.achievements[name] == count + 1 and type(world[target][1]).__name__ == "Plant"
+    return lambda: player.achievements[name] == count + 1 and world[target][0] == item
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def test_pure_helpers_doctests() -> None:
+    for module in (navigation, goals):
+        assert doctest.testmod(module).failed == 0
+
+
+def test_shortest_paths_digging_costs_two() -> None:
+    grid = Grid((5, 1))  # a row of 5 cells: start, walk, rock, walk, walk
+    dist, parent = shortest_paths(grid, [0, 1, 2, 1, 1], start=0, limit=10)
+    assert dist == [0, 1, 3, 4, 5]
+    assert grid.path(parent, 4) == [1, 2, 3, 4]
+    dist, _ = shortest_paths(grid, [0, 1, 0, 1, 1], start=0, limit=10)  # a wall
+    assert dist[2:] == [navigation.UNREACHED] * 3
+    dist, _ = shortest_paths(grid, [1] * 5, start=0, limit=2)
+    assert dist[3] == navigation.UNREACHED
+
+
+# ---------------------------------------------------------------------------------------------------
+# The guard replicates crafter's checks
+
+
+def test_action_succeeds_predicts_crafter_both_ways() -> None:
+    """Random crafts and places from random inventories: predicted success == what the game did."""
+    env, _ = crafter_env(seed=5)
+    game, rules = crafter_game(env), Rules()
+    rng = np.random.default_rng(0)
+    seen = {True: 0, False: 0}
+    for step in range(1500):
+        player = game._player
+        if step % 25 == 0:  # random inventories, so that both outcomes occur often
+            for item in ("wood", "stone", "coal", "iron", "sapling", "wood_pickaxe"):
+                player.inventory[item] = int(rng.integers(0, 4))
+            player.inventory["energy"] = int(rng.integers(3, 10))
+        kind = rng.random()
+        action = int(rng.choice(CRAFTS)) if kind < 0.5 else int(rng.integers(0, 7))
+        predicted = action_succeeds(game, action, rules)
+        check = outcome_checker(game, action) if action in CRAFTS else None
+        obs = env.step({"action": action})
+        if check is not None:
+            assert check() == predicted, f"step {step}: {ACTIONS[action]} predicted {predicted}"
+            seen[predicted] += 1
+        if obs["is_last"]:
+            obs = env.step({"action": 0, "reset": True})
+    assert seen[True] > 30 and seen[False] > 30, seen
+
+
+# ---------------------------------------------------------------------------------------------------
+# The player
+
+
+@pytest.mark.parametrize(("seed", "skill"), [(0, 0.8), (1, 0.3), (2, 1.0)])
+def test_player_never_fails_a_craft_or_place(seed: int, skill: float) -> None:
+    """1500 steps of play (new episodes after deaths): every craft and place takes effect."""
+    env, obs = crafter_env(seed=seed)
+    game = crafter_game(env)
+    player = ScriptedPlayer(env, seed=seed, skill=skill)
+    crafts = 0
+    for _ in range(1500):
+        action = player(obs)
+        assert 0 <= action < len(ACTIONS)
+        check = outcome_checker(game, action) if action in CRAFTS else None
+        obs = env.step({"action": action})
+        if check is not None:
+            assert check(), f"{ACTIONS[action]} failed at step {game._step} (seed {seed}, skill {skill})"
+            crafts += 1
+        if obs["is_last"]:
+            obs = env.step({"action": 0, "reset": True})
+    assert crafts >= 5, "the player crafted or placed almost nothing: the check above proved little"
+
+
+def test_player_makes_a_wood_pickaxe_early() -> None:
+    steps = []
+    for seed in (0, 1):
+        env, obs = crafter_env(seed=seed, length=400)
+        player = ScriptedPlayer(env, seed=seed, skill=0.8)
+        while not obs["is_last"] and not obs[LOG_PREFIX + "make_wood_pickaxe"]:
+            obs = env.step({"action": player(obs)})
+        steps.append(int(crafter_game(env)._step) if obs[LOG_PREFIX + "make_wood_pickaxe"] else None)
+    assert all(s is not None and s <= 300 for s in steps), steps
+
+
+def test_player_walls_itself_in_to_sleep_in_open_grass() -> None:
+    """On open grass with 9 stones and little energy it builds a sealed pocket and falls asleep."""
+    env, obs = crafter_env(seed=3)
+    game = crafter_game(env)
+    world, me = game._world, game._player
+    x, y = (int(v) for v in me.pos)
+    for cell in [(i, j) for i in range(x - 8, x + 9) for j in range(y - 8, y + 9)]:
+        world[cell] = "grass"
+        if world[cell][1] is not None and world[cell][1] is not me:
+            world.remove(world[cell][1])
+    me.inventory.update(stone=9, wood_pickaxe=1, energy=2)
+    player = ScriptedPlayer(env, seed=0, skill=1.0, style=Style(energy_low=3))
+    for _ in range(100):
+        obs = env.step({"action": player(obs)})
+        if me.sleeping:
+            break
+    assert me.sleeping and me.achievements["place_stone"] >= 2
+    assert sealed(Snapshot(game, player.rules, player.grid, player.memory, player.step))
+
+
+def test_player_arguments_and_styles() -> None:
+    env, _ = crafter_env(seed=0)
+    with pytest.raises(ValueError, match="skill"):
+        ScriptedPlayer(env, skill=1.5)
+    with pytest.raises(PolicyError, match="Crafter only"):
+        ScriptedPlayer(GymEnv("CartPole-v1"), seed=0)
+    styles = {Style.sample(np.random.default_rng(seed)) for seed in range(8)}
+    assert len(styles) == 8  # seeds give different players
+    assert ScriptedPlayer(env, seed=3).style == ScriptedPlayer(env, seed=3).style
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry
+
+
+def test_registry_records_scripted_play(tmp_path: Path) -> None:
+    assert POLICIES["scripted"] is ScriptedPlayer
+    ds = record("crafter-symbolic", "scripted", episodes=1, folder=tmp_path / "ds", seed=1, time_limit=200)
+    episode = ds.episode(0)
+    assert ds.info["creation"]["policy"] == "scripted" and len(episode["action"]) == 201
+    assert episode[LOG_PREFIX + "collect_wood"][-1] > 0
+    for t in range(1, len(episode["action"])):  # every recorded craft or place took effect
+        name = ACTIONS[int(episode["action"][t])]
+        if name.startswith(("make_", "place_")):
+            assert episode[LOG_PREFIX + name][t] == episode[LOG_PREFIX + name][t - 1] + 1, (t, name)
+    assert isinstance(Dataset(tmp_path / "ds"), Dataset)
