@@ -18,7 +18,7 @@ def test_crashed_worker_is_restarted_and_its_episode_discarded(tmp_path, monkeyp
     cfg = make_config(
         ["debug"],
         [
-            "env.id=tests.crash_env:CrashOnce-v0",
+            "env.id=reverie_crash_env:CrashOnce-v0",
             "env.num_envs=2",
             "train.steps=160",
             "train.prefill=200",  # acting only: this test is about the env loop

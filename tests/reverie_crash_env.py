@@ -1,5 +1,8 @@
 """A Gymnasium env whose first process life crashes mid-episode (for the worker-restart tests).
 
+Its module name is unique on purpose: some installed packages ship a top-level ``tests`` package, so
+``tests.<module>`` may not resolve in the env worker processes, while this folder is on ``sys.path``.
+
 The crash happens once per marker file named by ``REVERIE_TEST_CRASH_MARKER``: the first env to reach
 step 15 creates the marker and raises; later envs (the restarted worker) run normally.
 """
