@@ -10,7 +10,17 @@ from reverie.data.record import PolicyError
 from reverie.scripted.execute import follow
 from reverie.scripted.goals import Planner, Target
 from reverie.scripted.navigation import Grid
-from reverie.scripted.rules import ACTIONS, DIRECTIONS, DO, MOVES, NOOP, Rules, action_succeeds, crafter_game
+from reverie.scripted.rules import (
+    ACTIONS,
+    DIRECTIONS,
+    DO,
+    MOVES,
+    NOOP,
+    Rules,
+    action_succeeds,
+    crafter_game,
+    place_is_contested,
+)
 from reverie.scripted.style import Style
 from reverie.scripted.world import Cell, Memory, Snapshot
 
@@ -190,7 +200,7 @@ class ScriptedPlayer:
 
     def _guard(self, snap: Snapshot, action: int) -> int:
         """Noop instead of a place or make action that would fail, or of a step into lava."""
-        if not action_succeeds(self.game, action, self.rules):
+        if not action_succeeds(self.game, action, self.rules) or place_is_contested(self.game, action):
             return NOOP
         name = ACTIONS[action]
         if name.startswith("move_"):

@@ -26,6 +26,7 @@ __all__ = [
     "NEARBY_DISTANCE",
     "Rules",
     "action_succeeds",
+    "place_is_contested",
     "crafter_game",
 ]
 
@@ -157,3 +158,22 @@ def action_succeeds(game: Any, action: int, rules: Rules | None = None) -> bool:
         return False
     gives = rules.make[item]["gives"]
     return rules.affordable("make", item, inventory) and inventory[item] + gives <= rules.max_items[item]
+
+
+def place_is_contested(game: Any, action: int) -> bool:
+    """Whether a creature or arrow could step into a ``place_*`` target during this very step.
+
+    Crafter updates its objects in list order, which need not put the player first, so a zombie, cow or
+    arrow next to the target cell may take it before the placement happens: :func:`action_succeeds`
+    cannot see that. A careful player (and the recordings it makes) waits instead.
+    """
+    if not ACTIONS[action].startswith("place_"):
+        return False
+    player = game._player
+    tx, ty = int(player.pos[0] + player.facing[0]), int(player.pos[1] + player.facing[1])
+    for obj in game._world.objects:
+        if obj is player:
+            continue
+        if abs(int(obj.pos[0]) - tx) + abs(int(obj.pos[1]) - ty) <= 1:
+            return True
+    return False
