@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 import random
@@ -24,7 +23,7 @@ import torch
 
 from reverie.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from reverie.config import Config, make_config, set_key
-from reverie.envs import BatchEnv, Env, ParallelEnv, make_env
+from reverie.envs import BatchEnv, Env, ParallelEnv, make_batch_env, make_env
 from reverie.envs.base import Space, model_keys
 from reverie.learner import Learner, PolicyState
 from reverie.logger import Logger, make_logger
@@ -92,10 +91,9 @@ class Dreamer:
 
     def make_envs(self, count: int, seed: int, parallel: bool = False) -> BatchEnv | ParallelEnv:
         """``count`` envs from the user's factory (see :meth:`learn`) or from ``config.env``."""
-        if self.env_factory is not None:
-            factories = [self.env_factory] * count
-        else:
-            factories = [functools.partial(make_env, self.config.env, seed + i) for i in range(count)]
+        if self.env_factory is None:
+            return make_batch_env(dataclasses.replace(self.config.env, num_envs=count, parallel=parallel), seed)
+        factories = [self.env_factory] * count
         return ParallelEnv(factories) if parallel and count > 1 else BatchEnv(factories)
 
     def _spaces_from_env(self) -> None:
@@ -229,10 +227,8 @@ class Dreamer:
         """Run ``episodes`` full episodes in fresh envs; returns ``eval/return`` (mean) and more."""
         cfg = self.config
         seed = cfg.train.seed + 10_000 + self.counters["env_steps"]
-        envs: BatchEnv | ParallelEnv
         if env is not None:
-            env_cfg = dataclasses.replace(cfg.env, id=env)
-            envs = BatchEnv([functools.partial(make_env, env_cfg, seed + i) for i in range(episodes)])
+            envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)
         else:
             envs = self.make_envs(episodes, seed)
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
