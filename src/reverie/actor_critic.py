@@ -18,6 +18,7 @@ from reverie.envs.base import Space
 from reverie.functional import (
     ReturnNorm,
     lambda_return,
+    pmpo_loss,
     sample_onehot,
     twohot_bins,
     twohot_decode,
@@ -60,6 +61,14 @@ class Policy:
         var = self.std**2
         logp = -((action.detach() - self.mean) ** 2) / (2 * var) - torch.log(self.std) - 0.5 * math.log(2 * math.pi)
         return logp.sum(-1)
+
+    def kl(self, other: Policy) -> Tensor:
+        """KL(self || other) per batch entry: the reverse KL to a prior when ``other`` is the prior."""
+        if self.discrete:
+            return (self.logits.exp() * (self.logits - other.logits)).sum(-1)
+        var, other_var = self.std**2, other.std**2
+        kl = torch.log(other.std / self.std) + (var + (self.mean - other.mean) ** 2) / (2 * other_var) - 0.5
+        return kl.sum(-1)
 
     def entropy(self) -> Tensor:
         if self.discrete:
@@ -131,7 +140,7 @@ class ActorCritic(nn.Module):
         soft_update(self.slow_critic, self.critic, self.cfg.slow_rate)
 
     def imagine_loss(
-        self, traj: dict[str, Tensor], reward: Tensor, cont: Tensor
+        self, traj: dict[str, Tensor], reward: Tensor, cont: Tensor, prior: Actor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Actor and critic losses on an imagined trajectory.
 
@@ -139,6 +148,8 @@ class ActorCritic(nn.Module):
             traj: ``feat`` (N, H+1, F) and ``action`` (N, H+1, A) of the rollout (action t taken at t).
             reward: (N, H+1) predicted reward arriving at each state.
             cont: (N, H+1) continue probability of each state (index 0: the real one).
+            prior: a frozen behaviour-cloning actor; with ``cfg.prior_kl > 0`` the actor pays
+                ``prior_kl * KL(policy || prior)``.
 
         Returns:
             ``(actor_loss, critic_loss, returns (N, H), metrics)``.
@@ -153,11 +164,20 @@ class ActorCritic(nn.Module):
         adv = (ret - value[:, :-1]) / scale  # (N, H)
         policy = self.actor(feat[:, :-1].detach() if cfg.actor_grad == "reinforce" else feat[:, :-1])
         entropy = policy.entropy()
-        if cfg.actor_grad == "reinforce":
-            objective = policy.log_prob(action[:, :-1]) * adv.detach()
+        if cfg.objective == "pmpo":
+            logp = policy.log_prob(action[:, :-1])
+            actor_loss = pmpo_loss(logp, ret - value[:, :-1], weight, cfg.pmpo_alpha)
+            actor_loss = actor_loss - (weight * cfg.entropy * entropy).mean()
         else:
-            objective = adv
-        actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
+            objective = policy.log_prob(action[:, :-1]) * adv.detach() if cfg.actor_grad == "reinforce" else adv
+            actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
+        extra = {}
+        if prior is not None and cfg.prior_kl > 0:
+            with torch.no_grad():
+                prior_policy = prior(feat[:, :-1].detach())
+            kl = (weight * policy.kl(prior_policy)).mean()
+            actor_loss = actor_loss + cfg.prior_kl * kl
+            extra["ac/prior_kl"] = kl.detach()
         logits = self.critic(feat[:, :-1].detach())
         slow = self.value(feat[:, :-1].detach(), slow=True)
         critic_loss = twohot_loss(logits, ret.detach(), self.bins)
@@ -170,6 +190,7 @@ class ActorCritic(nn.Module):
             "ac/entropy": entropy.mean().detach(),
             "ac/retnorm_scale": scale.detach(),
             "ac/imag_reward": reward.mean().detach(),
+            **extra,
         }
         return actor_loss, critic_loss, ret, metrics
 

@@ -16,7 +16,7 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,9 +25,12 @@ from reverie.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from reverie.config import Config, make_config, set_key
 from reverie.envs import BatchEnv, Env, ParallelEnv, make_batch_env, make_env
 from reverie.envs.base import Space, model_keys
-from reverie.learner import Learner, PolicyState
+from reverie.learner import Head, Learner, PolicyState
 from reverie.logger import Logger, make_logger
 from reverie.replay import Replay
+
+if TYPE_CHECKING:
+    from reverie.data import Dataset
 
 log = logging.getLogger("reverie")
 
@@ -75,7 +78,17 @@ class Dreamer:
         if self.config.train.threads:
             torch.set_num_threads(self.config.train.threads)
         seed_everything(self.config.train.seed)
-        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "runs": 0}
+        self.counters = {
+            "env_steps": 0,
+            "agent_steps": 0,
+            "updates": 0,
+            "runs": 0,
+            "offline_updates": 0,
+            "rl_started": 0,
+        }
+        self.last_eval: dict[str, float] = {}
+        self.last_promises: list[tuple[float, float]] = []
+        """(promised, real) return pairs of the last evaluation with ``promise_every``."""
         self._learner: Learner | None = None
         self._replay: Replay | None = None
         self._logger: Logger | None = None
@@ -223,40 +236,134 @@ class Dreamer:
         action, state, _ = learner.policy(data, state, deterministic)
         return (action if batched else action[0]), state
 
-    def evaluate(self, env: str | None = None, episodes: int = 10, deterministic: bool = True) -> dict[str, float]:
-        """Run ``episodes`` full episodes in fresh envs; returns ``eval/return`` (mean) and more."""
-        cfg = self.config
-        seed = cfg.train.seed + 10_000 + self.counters["env_steps"]
-        if env is not None:
-            envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)
-        else:
-            envs = self.make_envs(episodes, seed)
-        returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
-        done = np.zeros(episodes, bool)
-        finals: list[dict[str, Any]] = [{} for _ in range(episodes)]  # log/ keys at each episode's end
-        space = envs.act_space["action"]
-        noop = np.stack([space.sample(np.random.default_rng(0))] * episodes)
-        obs = envs.step({"action": noop, "reset": np.ones(episodes, bool)})
-        state = None
-        try:
-            while not done.all():
-                action, state = self.predict(obs, state, deterministic)
-                obs = envs.step({"action": action, "reset": np.zeros(episodes, bool)})
-                live = ~done
-                returns[live] += obs["reward"][live]
-                lengths[live] += 1
-                for i in np.flatnonzero(live & np.asarray(obs["is_last"], bool)):
-                    finals[i] = {k: v[i] for k, v in obs.items() if k.startswith("log/")}
-                done |= np.asarray(obs["is_last"], bool)
-        finally:
-            envs.close()
-        metrics = {
-            "eval/return": float(returns.mean()),
-            "eval/return_std": float(returns.std()),
-            "eval/length": float(lengths.mean()),
-        }
-        metrics.update(achievement_metrics(finals, "eval"))
-        return metrics
+    def evaluate(
+        self,
+        env: str | None = None,
+        episodes: int = 10,
+        deterministic: bool = True,
+        head: Head = "actor",
+        promise_every: int = 0,
+    ) -> dict[str, float]:
+        """Run ``episodes`` full episodes in fresh envs; returns ``eval/return`` (mean) and more.
+
+        Args:
+            env: evaluate on this env id instead of the configured one.
+            episodes: episodes, run side by side.
+            deterministic: take the policy's mode instead of sampling.
+            head: ``actor`` (the RL policy) or ``bc`` (the behaviour-cloning head of an offline agent).
+            promise_every: every this many steps, compare the return the model promises over the next
+                ``ac.horizon`` steps with what the env gives (``eval/promise_gap`` and more; 0: off).
+        """
+        from reverie.evaluation import evaluate_agent
+
+        return evaluate_agent(self, episodes, deterministic, head, promise_every, env)
+
+    def fit(self, dataset: str | os.PathLike[str] | Dataset, steps: int | None = None) -> Dreamer:
+        """Learn world model and agent from a recorded dataset alone; the env is used only to evaluate at the end.
+
+        Episodes without actions train the model through a learned no-action input (or inverse-dynamics
+        labels, ``offline.label_mode``); episodes without rewards train everything but the reward head.
+        See :mod:`reverie.offline` for the two phases.
+
+        Args:
+            dataset: a dataset folder (``reverie data record`` writes one) or a :class:`reverie.data.Dataset`.
+            steps: the total number of offline updates, counting earlier calls and resumed runs
+                (default ``offline.steps``).
+
+        Example:
+            >>> agent = Dreamer(make_config(["offline"], ["run.logdir=runs/off"]))  # doctest: +SKIP
+            >>> agent.fit("data/crafter-scripted", steps=3000)                     # doctest: +SKIP
+            >>> agent.evaluate(episodes=10, promise_every=25)                       # doctest: +SKIP
+        """
+        from reverie.data import Dataset
+        from reverie.offline import OfflineTrainer
+
+        data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        self._adopt_dataset(data)
+        total = steps if steps is not None else self.config.offline.steps
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        (self.logdir / "config.json").write_text(self.config.to_json())
+        if not (self.logdir / "checkpoint").exists():
+            self.save_run()
+        self.counters["runs"] += 1
+        OfflineTrainer(self, data, self.logger).run(total)
+        self.save_run()
+        episodes = self.config.offline.eval_episodes
+        if episodes:
+            head: Head = "actor" if self.counters["rl_started"] else "bc"
+            metrics = self.evaluate(episodes=episodes, deterministic=False, head=head,
+                                    promise_every=self.config.offline.promise_every)
+            self.logger.scalars(metrics)
+            self.last_eval = metrics
+        self.logger.write(self.counters["offline_updates"])
+        return self
+
+    def _adopt_dataset(self, data: Dataset) -> None:
+        """Build the networks for the dataset's spaces, or check that the existing ones fit them."""
+        obs_space, act_space = data.obs_space, data.act_space["action"]
+        if self._learner is None:
+            set_key(self.config, "env.id", data.env_id)
+            limit = data.info.get("creation", {}).get("time_limit")
+            if limit and not self.config.env.time_limit:  # evaluate on the episodes the data was recorded on
+                set_key(self.config, "env.time_limit", int(limit))
+            self._build(obs_space, act_space)
+            return
+        learner = self._learner
+        want = {k: tuple(s.shape) for k, s in learner.obs_space.items()}
+        have = {k: tuple(obs_space[k].shape) for k in learner.obs_space if k in obs_space}
+        if want != have or act_space.discrete != learner.act_space.discrete or act_space.shape != learner.act_space.shape:
+            raise ValueError(
+                f"Dataset {data.folder} (env '{data.env_id}', keys {sorted(obs_space)}) does not fit this agent, "
+                f"built for '{self.config.env.id}' with keys {sorted(want)}. Fit a new agent on it."
+            )
+
+    @torch.no_grad()
+    def encode(self, episode: dict[str, np.ndarray]) -> np.ndarray:
+        """The world model's features (T, F) of one recorded episode, filtered from its first step.
+
+        ``episode`` holds the observation keys and ``is_first`` as (T, ...) arrays (``Dataset.episode(i)``
+        gives one); ``action`` and ``action_mask`` are used when present, otherwise the learned no-action
+        input stands in. Use the features for other learners (e.g. :class:`reverie.baselines.FeatureBC`).
+        """
+        learner = self.learner
+        length = len(episode["is_first"])
+        batch = {k: np.asarray(episode[k])[None] for k in learner.obs_space}
+        batch["is_first"] = np.asarray(episode["is_first"], bool)[None]
+        if "action" in episode:
+            batch["action"] = np.asarray(episode["action"])[None]
+            if "action_mask" in episode:
+                batch["action_mask"] = np.asarray(episode["action_mask"], np.float32)[None]
+        tensors = learner.to_tensors(batch)
+        if "action" not in tensors:
+            tensors["action"] = torch.zeros(1, length, learner.action_dim, device=learner.device)
+            tensors["action_mask"] = torch.zeros(1, length, device=learner.device)
+        tensors["is_first"][:, 0] = True
+        with learner.autocast():
+            states, _, _ = learner.wm.observe(tensors)
+        return learner.wm.rssm.feat(states)[0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_step(
+        self, obs: dict[str, Any], state: PolicyState | None = None, action: np.ndarray | None = None
+    ) -> tuple[np.ndarray, PolicyState]:
+        """Features (N, F) after one batched observation, for acting with other learners on model features.
+
+        Args:
+            obs: observations (N, ...) with ``is_first`` (which resets an env's state).
+            state: the state returned by the previous call (None at the start).
+            action: the env actions (N, ...) taken since the previous observation (None at the start).
+        """
+        learner = self.learner
+        if state is not None and action is not None:
+            state = {**state, "action": learner.encode_action(torch.as_tensor(np.asarray(action), device=learner.device))}
+        latent = learner.filter(obs, state)
+        new_state = {**latent, "action": torch.zeros(len(obs["is_first"]), learner.action_dim, device=learner.device)}
+        return learner.wm.rssm.feat(latent).float().cpu().numpy(), new_state
+
+    @property
+    def feat_dim(self) -> int:
+        """Width of the features :meth:`encode` returns."""
+        return int(self.learner.wm.rssm.feat_dim)
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:

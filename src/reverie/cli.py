@@ -1,4 +1,4 @@
-"""The ``reverie`` command line: ``train``, ``eval``, ``check-env``, ``data``, ``studio``, ``report``.
+"""The ``reverie`` command line: ``train``, ``train-offline``, ``eval``, ``check-env``, ``data``, ``studio``, ``report``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     reverie train --preset classic --env Pendulum-v1 --logdir runs/pendulum
     reverie train --preset debug --set train.batch_size=8 --logdir runs/x --resume
     reverie eval --ckpt runs/pendulum --episodes 10
+    reverie train-offline --data data/crafter-scripted --logdir runs/offline --steps 3000
     reverie check-env Pendulum-v1
 """
 
@@ -63,11 +64,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
     train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
 
+    off = sub.add_parser(
+        "train-offline",
+        help="learn world model and agent from a recorded dataset (no env interaction until the final evaluation)",
+        epilog=_config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    off.add_argument("--data", required=True, help="dataset folder (see `reverie data record`)")
+    off.add_argument("--preset", nargs="*", default=[], help="named presets after 'offline', left to right")
+    off.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    off.add_argument("--steps", type=int, help="offline updates in all (same as --set offline.steps=N)")
+    off.add_argument("--logdir", help="run folder (same as --set run.logdir=DIR)")
+    off.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
+    off.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--env", help="env id (default: the one it was trained on)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    ev.add_argument("--head", choices=["actor", "bc"], default="actor", help="policy: RL actor or BC head")
+    ev.add_argument("--promise-every", type=int, default=0, help="compare imagined and real returns every N steps")
 
     check = sub.add_parser("check-env", help="validate an env against the Reverie contract")
     check.add_argument("env", help="env id, e.g. CartPole-v1, crafter, dmc:walker-walk, atari:Pong")
@@ -134,6 +151,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_offline(args: argparse.Namespace) -> int:
+    from reverie.agent import Dreamer
+    from reverie.data import DatasetError
+
+    overrides = list(args.set)
+    for flag, key in (("steps", "offline.steps"), ("logdir", "run.logdir"), ("seed", "train.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = make_config(["offline", *args.preset], overrides)
+    logdir = Path(cfg.run.logdir)
+    if args.resume:
+        args.preset, args.env, args.steps = None, None, None  # offline.steps came in through the overrides
+        args.set = overrides
+        agent = _resume(args, logdir)
+    else:
+        if (logdir / "checkpoint").exists():
+            raise ConfigError(
+                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
+            )
+        agent = Dreamer(cfg)
+    try:
+        agent.fit(args.data)
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
+    result = {"data": args.data, "offline_updates": agent.counters["offline_updates"], **agent.last_eval}
+    print(json.dumps(result))
+    return 0
+
+
 def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
     """The agent of the run in ``logdir``, with ``--steps`` and ``--set`` applied on top of its config."""
     from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
@@ -165,7 +211,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from reverie.agent import Dreamer
 
     agent = Dreamer.load(args.ckpt)
-    metrics = agent.evaluate(args.env, args.episodes, deterministic=not args.stochastic)
+    metrics = agent.evaluate(
+        args.env, args.episodes, deterministic=not args.stochastic, head=args.head, promise_every=args.promise_every
+    )
     if "eval/score" in metrics:  # Crafter: the per-achievement table, then the score
         rates = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("eval/success/")}
         for name, rate in sorted(rates.items(), key=lambda kv: -kv[1]):
@@ -231,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parser().parse_args(argv)
-    commands = {"train": cmd_train, "eval": cmd_eval, "check-env": cmd_check_env, "data": data_cli.run}
+    commands = {"train": cmd_train, "train-offline": cmd_train_offline, "eval": cmd_eval, "check-env": cmd_check_env}
+    commands["data"] = data_cli.run
     commands.update({"studio": cmd_studio, "report": cmd_report})
     try:
         return commands[args.command](args)

@@ -73,6 +73,8 @@ class ModelConfig:
     """Hidden layers of the reward and continue heads."""
     cnn_depth: int = 4
     """Channels of the first conv stage; later stages use multipliers 2, 3, 4, 4."""
+    cnn_stride: bool = False
+    """Strided convs (k4, s2) instead of conv(k5) + max-pool: DreamerV2's layout, ~3x cheaper on a CPU."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0
@@ -85,6 +87,10 @@ class ModelConfig:
     """Scale of KL(sg(post) || prior)."""
     loss_rep: float = 0.1
     """Scale of KL(post || sg(prior))."""
+    ensemble: int = 0
+    """One-step latent predictors whose disagreement measures the model's uncertainty (0: none)."""
+    uncertainty_quantile: float = 0.99
+    """The "I don't know" threshold: this quantile of disagreement on real transitions (running estimate)."""
 
 
 @dataclass
@@ -121,6 +127,12 @@ class ActorCriticConfig:
     """Scale of the replay-value loss (critic on replayed real sequences)."""
     actor_grad: Literal["reinforce", "dynamics"] = "reinforce"
     """Policy gradient: REINFORCE (newest DreamerV3) or backprop through the model."""
+    objective: Literal["dreamer", "pmpo"] = "dreamer"
+    """Actor objective: DreamerV3's normalised advantages, or PMPO's sign-of-advantage split (Dreamer 4)."""
+    pmpo_alpha: float = 0.5
+    """PMPO weight of the positive-advantage set (1 - alpha on the negative set)."""
+    prior_kl: float = 0.0
+    """Scale of the reverse KL(policy || frozen behaviour-cloning prior); used once a prior exists."""
     units: int = 64
     """Width of actor and critic MLPs."""
     layers: int = 3
@@ -212,6 +224,36 @@ class RunConfig:
 
 
 @dataclass
+class OfflineConfig:
+    """Learning from a recorded dataset (``Dreamer.fit`` / ``reverie train-offline``)."""
+
+    steps: int = 5000
+    """Gradient updates in all (world model + behaviour cloning first, then imagination RL)."""
+    rl_frac: float = 0.3
+    """Share of the updates spent on RL in imagination, with the world model frozen (0: BC only)."""
+    bc_scale: float = 1.0
+    """Scale of the behaviour-cloning loss of the policy head on labelled steps."""
+    label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
+    """Unlabelled steps: a learned no-action input, or actions inferred by an inverse-dynamics model."""
+    imag_starts: int = 256
+    """Replayed states that start imagined rollouts in the RL phase (sampled from the batch's B*T)."""
+    pessimism: Literal["none", "penalty", "cut"] = "none"
+    """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract it from rewards, or cut above threshold."""
+    pessimism_scale: float = 1.0
+    """Penalty per unit of disagreement (pessimism=penalty)."""
+    save_every: int = 500
+    """Updates between checkpoints."""
+    log_every: int = 100
+    """Updates between metric writes."""
+    eval_every: int = 0
+    """Updates between evaluations in the real env (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes of the final evaluation."""
+    promise_every: int = 25
+    """Evaluation: every this many steps, imagine ``ac.horizon`` steps and compare with what the env gave."""
+
+
+@dataclass
 class Config:
     """The whole tree. Sections are handed to the modules that read them."""
 
@@ -221,6 +263,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, for JSON."""
@@ -382,6 +425,13 @@ def validate(cfg: Config) -> None:
         (cfg.ac.return_horizon > 1, "ac.return_horizon must be > 1"),
         (0 <= cfg.train.recent_frac <= 1, "train.recent_frac must lie in [0, 1]"),
         (cfg.model.bins % 2 == 1, "model.bins must be odd so that zero is a bin"),
+        (0 <= cfg.offline.rl_frac <= 1, "offline.rl_frac must lie in [0, 1]"),
+        (0 < cfg.model.uncertainty_quantile < 1, "model.uncertainty_quantile must lie in (0, 1)"),
+        (cfg.model.ensemble != 1, "model.ensemble must be 0 (off) or at least 2: one member cannot disagree"),
+        (
+            cfg.offline.pessimism == "none" or cfg.model.ensemble > 1,
+            "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -203,3 +203,24 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
         return x.mean()
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def pmpo_loss(logp: Tensor, adv: Tensor, weight: Tensor, alpha: float = 0.5) -> Tensor:
+    """PMPO (Dreamer 4): raise the log-probability of actions with non-negative advantage, lower the rest.
+
+    ``L = -alpha * mean_{A >= 0} logp + (1 - alpha) * mean_{A < 0} logp``, each mean taken over its own set
+    (weighted by ``weight``, e.g. the chance that an imagined state is still in the episode). Only the sign
+    of the advantage matters, so returns need no normalisation.
+
+    Args:
+        logp: (...) log-probabilities of the taken actions (gradient flows here).
+        adv: (...) advantages (treated as constants).
+        weight: (...) non-negative weights (constants).
+        alpha: weight of the positive set.
+    """
+    weight = weight.detach().to(logp.dtype)
+    pos = (adv.detach() >= 0).to(logp.dtype) * weight
+    neg = (adv.detach() < 0).to(logp.dtype) * weight
+    pos_mean = (pos * logp).sum() / pos.sum().clamp(min=1e-8)
+    neg_mean = (neg * logp).sum() / neg.sum().clamp(min=1e-8)
+    return -alpha * pos_mean + (1.0 - alpha) * neg_mean

@@ -7,20 +7,23 @@ and observation dicts shaped (N, ...), which keeps it usable online, offline and
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import copy
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reverie.actor_critic import ActorCritic, action_dim
+from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim
 from reverie.config import Config
 from reverie.envs.base import Space
+from reverie.nets import MLP
 from reverie.optim import make_optimizer
 from reverie.rssm import State
 from reverie.world_model import WorldModel
 
 PolicyState = dict[str, Tensor]
+Head = Literal["actor", "bc"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,12 +48,24 @@ class Learner(nn.Module):
         self.obs_space, self.act_space = obs_space, act_space
         self.action_dim = action_dim(act_space)
         self.wm = WorldModel(obs_space, self.action_dim, cfg.model)
-        self.ac = ActorCritic(self.wm.rssm.feat_dim, act_space, cfg.ac, cfg.model.bins)
+        feat = self.wm.rssm.feat_dim
+        self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins)
+        self.bc = Actor(feat, act_space, cfg.ac)
+        """Behaviour-cloning policy head on model features (trained offline on labelled steps)."""
+        self.bc_prior = copy.deepcopy(self.bc).requires_grad_(False)
+        """Frozen copy of ``bc`` taken when imagination RL starts: the prior the actor is kept near."""
+        self.idm: MLP | None = None
+        """Inverse dynamics (embeddings of steps t, t+1 -> action), with ``offline.label_mode=inverse_dynamics``."""
+        if cfg.offline.label_mode == "inverse_dynamics":
+            out = self.action_dim * (1 if act_space.discrete else 2)
+            self.idm = MLP(2 * self.wm.encoder.out_dim, cfg.model.units, 2, out=out)
         self.device = resolve_device(cfg.train.device)
         self.to(self.device)
         o = cfg.optim
+        model_params = list(self.wm.parameters()) + list(self.bc.parameters())
+        model_params += list(self.idm.parameters()) if self.idm is not None else []
         groups = [
-            {"params": list(self.wm.parameters()), "lr": o.model_lr or o.lr},
+            {"params": model_params, "lr": o.model_lr or o.lr},
             {
                 "params": list(self.ac.actor.parameters()) + list(self.ac.critic.parameters()),
                 "lr": o.actor_lr or o.lr,
@@ -96,14 +111,16 @@ class Learner(nn.Module):
         state["action"] = torch.zeros(n, self.action_dim, device=self.device)
         return state
 
-    @torch.no_grad()
-    def policy(
-        self, obs: dict[str, Any], state: PolicyState | None, deterministic: bool = False
-    ) -> tuple[np.ndarray, PolicyState, Tensor]:
-        """One acting step for N envs: obs arrays are (N, ...) and include ``is_first``.
+    def actor(self, head: Head = "actor") -> Actor:
+        """The RL actor, or the behaviour-cloning head."""
+        if head not in ("actor", "bc"):
+            raise ValueError(f"Unknown policy head '{head}': use 'actor' (RL) or 'bc' (behaviour cloning).")
+        return self.ac.actor if head == "actor" else self.bc
 
-        Returns the env actions, the next policy state and the model action vectors.
-        """
+    @torch.no_grad()
+    def filter(self, obs: dict[str, Any], state: PolicyState | None) -> State:
+        """One filtering step for N envs: the posterior latent after ``obs`` (arrays (N, ...) with ``is_first``),
+        given ``state`` whose ``action`` entry is the action taken since the previous observation."""
         n = len(obs["is_first"])
         state = state if state is not None else self.initial_policy_state(n)
         data = self.to_tensors({k: obs[k] for k in self.wm.obs_keys})
@@ -111,23 +128,36 @@ class Learner(nn.Module):
         with self.autocast():
             embed = self.wm.encoder(data)
             latent, _, _ = self.wm.rssm.obs_step(state, state["action"], embed, is_first)
-            policy = self.ac.actor(self.wm.rssm.feat(latent))
+        return {k: v.float() for k, v in latent.items()}
+
+    @torch.no_grad()
+    def policy(
+        self, obs: dict[str, Any], state: PolicyState | None, deterministic: bool = False, head: Head = "actor"
+    ) -> tuple[np.ndarray, PolicyState, Tensor]:
+        """One acting step for N envs: obs arrays are (N, ...) and include ``is_first``.
+
+        Returns the env actions, the next policy state and the model action vectors.
+        """
+        actor = self.actor(head)
+        latent = self.filter(obs, state)
+        with self.autocast():
+            policy: Policy = actor(self.wm.rssm.feat(latent))
             action = policy.mode() if deterministic else policy.sample()
         action = action.float().detach()
         new_state = {"deter": latent["deter"].float(), "stoch": latent["stoch"].float(), "action": action}
         return self.decode_action(action), new_state, action
 
     # ----------------------------------------------------------------- learning
-    def imagine(self, start: State, horizon: int) -> dict[str, Tensor]:
+    def imagine(self, start: State, horizon: int, head: Head = "actor") -> dict[str, Tensor]:
         """Roll the policy in the model from N start states: features and actions (N, H+1, ...)."""
-        rssm = self.wm.rssm
+        rssm, actor = self.wm.rssm, self.actor(head)
         grad = self.cfg.ac.actor_grad == "dynamics"
         state = {k: v.detach() for k, v in start.items()}
         feats, actions = [], []
         with torch.set_grad_enabled(grad):
             for t in range(horizon + 1):
                 feat = rssm.feat(state)
-                action = self.ac.actor(feat if grad else feat.detach()).sample()
+                action = actor(feat if grad else feat.detach()).sample()
                 feats.append(feat)
                 actions.append(action)
                 if t < horizon:

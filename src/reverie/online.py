@@ -103,7 +103,8 @@ class OnlineTrainer:
                 if counters["env_steps"] >= cfg.train.prefill and self._replay_ready():
                     # The ratio counts agent steps after prefill, so training starts without a burst.
                     trained = counters["agent_steps"] - cfg.train.prefill // repeat
-                    due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - counters["updates"]
+                    online_updates = counters["updates"] - counters["offline_updates"]
+                    due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - online_updates
                     for _ in range(max(0, due)):
                         self.logger.scalars(agent.update())
                 progress.update(counters["env_steps"], counters["updates"], self.stats.last_return)

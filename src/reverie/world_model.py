@@ -35,7 +35,7 @@ class Encoder(nn.Module):
         if self.images:
             channels = sum(obs_space[k].shape[-1] for k in self.images)
             size = obs_space[self.images[0]].shape[0]
-            self.cnn = ConvEncoder(channels, cfg.cnn_depth, size)
+            self.cnn = ConvEncoder(channels, cfg.cnn_depth, size, stride=cfg.cnn_stride)
             self.out_dim += self.cnn.out_dim
         if self.vectors:
             width = sum(int(torch.tensor(obs_space[k].shape).prod()) for k in self.vectors)
@@ -64,7 +64,7 @@ class Decoder(nn.Module):
         if self.images:
             self.channels = [obs_space[k].shape[-1] for k in self.images]
             size = obs_space[self.images[0]].shape[0]
-            self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size)
+            self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size, stride=cfg.cnn_stride)
         if self.vectors:
             self.sizes = [int(torch.tensor(self.shapes[k]).prod()) for k in self.vectors]
             self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
@@ -95,6 +95,54 @@ class Decoder(nn.Module):
         return losses
 
 
+class LatentEnsemble(nn.Module):
+    """K one-step predictors of the next posterior latent from (features, action) (Plan2Explore-style).
+
+    They train on real transitions with their inputs detached, so they never change the world model.
+    Their disagreement (variance of the predicted class probabilities across members, summed over the
+    latents) is the model's uncertainty about a transition; ``threshold`` tracks a high quantile of it on
+    real data, above which the model "does not know".
+    """
+
+    threshold: Tensor
+
+    def __init__(self, feat_dim: int, action_dim: int, cfg: ModelConfig):
+        super().__init__()
+        self.stoch, self.classes, self.quantile = cfg.stoch, cfg.classes, cfg.uncertainty_quantile
+        self.heads = nn.ModuleList(
+            MLP(feat_dim + action_dim, cfg.units, 1, out=cfg.stoch * cfg.classes) for _ in range(cfg.ensemble)
+        )
+        self.register_buffer("threshold", torch.zeros(()))
+
+    def forward(self, feat: Tensor, action: Tensor) -> Tensor:
+        """(K, ..., S, C) log-probabilities of the next latent from each member."""
+        x = torch.cat([feat, action.to(feat.dtype)], -1)
+        outs = [head(x).float().reshape(*x.shape[:-1], self.stoch, self.classes) for head in self.heads]
+        return torch.stack(outs).log_softmax(-1)
+
+    def disagreement(self, feat: Tensor, action: Tensor) -> Tensor:
+        """(...) variance across members of the predicted probabilities, summed over latents and classes."""
+        probs = self(feat, action).exp()
+        return probs.var(0, unbiased=False).sum((-2, -1))
+
+    def loss(self, feat: Tensor, action: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy to the next posterior ``target`` (..., S, C) probabilities, over entries with mask 1.
+
+        Also folds the batch's disagreement quantile into ``threshold`` (EMA, rate 0.01; first batch sets it).
+        Returns ``(loss, disagreement (...))``.
+        """
+        logp = self(feat.detach(), action.detach())  # (K, ..., S, C)
+        ce = -(target.detach() * logp).sum((-2, -1)).mean(0)  # (...)
+        with torch.no_grad():
+            disagree = logp.exp().var(0, unbiased=False).sum((-2, -1))
+            real = disagree[mask > 0]
+            if real.numel():
+                q = torch.quantile(real.float(), self.quantile)
+                rate = 1.0 if float(self.threshold) == 0 else 0.01
+                self.threshold.mul_(1 - rate).add_(rate * q)
+        return masked_mean(ce, mask), disagree
+
+
 class WorldModel(nn.Module):
     """Encoder + RSSM + decoder + reward (two-hot) + continue (Bernoulli) heads.
 
@@ -117,6 +165,7 @@ class WorldModel(nn.Module):
         self.reward_head = MLP(feat, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
         self.cont_head = MLP(feat, cfg.units, cfg.head_layers, out=1)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
+        self.ensemble = LatentEnsemble(feat, action_dim, cfg) if cfg.ensemble > 1 else None
 
     def reward(self, feat: Tensor) -> Tensor:
         """Predicted reward (mean of the two-hot distribution)."""
@@ -126,15 +175,20 @@ class WorldModel(nn.Module):
         """Predicted probability that the episode continues."""
         return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
 
-    def observe(self, batch: dict[str, Tensor], state: State | None = None) -> tuple[State, Tensor, Tensor]:
-        """Posterior states, post and prior logits for a (B, T) batch."""
-        embed = self.encoder({k: batch[k] for k in self.obs_keys})  # (B, T, E)
+    def observe(
+        self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
+    ) -> tuple[State, Tensor, Tensor]:
+        """Posterior states, post and prior logits for a (B, T) batch (``embed``: precomputed encoder output)."""
+        if embed is None:
+            embed = self.encoder({k: batch[k] for k in self.obs_keys})  # (B, T, E)
         return self.rssm.observe(embed, batch["action"], batch["is_first"], state, batch.get("action_mask"))
 
-    def loss(self, batch: dict[str, Tensor], state: State | None = None) -> tuple[Tensor, State, dict[str, Tensor]]:
+    def loss(
+        self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
+    ) -> tuple[Tensor, State, dict[str, Tensor]]:
         """Total world-model loss, posterior states (B, T, ...) and metrics."""
         cfg = self.cfg
-        states, post, prior = self.observe(batch, state)
+        states, post, prior = self.observe(batch, state, embed)
         feat = self.rssm.feat(states)  # (B, T, F)
         dyn, rep = kl_balance(post, prior, cfg.free_nats)  # (B, T)
         rec = self.decoder.loss(feat, batch)
@@ -157,8 +211,17 @@ class WorldModel(nn.Module):
             "dyn": cfg.loss_dyn,
             "rep": cfg.loss_rep,
         }
+        if self.ensemble is not None:  # transitions t -> t+1 with a known action, inside one episode
+            mask = 1.0 - batch["is_first"][:, 1:].float()
+            if "action_mask" in batch:
+                mask = mask * batch["action_mask"][:, 1:].float()
+            losses["ens"], disagree = self.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], post[:, 1:].exp(), mask)
+            scales["ens"] = 1.0
         total = sum(scales[k] * v for k, v in losses.items())
         metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
+        if self.ensemble is not None:
+            metrics["wm/disagreement"] = disagree.mean()
+            metrics["wm/uncertainty_threshold"] = self.ensemble.threshold.clone()
         metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})
         post_ent = -(post.exp() * post).sum(-1).sum(-1).mean()
         metrics["wm/post_entropy"] = post_ent.detach()

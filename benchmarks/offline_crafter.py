@@ -1,0 +1,250 @@
+"""Offline Crafter: agents learned from scripted-player recordings alone, compared in the real game.
+
+For each observation kind (symbolic, pixels), dataset size (episodes) and action-label fraction:
+
+* ``bc``: behaviour cloning on raw observations (:class:`reverie.baselines.BCPolicy`);
+* ``wm_bc``: behaviour cloning on the world model's features (:class:`reverie.baselines.FeatureBC` over
+  ``agent.encode``), the model trained by ``Dreamer.fit``;
+* ``wm_bc_rl``: world model + BC prior + imagination RL (``Dreamer.fit``, PMPO + KL to the prior);
+* ``wm_bc_rl_idm`` (label fractions < 1, with ``--idm``): the same with inverse-dynamics labels instead
+  of the no-action input.
+
+Datasets are recorded once with the scripted player (episodes cut at ``--time-limit`` steps; evaluation
+uses the same limit) and the partially labelled ones are copies with actions dropped. Every
+(setting, seed) job runs in its own process with one torch thread; finished jobs are kept in
+``benchmarks/runs/offline_crafter/jobs.jsonl``, so an interrupted run continues where it stopped.
+Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
+
+    python benchmarks/offline_crafter.py                                   # the acceptance set
+    python benchmarks/offline_crafter.py --obs symbolic --episodes 50 200 --fracs 1.0 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent / "runs" / "offline_crafter"
+ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
+PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
+
+
+def dataset_path(obs: str, episodes: int, frac: float) -> Path:
+    return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}"
+
+
+def prepare_data(obs: str, episodes: int, fracs: list[float], time_limit: int) -> dict[str, float]:
+    """Record the fully labelled dataset (once) and its label-dropped copies; returns seconds spent."""
+    from reverie.data import record, rewrite
+
+    times = {}
+    full = dataset_path(obs, episodes, 1.0)
+    if not (full / "dataset.json").exists():
+        start = time.time()
+        record(ENV_IDS[obs], "scripted", episodes, full, seed=0, time_limit=time_limit)
+        times["record_s"] = time.time() - start
+    for frac in fracs:
+        path = dataset_path(obs, episodes, frac)
+        if frac < 1.0 and not (path / "dataset.json").exists():
+            rewrite(full, path, action_frac=frac, seed=0)
+    return times
+
+
+def _eval_summary(metrics: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "score": metrics.get("eval/score"),
+        "return": metrics.get("eval/return"),
+        "success": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("eval/success/")},
+    }
+    for key in ("promised_return", "real_return_h", "promise_gap", "promise_abs_gap"):
+        if f"eval/{key}" in metrics:
+            out[key] = metrics[f"eval/{key}"]
+    return out
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One (setting, seed, kind) job in a fresh process: ``kind`` is ``bc`` or ``wm`` (or ``wm_idm``)."""
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import torch
+
+    torch.set_num_threads(1)
+    from reverie import Dreamer, make_config
+    from reverie.baselines import BCPolicy, FeatureBC
+    from reverie.data import Dataset
+
+    obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
+    data = Dataset(dataset_path(obs, job["episodes"], job["frac"]))
+    env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
+    eval_seed = 100_000 + 1000 * seed
+    start = time.time()
+    out: dict[str, Any] = {**job}
+    if kind == "bc":
+        policy = BCPolicy(data.obs_space, data.act_space["action"], seed=seed)
+        out["fit"] = policy.fit(data, steps=job["bc_steps"])
+        out["bc"] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
+    else:
+        logdir = ROOT / "runs" / f"{job['key'].replace('/', '_')}_{kind}_s{seed}"
+        overrides = [
+            f"run.logdir={logdir}",
+            f"train.seed={seed}",
+            f"env.time_limit={limit}",
+            "offline.eval_episodes=0",
+            "offline.log_every=100",
+            "run.progress=false",
+            "run.tensorboard=false",
+            *job["extra"],
+        ]
+        if kind == "wm_idm":
+            overrides.append("offline.label_mode=inverse_dynamics")
+        resume = (logdir / "checkpoint").exists()
+        agent = Dreamer.load(logdir) if resume else Dreamer(make_config(PRESETS[obs], overrides))
+        agent.fit(data, steps=job["steps"])
+        out["fit_s"] = time.time() - start
+        name = "wm_bc_rl" if kind == "wm" else "wm_bc_rl_idm"
+        metrics = agent.evaluate(episodes=episodes, deterministic=False, head="actor", promise_every=25)
+        out[name] = _eval_summary(metrics)
+        if kind == "wm":
+            head = agent.evaluate(episodes=episodes, deterministic=False, head="bc", promise_every=25)
+            out["wm_bc_head"] = _eval_summary(head)
+            feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
+            feature_bc.fit(data, steps=job["bc_steps"])
+            out["wm_bc"] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
+    out["wall_s"] = time.time() - start
+    return out
+
+
+def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Jobs -> ``{"<obs>/<episodes>/<frac>": {method: {"score": [per seed], "success": {name: [...]}, ...}}}``."""
+    table: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: (r["key"], r["seed"])):
+        entry = table.setdefault(row["key"], {})
+        for method in ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm"):
+            if method not in row:
+                continue
+            res = entry.setdefault(method, {"seeds": [], "score": [], "return": [], "success": {}})
+            res["seeds"].append(row["seed"])
+            res["score"].append(row[method]["score"])
+            res["return"].append(row[method]["return"])
+            for name, rate in row[method]["success"].items():
+                res["success"].setdefault(name, []).append(rate)
+            for key in ("promise_gap", "promised_return", "real_return_h"):
+                if key in row[method]:
+                    res.setdefault(key, []).append(row[method][key])
+        entry.setdefault("wall_s", {})[f"{row['kind']}_s{row['seed']}"] = row["wall_s"]
+    return {**table, "meta": meta}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = [k for k in result if k != "meta"]
+    methods = ["bc", "wm_bc", "wm_bc_rl", "wm_bc_rl_idm"]
+    fig = Figure(figsize=(max(6, 2.2 * len(keys)), 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / len(methods)
+    for m, method in enumerate(methods):
+        for k, key in enumerate(keys):
+            scores = [s for s in result[key].get(method, {}).get("score", []) if s is not None]
+            if not scores:
+                continue
+            x = k + (m - (len(methods) - 1) / 2) * width
+            ax.bar(x, sum(scores) / len(scores), width, color=f"C{m}", label=method if k == 0 else None)
+            ax.scatter([x] * len(scores), scores, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(keys)), keys, rotation=15)
+    ax.set_ylabel("Crafter score (%)")
+    ax.set_title("Offline Crafter from scripted play: mean over seeds (dots: seeds)")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--obs", nargs="+", default=["symbolic", "pixels"], choices=list(ENV_IDS))
+    parser.add_argument("--episodes", nargs="+", type=int, default=[200])
+    parser.add_argument("--fracs", nargs="+", type=float, default=[1.0, 0.1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=1500, help="offline updates of Dreamer.fit")
+    parser.add_argument("--bc-steps", type=int, default=3000, help="updates of the BC baselines")
+    parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
+    parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
+    args = parser.parse_args()
+
+    ROOT.mkdir(parents=True, exist_ok=True)
+    jobs_file = ROOT / "jobs.jsonl"
+    rows = [json.loads(line) for line in jobs_file.read_text().splitlines()] if jobs_file.exists() else []
+    done = {(r["key"], r["kind"], r["seed"]) for r in rows}
+    meta_file = ROOT / "meta.json"
+    meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {"record_s": {}}
+    jobs = []
+    if not args.no_run:
+        for obs in args.obs:
+            for episodes in args.episodes:
+                times = prepare_data(obs, episodes, args.fracs, args.time_limit)
+                if "record_s" in times:
+                    meta["record_s"][f"{obs}/{episodes}"] = times["record_s"]
+                meta_file.write_text(json.dumps(meta, indent=1))
+                for frac in args.fracs:
+                    key = f"{obs}/{episodes}/{frac:g}"
+                    kinds = ["wm", "bc"] + (["wm_idm"] if args.idm and frac < 1 else [])
+                    for seed in args.seeds:
+                        for kind in kinds:
+                            if (key, kind, seed) in done:
+                                continue
+                            jobs.append(
+                                {
+                                    "key": key,
+                                    "obs": obs,
+                                    "episodes": episodes,
+                                    "frac": frac,
+                                    "seed": seed,
+                                    "kind": kind,
+                                    "steps": args.steps,
+                                    "bc_steps": args.bc_steps,
+                                    "time_limit": args.time_limit,
+                                    "eval_episodes": args.eval_episodes,
+                                    "extra": list(args.set),
+                                }
+                            )
+    print(f"{len(jobs)} jobs to run ({len(rows)} already done)", flush=True)
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run_job, job) for job in jobs]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            with jobs_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            scores = {m: row[m]["score"] for m in ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm") if m in row}
+            print(f"{row['key']} seed {row['seed']} {row['kind']}: {scores} ({row['wall_s'] / 60:.1f} min)", flush=True)
+            write_results(rows, meta)
+    write_results(rows, meta)
+
+
+def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Aggregate the finished jobs into the JSON and the plot (atomically)."""
+    from reverie.fileio import write_text
+
+    pixel = [r for r in rows if r["key"] == "pixels/200/1" and r["seed"] == 0 and r["kind"] == "wm"]
+    if pixel and "pixels/200" in meta["record_s"]:
+        meta["pixel_pipeline_200_minutes"] = (meta["record_s"]["pixels/200"] + pixel[0]["wall_s"]) / 60
+    result = aggregate(rows, meta)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
+    plot(result, RESULTS / "offline_crafter.png")
+
+
+if __name__ == "__main__":
+    main()

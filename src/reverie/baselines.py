@@ -1,0 +1,398 @@
+"""Behaviour-cloning baselines trained offline on a recorded :class:`reverie.data.Dataset`.
+
+* :class:`BCPolicy` clones the actions from the raw observations: a small stride-2 CNN per image key,
+  symlog for vector keys, then an MLP with a categorical (discrete) or tanh-mean (Box, MSE) head.
+* :class:`FeatureBC` clones them from the features of a trained world model (any :class:`Featurizer`),
+  the "world model as features for other learners" use.
+
+Both share one core (:class:`_Cloner`): the training loop on ``(input[t], action[t + 1])`` pairs (in the
+dataset format ``action[t]`` is the action that *led to* step ``t``), acting, and evaluation in envs
+through :func:`reverie.evaluation.run_episodes`.
+
+Example:
+    >>> from reverie.data import record
+    >>> ds = record("CartPole-v1", "random", episodes=20, folder="data/cartpole")  # doctest: +SKIP
+    >>> policy = BCPolicy(ds.obs_space, ds.act_space["action"])                    # doctest: +SKIP
+    >>> policy.fit(ds, steps=500)["bc/accuracy"]                                   # doctest: +SKIP
+    0.53
+    >>> policy.evaluate("CartPole-v1", episodes=5)["eval/return"]                  # doctest: +SKIP
+    21.4
+    >>> policy.save("runs/bc"); BCPolicy.load("runs/bc").act(obs, deterministic=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from collections import deque
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reverie import __version__
+from reverie.checkpoint import CheckpointError, space_from_json, space_to_json
+from reverie.config import EnvConfig
+from reverie.data.dataset import Dataset
+from reverie.data.format import spaces_from_json, spaces_to_json
+from reverie.envs import Space, make_batch_env, model_keys
+from reverie.evaluation import ActFn, run_episodes
+from reverie.fileio import write_text
+from reverie.functional import symlog
+from reverie.nets import MLP
+
+__all__ = ["BCPolicy", "FeatureBC", "Featurizer"]
+
+log = logging.getLogger("reverie.baselines")
+
+_FORMAT = 1
+
+
+class Featurizer(Protocol):
+    """World-model features for :class:`FeatureBC`; a trained Dreamer agent provides one."""
+
+    @property
+    def feat_dim(self) -> int:
+        """Width F of the features."""
+        ...
+
+    def encode(self, episode: dict[str, np.ndarray]) -> np.ndarray:
+        """Features ``(T, F)`` of one whole episode as :meth:`reverie.data.Dataset.episode` returns it."""
+        ...
+
+    def encode_step(self, obs: dict[str, np.ndarray], state: Any, action: np.ndarray | None) -> tuple[np.ndarray, Any]:
+        """Filter one step of N envs: ``(features (N, F), state)``; ``obs["is_first"]`` resets an env,
+        ``action`` is what each env took since its previous observation (None, like ``state``, at first)."""
+        ...
+
+
+def _signature(space: Space) -> tuple[Any, ...]:
+    return np.dtype(space.dtype).name, tuple(space.shape), space.discrete, space.n if space.discrete else None
+
+
+def _check_spaces(want: dict[str, Space], got: dict[str, Space], what: str) -> None:
+    """Raise a ValueError naming the keys where ``got`` lacks or differs from ``want`` (dtype, shape, choices)."""
+    bad = sorted(k for k in want if k not in got or _signature(got[k]) != _signature(want[k]))
+    if bad:
+        detail = "; ".join(
+            f"{k}: policy {_signature(want[k])}, {what} {_signature(got[k]) if k in got else None}" for k in bad
+        )
+        raise ValueError(f"The {what} does not match the policy's spaces at {bad} ({detail}).")
+
+
+class _ImageEncoder(nn.Sequential):
+    """Images (B, H, W, C) uint8 -> (B, D): 4 stride-2 3x3 convs with ``depth * (1, 2, 4, 8)`` channels, SiLU."""
+
+    def __init__(self, shape: tuple[int, ...], depth: int):
+        h, w, c = shape
+        layers: list[nn.Module] = []
+        for mult in (1, 2, 4, 8):
+            layers += [nn.Conv2d(c, depth * mult, 3, stride=2, padding=1), nn.SiLU()]
+            c, h, w = depth * mult, (h + 1) // 2, (w + 1) // 2
+        super().__init__(*layers, nn.Flatten())
+        self.out_dim = c * h * w
+
+    def forward(self, image: Tensor) -> Tensor:
+        return super().forward(image.permute(0, 3, 1, 2).float() / 255.0 - 0.5)  # (B, C, H, W)
+
+
+class _Net(nn.Module):
+    """``{key: (B, *shape)}`` -> (B, out): one CNN per image key, symlog of the flattened other keys, an MLP."""
+
+    def __init__(self, spaces: dict[str, Space], out: int, units: int, layers: int, depth: int):
+        super().__init__()
+        cnns = {k: _ImageEncoder(s.shape, depth) for k, s in spaces.items() if s.is_image}
+        self.vectors = [k for k, s in spaces.items() if not s.is_image]
+        width = sum(c.out_dim for c in cnns.values()) + sum(math.prod(spaces[k].shape) for k in self.vectors)
+        self.cnns = nn.ModuleDict(cnns)
+        self.mlp = MLP(width, units, layers, out=out)
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        parts = [cnn(inputs[k]) for k, cnn in self.cnns.items()]
+        parts += [symlog(inputs[k].float().reshape(len(inputs[k]), -1)) for k in self.vectors]
+        return self.mlp(torch.cat(parts, -1))  # (B, out)
+
+
+class _Cloner:
+    """The core both baselines share: a :class:`_Net` on ``spaces``, ``fit``, acting and ``evaluate``.
+
+    Subclasses give :meth:`_inputs` (the net's inputs for one dataset episode) and :meth:`_act_fn`.
+    ``obs_space`` holds the observation keys the policy reads itself, checked against datasets and envs.
+    """
+
+    def __init__(
+        self,
+        spaces: dict[str, Space],
+        obs_space: dict[str, Space],
+        act_space: Space | dict[str, Space],
+        args: dict[str, int],
+        device: str | torch.device,
+    ) -> None:
+        space = self.act_space = act_space["action"] if isinstance(act_space, dict) else act_space
+        if space.discrete and space.shape != ():
+            raise ValueError(f"Behaviour cloning supports one discrete choice or a Box action, not {space}.")
+        self.spaces, self.obs_space, self.args, self.device = spaces, obs_space, args, torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, the global generator untouched
+            torch.manual_seed(args["seed"])
+            out = space.n if space.discrete else math.prod(space.shape)
+            self.net = _Net(spaces, out, args["units"], args["layers"], args.get("cnn_depth", 0)).to(self.device)
+        self._rng = np.random.default_rng(args["seed"])  # training batches
+        self._gen = torch.Generator().manual_seed(args["seed"])  # sampled actions
+        low, high = (np.broadcast_to(np.asarray(b, np.float32), space.shape).copy() for b in (space.low, space.high))
+        self._bounds = None  # continuous actions: tanh scaled into [low, high] when bounded, else unbounded
+        if not space.discrete and np.isfinite(low).all() and np.isfinite(high).all():
+            self._bounds = (torch.as_tensor(low, device=self.device), torch.as_tensor(high, device=self.device))
+
+    def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _act_fn(self, deterministic: bool) -> ActFn:
+        raise NotImplementedError
+
+    def _tensors(self, inputs: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        for key, space in self.spaces.items():
+            got = np.shape(inputs[key])
+            assert got[1:] == tuple(space.shape), f"'{key}' has shape {got}, expected (N, *{tuple(space.shape)})"
+        return {k: torch.as_tensor(np.asarray(inputs[k]), device=self.device) for k in self.spaces}
+
+    def _mean(self, raw: Tensor) -> Tensor:
+        mean = raw.reshape(len(raw), *self.act_space.shape)  # (B, *shape)
+        if self._bounds is None:
+            return mean
+        low, high = self._bounds
+        return low + (torch.tanh(mean) + 1) / 2 * (high - low)
+
+    def _pairs(self, dataset: Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode, loaded once."""
+        where = f"dataset {dataset.folder}"
+        _check_spaces({**self.obs_space, "action": self.act_space}, {**dataset.obs_space, **dataset.act_space}, where)
+        inputs: list[dict[str, np.ndarray]] = []
+        targets: list[np.ndarray] = []
+        for i in range(len(dataset)):
+            if dataset.episode_info(i)["has_actions"]:
+                episode = dataset.episode(i)
+                inputs.append({k: v[:-1] for k, v in self._inputs(episode).items()})
+                targets.append(episode["action"][1:])
+        if not inputs:
+            raise ValueError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
+        return {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}, np.concatenate(targets)
+
+    def fit(
+        self, dataset: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 3e-4, log_every: int = 0
+    ) -> dict[str, float]:
+        """Train with Adam on ``(input[t], action[t + 1])`` of the dataset's labelled episodes.
+
+        Args:
+            dataset: a :class:`reverie.data.Dataset`; episodes without actions (``has_actions``) are skipped.
+            steps: gradient steps, each on ``batch_size`` pairs drawn uniformly with replacement.
+            lr: Adam learning rate.
+            log_every: log the metrics on ``reverie.baselines`` every this many steps (0: never).
+
+        Returns:
+            ``bc/loss`` (cross-entropy, or MSE for Box actions) and ``bc/accuracy`` (discrete), averaged over the
+            last 100 steps, and ``bc/pairs``.
+
+        Raises:
+            ValueError: no labelled episode, or dataset spaces that differ from the policy's (the keys are named).
+        """
+        inputs, targets = self._pairs(dataset)
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        recent: deque[tuple[float, float]] = deque(maxlen=100)
+        for step in range(1, steps + 1):
+            idx = self._rng.integers(0, len(targets), batch_size)
+            out = self.net(self._tensors({k: v[idx] for k, v in inputs.items()}))  # (B, out)
+            target = torch.as_tensor(targets[idx], device=self.device)
+            if self.act_space.discrete:
+                loss = F.cross_entropy(out, target.long())
+                accuracy = (out.argmax(-1) == target).float().mean().item()
+            else:
+                loss, accuracy = F.mse_loss(self._mean(out), target.float()), math.nan
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            recent.append((loss.item(), accuracy))
+            if log_every and step % log_every == 0:
+                log.info("bc step %d/%d: loss %.4f, accuracy %.3f", step, steps, *np.mean(recent, 0))
+        loss_mean, acc_mean = np.mean(recent, 0) if recent else (math.nan, math.nan)
+        metrics = {"bc/loss": float(loss_mean), "bc/pairs": float(len(targets))}
+        return metrics | ({"bc/accuracy": float(acc_mean)} if self.act_space.discrete else {})
+
+    @torch.no_grad()
+    def _act(self, inputs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        out = self.net(self._tensors(inputs))  # (N, out)
+        if not self.act_space.discrete:  # MSE fits a mean only: continuous actions are always the mean
+            return self._mean(out).cpu().numpy().astype(self.act_space.dtype)
+        if deterministic:
+            return out.argmax(-1).cpu().numpy().astype(np.int64)
+        return torch.multinomial(out.softmax(-1).cpu(), 1, generator=self._gen)[:, 0].numpy().astype(np.int64)
+
+    def evaluate(
+        self, env_id: str, episodes: int = 10, seed: int = 0, time_limit: int = 0, deterministic: bool = False
+    ) -> dict[str, float]:
+        """Run one episode in each of ``episodes`` serial envs of ``env_id`` (env ``i`` seeded ``seed + i``).
+
+        Args:
+            time_limit: truncate episodes after this many steps (0: the env's own limit).
+            deterministic: take the most likely discrete action instead of sampling.
+
+        Returns:
+            ``eval/return``, ``eval/return_std``, ``eval/length`` and, for Crafter, ``eval/score`` and
+            ``eval/success/<achievement>`` (see :meth:`reverie.evaluation.EpisodeResults.metrics`).
+
+        Raises:
+            ValueError: the env's spaces differ from the policy's.
+        """
+        envs = make_batch_env(EnvConfig(id=env_id, num_envs=episodes, parallel=False, time_limit=time_limit), seed)
+        try:
+            spaces = {**envs.obs_space, **envs.act_space}
+            _check_spaces({**self.obs_space, "action": self.act_space}, spaces, f"env {env_id}")
+            results = run_episodes(envs, self._act_fn(deterministic), episodes)
+        finally:
+            envs.close()
+        return results.metrics("eval")
+
+
+class BCPolicy(_Cloner):
+    """Behaviour cloning from raw observations: ``fit(dataset)``, ``act(obs)``, ``evaluate(env_id)``, ``save``.
+
+    Args:
+        obs_space: the dataset's observation spaces (``Dataset.obs_space``); only the model keys are read.
+        act_space: the action :class:`Space` (or ``{"action": Space}``): one discrete choice or a Box.
+        units: width of the MLP.
+        layers: hidden layers of the MLP (Linear -> RMSNorm -> SiLU).
+        cnn_depth: channels of the first conv layer of each image encoder.
+        seed: seeds the weights, the training batches and the sampled actions.
+        device: torch device.
+
+    Example:
+        >>> policy = BCPolicy(ds.obs_space, ds.act_space["action"], units=64)   # doctest: +SKIP
+        >>> policy.fit(ds, steps=1000); policy.act({"vector": vectors})         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        obs_space: dict[str, Space],
+        act_space: Space | dict[str, Space],
+        units: int = 256,
+        layers: int = 2,
+        cnn_depth: int = 16,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        spaces = {k: obs_space[k] for k in model_keys(obs_space)}
+        args = {"units": units, "layers": layers, "cnn_depth": cnn_depth, "seed": seed}
+        super().__init__(spaces, spaces, act_space, args, device)
+
+    def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: episode[k] for k in self.spaces}
+
+    def _act_fn(self, deterministic: bool) -> ActFn:
+        return lambda obs, first: self.act(obs, deterministic)
+
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool = False) -> np.ndarray:
+        """Env actions ``(N, ...)`` for batched observations ``{key: (N, *shape)}``: int64 choices sampled from
+        the softmax (the argmax if ``deterministic``), or the mean of a Box action."""
+        return self._act(obs, deterministic)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the folder ``path`` with ``meta.json`` (arguments, spaces) and ``weights.pt``, atomically."""
+        final = Path(path)
+        tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {"format": _FORMAT, "kind": "BCPolicy", "reverie": __version__, "args": self.args}
+        meta |= {"obs_space": spaces_to_json(self.obs_space), "act_space": space_to_json(self.act_space)}
+        write_text(tmp / "meta.json", json.dumps(meta, indent=2))
+        with open(tmp / "weights.pt", "wb") as f:
+            torch.save(self.net.state_dict(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> BCPolicy:
+        """Rebuild a policy written by :meth:`save`.
+
+        Raises:
+            CheckpointError: a missing folder, or a missing, corrupt or foreign ``meta.json`` / ``weights.pt``.
+        """
+        folder = Path(path)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            if meta.get("kind") != "BCPolicy" or meta.get("format") != _FORMAT:
+                raise ValueError(f"kind {meta.get('kind')!r}, format {meta.get('format')!r}")
+            obs_space, act_space = spaces_from_json(meta["obs_space"]), space_from_json(meta["act_space"])
+            policy = cls(obs_space, act_space, **meta["args"], device=device)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"No BC policy at '{folder}': meta.json is missing or corrupt ({type(err).__name__}: {err}). "
+                "Point at a folder written by BCPolicy.save."
+            ) from None
+        try:
+            policy.net.load_state_dict(torch.load(folder / "weights.pt", map_location=device, weights_only=True))
+        except Exception as err:  # torch raises several types for truncated or foreign files
+            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+            raise CheckpointError(f"BC weights '{folder / 'weights.pt'}' are missing or corrupt ({reason}).") from None
+        return policy
+
+
+class FeatureBC(_Cloner):
+    """Behaviour cloning from world-model features: ``featurizer.encode`` each labelled episode, then an MLP.
+
+    No ``save``: it retrains in seconds from the featurizer and the dataset.
+
+    Args:
+        featurizer: a :class:`Featurizer` (a trained Dreamer's, say); it is not trained here.
+        act_space: the action :class:`Space` (or ``{"action": Space}``).
+        units, layers, seed, device: as for :class:`BCPolicy`.
+
+    Example:
+        >>> bc = FeatureBC(featurizer, ds.act_space)                       # doctest: +SKIP
+        >>> bc.fit(ds, steps=1000); bc.evaluate("crafter", episodes=10)    # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        featurizer: Featurizer,
+        act_space: Space | dict[str, Space],
+        units: int = 256,
+        layers: int = 2,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.featurizer = featurizer
+        spaces = {"feat": Space(np.float32, (featurizer.feat_dim,))}
+        super().__init__(spaces, {}, act_space, {"units": units, "layers": layers, "seed": seed}, device)
+
+    def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feat = np.asarray(self.featurizer.encode(episode), np.float32)  # (T, F)
+        want = (len(episode["is_first"]), self.featurizer.feat_dim)
+        assert feat.shape == want, f"featurizer.encode gave features {feat.shape}, expected {want}"
+        return {"feat": feat}
+
+    def _act_fn(self, deterministic: bool) -> ActFn:
+        state: Any = None
+        action: np.ndarray | None = None
+
+        def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
+            nonlocal state, action  # the featurizer resets an env's state itself at obs["is_first"]
+            feat, state = self.featurizer.encode_step(obs, state, action)
+            action = self.act(feat, deterministic)
+            return action
+
+        return act_fn
+
+    def act(self, feats: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Env actions ``(N, ...)`` for features ``(N, F)``; as :meth:`BCPolicy.act`."""
+        return self._act({"feat": feats}, deterministic)

@@ -1,0 +1,260 @@
+"""Offline learning from recorded play (the Dreamer 4 idea): ``Dreamer.fit(dataset, steps)``.
+
+Two phases over the same networks and checkpoint format as online training:
+
+1. **Model + behaviour cloning** (first ``1 - offline.rl_frac`` of the updates): the world model learns
+   from every episode (a learned no-action input, or inverse-dynamics labels, where actions are missing;
+   the reward head only where rewards exist); the behaviour-cloning head ``bc`` learns the recorded
+   actions on model features; the critic learns the recorded play's lambda-returns.
+2. **Imagination RL** (the rest): the world model is frozen, the actor starts as a copy of ``bc`` and
+   a frozen copy becomes the prior; rollouts start from dataset states, and the actor is trained with
+   ``ac.objective`` (PMPO or DreamerV3's) plus ``ac.prior_kl * KL(actor || prior)``. With a latent
+   ensemble, ``offline.pessimism`` penalises or cuts transitions the ensemble disagrees on.
+
+The environment is never touched while training; it is used only to evaluate at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reverie.actor_critic import Actor
+from reverie.functional import masked_mean
+from reverie.learner import Learner
+from reverie.logger import Logger, Progress
+from reverie.replay import Replay
+
+if TYPE_CHECKING:
+    from reverie.agent import Dreamer
+    from reverie.data import Dataset
+
+log = logging.getLogger("reverie.offline")
+
+
+def bc_loss(actor: Actor, feat: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Negative log-likelihood of the recorded action taken at each step, over labelled transitions.
+
+    ``action[t + 1]`` is the action taken at step ``t`` (it led to step ``t + 1``), so the policy at
+    ``feat[:, t]`` is scored on it wherever ``t + 1`` continues the episode and carries a label.
+    """
+    mask = 1.0 - batch["is_first"][:, 1:].float()
+    if "action_mask" in batch:
+        mask = mask * batch["action_mask"][:, 1:].float()
+    policy = actor(feat[:, :-1])
+    target = batch["action"][:, 1:]
+    loss = -masked_mean(policy.log_prob(target), mask)
+    metrics = {"bc/loss": loss.detach(), "bc/labelled_frac": mask.mean()}
+    if policy.discrete:
+        hit = (policy.logits.argmax(-1) == target.argmax(-1)).float()
+        metrics["bc/accuracy"] = masked_mean(hit, mask).detach()
+    return loss, metrics
+
+
+def label_actions(
+    learner: Learner, batch: dict[str, Tensor], embed: Tensor
+) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
+    """Inverse dynamics: learn ``(embed_t, embed_t+1) -> action_t+1`` on labelled transitions, then fill
+    the unlabelled ones with its prediction (and mark them labelled). Embeddings are detached: the
+    inverse model never shapes the encoder. Returns the relabelled batch, the loss and metrics."""
+    assert learner.idm is not None
+    inside = 1.0 - batch["is_first"][:, 1:].float()
+    known = batch["action_mask"][:, 1:].float()
+    out = learner.idm(torch.cat([embed[:, :-1], embed[:, 1:]], -1).detach()).float()  # (B, T-1, A')
+    target = batch["action"][:, 1:]
+    if learner.act_space.discrete:
+        logp = out.log_softmax(-1)
+        per_step = -(target * logp).sum(-1)
+        guess = nn.functional.one_hot(out.argmax(-1), learner.action_dim).float()
+        hit = (out.argmax(-1) == target.argmax(-1)).float()
+    else:
+        guess = torch.tanh(out[..., : learner.action_dim])
+        per_step = ((guess - target) ** 2).sum(-1)
+        hit = (per_step < 0.1).float()
+    loss = masked_mean(per_step, known * inside)
+    fill = ((1.0 - known) * inside).unsqueeze(-1)
+    action = batch["action"].clone()
+    action[:, 1:] = fill * guess.detach() + (1.0 - fill) * target
+    mask = batch["action_mask"].clone()
+    mask[:, 1:] = torch.maximum(mask[:, 1:], fill.squeeze(-1))
+    metrics = {"idm/loss": loss.detach(), "idm/accuracy": masked_mean(hit, known * inside).detach()}
+    return {**batch, "action": action, "action_mask": mask}, loss, metrics
+
+
+def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: float = 1.0) -> dict[str, float]:
+    """Phase 1: one update of world model, behaviour-cloning head, inverse dynamics and critic."""
+    batch = learner.to_tensors(batch_np)
+    batch["is_first"] = batch["is_first"].clone()
+    batch["is_first"][:, 0] = True
+    learner.train()
+    wm, ac = learner.wm, learner.ac
+    metrics: dict[str, Tensor] = {}
+    with learner.autocast():
+        embed = wm.encoder({k: batch[k] for k in wm.obs_keys})
+        idm_loss = torch.zeros((), device=learner.device)
+        if learner.idm is not None and "action_mask" in batch:
+            batch, idm_loss, idm_metrics = label_actions(learner, batch, embed)
+            metrics.update(idm_metrics)
+        wm_loss, states, wm_metrics = wm.loss(batch, embed=embed)
+        metrics.update(wm_metrics)
+        feat = wm.rssm.feat(states)
+        bc, bc_metrics = bc_loss(learner.bc, feat, batch)
+        metrics.update(bc_metrics)
+        # The critic learns the recorded play's returns; unrewarded episodes use the reward head's guess.
+        reward = batch["reward"].float()
+        if "reward_mask" in batch:
+            known = batch["reward_mask"].float()
+            reward = known * reward + (1.0 - known) * wm.reward(feat.detach()).float()
+        boot = ac.value(feat.detach(), slow=True)
+        critic = ac.repval_loss(feat.detach(), {**batch, "reward": reward}, boot)
+    loss = wm_loss + idm_loss + bc_scale * bc + critic
+    _step(learner, loss)
+    metrics["loss/critic_data"] = critic.detach()
+    return _floats(metrics)
+
+
+def start_rl(learner: Learner) -> None:
+    """Phase 2 begins: the actor starts as the behaviour-cloning head, whose frozen copy becomes the prior."""
+    state = learner.bc.state_dict()
+    learner.ac.actor.load_state_dict(state)
+    learner.bc_prior.load_state_dict(state)
+
+
+def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
+    """Phase 2: one actor-critic update on rollouts imagined from dataset states (world model frozen)."""
+    cfg = learner.cfg
+    batch = learner.to_tensors(batch_np)
+    batch["is_first"] = batch["is_first"].clone()
+    batch["is_first"][:, 0] = True
+    learner.train()
+    wm = learner.wm
+    with learner.autocast():
+        with torch.no_grad():
+            states, _, _ = wm.observe(batch)
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
+        count = len(flat["deter"])
+        idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
+        start = {k: v[idx] for k, v in flat.items()}
+        traj = learner.imagine(start, cfg.ac.horizon)
+        with torch.set_grad_enabled(cfg.ac.actor_grad == "dynamics"):  # the actor's gradient may run through
+            reward = wm.reward(traj["feat"]).float()  # (N, H+1)
+            cont = wm.cont(traj["feat"])
+        terminal = batch["is_terminal"].reshape(-1)[idx].float()
+        cont = torch.cat([1.0 - terminal[:, None], cont[:, 1:]], 1)
+        reward, cont, pess = pessimism(learner, traj, reward, cont)
+        actor_loss, critic_loss, _, metrics = learner.ac.imagine_loss(traj, reward, cont, prior=learner.bc_prior)
+    ac = learner.ac
+    _step(learner, actor_loss + critic_loss, [*ac.actor.parameters(), *ac.critic.parameters()])
+    metrics.update(pess)
+    metrics.update({"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach()})
+    return _floats(metrics)
+
+
+def pessimism(
+    learner: Learner, traj: dict[str, Tensor], reward: Tensor, cont: Tensor
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Apply ``offline.pessimism`` with the latent ensemble: MOPO-style penalty ``r - scale * u`` or a
+    MOReL-style cut (the rollout ends after a transition whose disagreement exceeds the threshold)."""
+    ens, off = learner.wm.ensemble, learner.cfg.offline
+    if ens is None:
+        return reward, cont, {}
+    with torch.no_grad():
+        u = ens.disagreement(traj["feat"][:, :-1], traj["action"][:, :-1]).float()  # (N, H): transition t -> t+1
+    unknown = (u > ens.threshold).float()
+    metrics = {"imag/disagreement": u.mean(), "imag/unknown_frac": unknown.mean()}
+    if off.pessimism == "penalty":
+        reward = torch.cat([reward[:, :1], reward[:, 1:] - off.pessimism_scale * u], 1)
+    elif off.pessimism == "cut":
+        cont = torch.cat([cont[:, :1], cont[:, 1:] * (1.0 - unknown)], 1)
+    return reward, cont, metrics
+
+
+def _step(learner: Learner, loss: Tensor, params: list[nn.Parameter] | None = None) -> None:
+    """One optimiser step on ``loss``; with ``params``, only those receive gradients (the rest stay put)."""
+    learner.opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    clip = learner.cfg.optim.clip_norm
+    if clip > 0:
+        nn.utils.clip_grad_norm_(learner.parameters(), clip)
+    learner.opt.step()
+    learner.ac.update_slow()
+    learner.updates += 1
+
+
+def _floats(metrics: dict[str, Tensor]) -> dict[str, float]:
+    return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+
+
+def dataset_replay(dataset: Dataset, chunk: int, seed: int) -> Replay:
+    """An in-memory replay holding every step of ``dataset`` (with label masks), sampled uniformly."""
+    replay = Replay(None, capacity=dataset.num_steps + 1, chunk=chunk, recent_frac=0.0, seed=seed)
+    dataset.to_replay(replay)
+    return replay
+
+
+class OfflineTrainer:
+    """Runs :meth:`Dreamer.fit`: model + BC updates, then imagination RL, with logging, saving and progress."""
+
+    def __init__(self, agent: Dreamer, dataset: Dataset, logger: Logger):
+        self.agent, self.cfg, self.logger = agent, agent.config, logger
+        t = self.cfg.train
+        log.info("loading %d steps of %s into memory", dataset.num_steps, dataset.folder)
+        self.replay = dataset_replay(dataset, t.replay_chunk, t.seed + agent.counters["offline_updates"])
+        self.rng = np.random.default_rng(t.seed + 7919 * (agent.counters["offline_updates"] + 1))
+        self.name = dataset.env_id
+
+    def rl_start(self, total: int) -> int:
+        """The offline update at which imagination RL begins."""
+        return int(round(total * (1.0 - self.cfg.offline.rl_frac)))
+
+    def run(self, total: int) -> None:
+        """Update until the agent's offline-update counter reaches ``total``."""
+        agent, cfg, counters = self.agent, self.cfg, self.agent.counters
+        t, off = cfg.train, cfg.offline
+        if self.replay.longest_stream() < t.batch_length:
+            raise ValueError(
+                f"The dataset has no stretch of {t.batch_length} steps to train on; lower train.batch_length."
+            )
+        rl_start = self.rl_start(total)
+        start_time, start_updates = time.time(), counters["offline_updates"]
+        progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
+        progress.update(counters["offline_updates"], counters["offline_updates"], None)
+        try:
+            while counters["offline_updates"] < total:
+                batch = self.replay.sample(t.batch_size, t.batch_length)
+                if (counters["rl_started"] or counters["offline_updates"] >= rl_start) and off.rl_frac > 0:
+                    if not counters["rl_started"]:
+                        start_rl(agent.learner)
+                        counters["rl_started"] = 1
+                        log.info("imagination RL starts at offline update %d", counters["offline_updates"])
+                    metrics = imagination_update(agent.learner, batch, self.rng)
+                else:
+                    metrics = model_update(agent.learner, batch, off.bc_scale)
+                counters["offline_updates"] += 1
+                counters["updates"] += 1
+                self.logger.scalars({f"offline/{k}": v for k, v in metrics.items()})
+                step = counters["offline_updates"]
+                progress.update(step, step, None)
+                self._periodic(step, start_time, start_updates)
+                if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
+                    log.info("run.max_minutes (%.1f) reached at offline update %d", cfg.run.max_minutes, step)
+                    break
+        finally:
+            progress.close()
+
+    def _periodic(self, step: int, t0: float, updates0: int) -> None:
+        off = self.cfg.offline
+        if off.log_every and step % off.log_every == 0:
+            self.logger.scalar("fps/updates", (step - updates0) / max(time.time() - t0, 1e-9))
+            self.logger.write(step)
+        if off.eval_every and step % off.eval_every == 0:
+            head = "actor" if self.agent.counters["rl_started"] else "bc"
+            self.logger.scalars(self.agent.evaluate(episodes=self.cfg.run.eval_episodes, head=head))
+            self.logger.write(step)
+        if off.save_every and step % off.save_every == 0:
+            self.agent.save_run()

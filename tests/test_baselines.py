@@ -1,0 +1,179 @@
+"""Tests of the behaviour-cloning baselines: learning a known rule, labels, spaces, save/load, envs, features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reverie.baselines import BCPolicy, FeatureBC
+from reverie.checkpoint import CheckpointError
+from reverie.data import Dataset, DatasetWriter, record
+from reverie.envs import Space, reserved_spaces
+
+OBS_SPACE = {"vector": Space(np.float32, (4,)), **reserved_spaces()}  # CartPole's
+DISCRETE = Space(np.int64, (), 0, 2, discrete=True)
+BOX = Space(np.float32, (1,), -1.0, 1.0)
+SMALL: dict[str, Any] = {"units": 32, "layers": 1}  # tiny nets keep the tests fast
+
+
+def rule(vector: np.ndarray) -> np.ndarray:
+    """The expert: push right when the pole leans right (a fair CartPole controller)."""
+    return (vector[..., 2] > 0).astype(np.int64)
+
+
+def box_rule(vector: np.ndarray) -> np.ndarray:
+    return np.tanh(2 * vector[..., :1]).astype(np.float32)
+
+
+def write_dataset(
+    folder: Path, labelled: list[bool], act_space: Space = DISCRETE, expert: Callable[..., np.ndarray] = rule
+) -> Dataset:
+    """Episodes of 40 random CartPole-like observations whose next stored action is ``expert(obs)``."""
+    with DatasetWriter(folder, "CartPole-v1", OBS_SPACE, act_space, chunk=16) as writer:
+        for i, has_actions in enumerate(labelled):
+            rng = np.random.default_rng(i)
+            vector = rng.normal(0, 0.5, (40, 4)).astype(np.float32)
+            action = np.zeros((40, *act_space.shape), act_space.dtype)
+            action[1:] = expert(vector[:-1])  # action[t] led to step t: the expert acted on obs[t - 1]
+            last = np.arange(40) == 39
+            reward = (np.arange(40) > 0).astype(np.float32)
+            steps = {"vector": vector, "reward": reward, "is_first": np.arange(40) == 0}
+            steps |= {"is_last": last, "is_terminal": last, "action": action}
+            writer.add_episode(steps, has_actions=has_actions)
+    return Dataset(folder)
+
+
+@pytest.fixture(scope="module")
+def rule_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return write_dataset(tmp_path_factory.mktemp("bc") / "ds", [True, False, True, True, False, True])
+
+
+@pytest.fixture(scope="module")
+def trained(rule_ds: Dataset) -> tuple[BCPolicy, dict[str, float]]:
+    policy = BCPolicy(rule_ds.obs_space, rule_ds.act_space["action"], **SMALL)
+    return policy, policy.fit(rule_ds, steps=300, batch_size=64, lr=3e-3)
+
+
+def held_out(n: int = 500) -> np.ndarray:
+    vector = np.random.default_rng(99).normal(0, 0.5, (n, 4)).astype(np.float32)
+    return vector[np.abs(vector[:, 2]) > 0.05]  # away from the decision boundary
+
+
+def test_bc_learns_the_rule_from_labelled_episodes_only(trained: tuple[BCPolicy, dict[str, float]]) -> None:
+    policy, metrics = trained
+    assert metrics["bc/pairs"] == 4 * 39  # the 2 unlabelled episodes (zeros for actions) are left out
+    assert metrics["bc/accuracy"] > 0.9 and metrics["bc/loss"] < 0.3
+    vector = held_out()
+    assert (policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean() > 0.95
+    sampled = policy.act({"vector": vector})
+    assert sampled.dtype == np.int64 and sampled.shape == (len(vector),) and (sampled == rule(vector)).mean() > 0.8
+
+
+def test_no_labelled_episode_or_other_spaces_refused(tmp_path: Path, rule_ds: Dataset) -> None:
+    unlabelled = write_dataset(tmp_path / "none", [False, False])
+    with pytest.raises(ValueError, match="no episode with actions"):
+        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(unlabelled, steps=1)
+    wide = {**OBS_SPACE, "vector": Space(np.float32, (5,)), "extra": Space(np.float32, (2,))}
+    with pytest.raises(ValueError, match=r"\['extra', 'vector'\]"):
+        BCPolicy(wide, DISCRETE, **SMALL).fit(rule_ds, steps=1)
+    with pytest.raises(ValueError, match=r"\['action'\]"):
+        BCPolicy(OBS_SPACE, Space(np.int64, (), 0, 3, discrete=True), **SMALL).fit(rule_ds, steps=1)
+
+
+def test_seeded_fits_identical(rule_ds: Dataset) -> None:
+    a, b, c = (BCPolicy(OBS_SPACE, DISCRETE, **SMALL, seed=s) for s in (1, 1, 2))
+    losses = [p.fit(rule_ds, steps=5, batch_size=16)["bc/loss"] for p in (a, b, c)]
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_save_load_identical_actions_and_corrupt_weights(
+    tmp_path: Path, trained: tuple[BCPolicy, dict[str, float]]
+) -> None:
+    policy, _ = trained
+    policy.save(tmp_path / "bc")
+    policy.save(tmp_path / "bc")  # replaces the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc"]
+    loaded = BCPolicy.load(tmp_path / "bc")
+    vector = held_out()
+    assert np.array_equal(loaded.act({"vector": vector}, True), policy.act({"vector": vector}, True))
+    assert loaded.args == policy.args and loaded.obs_space.keys() == {"vector"}
+    (tmp_path / "bc" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="weights.pt"):
+        BCPolicy.load(tmp_path / "bc")
+    with pytest.raises(CheckpointError, match="meta.json"):
+        BCPolicy.load(tmp_path / "missing")
+
+
+def test_evaluate_cartpole(trained: tuple[BCPolicy, dict[str, float]]) -> None:
+    policy, _ = trained
+    metrics = policy.evaluate("CartPole-v1", episodes=3, time_limit=50, deterministic=True)
+    assert set(metrics) == {"eval/return", "eval/return_std", "eval/length"}
+    assert 0 < metrics["eval/return"] == metrics["eval/length"] <= 50  # CartPole: reward 1 per step
+    with pytest.raises(ValueError, match="Pendulum-v1"):
+        policy.evaluate("Pendulum-v1", episodes=1)
+
+
+def test_box_actions_regress_the_mean(tmp_path: Path) -> None:
+    ds = write_dataset(tmp_path / "box", [True] * 4, BOX, box_rule)
+    policy = BCPolicy(ds.obs_space, ds.act_space, **SMALL)
+    metrics = policy.fit(ds, steps=300, batch_size=64, lr=3e-3)
+    assert metrics["bc/loss"] < 0.03 and "bc/accuracy" not in metrics
+    vector = held_out()
+    action = policy.act({"vector": vector})
+    assert action.dtype == np.float32 and action.shape == (len(vector), 1)
+    assert np.abs(action - box_rule(vector)).mean() < 0.1 and np.abs(action).max() <= 1
+
+
+def test_images_crafter(tmp_path: Path) -> None:
+    pytest.importorskip("crafter")
+    ds = record("crafter", "random", episodes=2, folder=tmp_path / "crafter", time_limit=30)
+    policy = BCPolicy(ds.obs_space, ds.act_space["action"], cnn_depth=4, **SMALL)
+    assert list(policy.obs_space) == ["image"]
+    metrics = policy.fit(ds, steps=3, batch_size=8)
+    assert metrics["bc/pairs"] == 60 and np.isfinite(metrics["bc/loss"])
+    metrics = policy.evaluate("crafter", episodes=2, time_limit=30)
+    assert metrics["eval/length"] == 30 and 0 <= metrics["eval/score"] <= 100
+    assert len([k for k in metrics if k.startswith("eval/success/")]) == 22
+
+
+class FakeFeaturizer:
+    """A fixed random projection of the vector plus a decayed running sum as "memory"; logs its calls."""
+
+    feat_dim = 12
+
+    def __init__(self) -> None:
+        self.proj = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+        self.calls: list[tuple[Any, Any]] = []
+
+    def _feat(self, vector: np.ndarray, memory: np.ndarray) -> np.ndarray:
+        return np.concatenate([vector @ self.proj, np.tanh(memory)], -1)
+
+    def encode(self, episode: dict[str, np.ndarray]) -> np.ndarray:
+        assert {"action", "action_mask", "is_first", "vector"} <= set(episode)
+        memory = np.cumsum(episode["vector"], 0) * 0.1
+        return self._feat(episode["vector"], memory)
+
+    def encode_step(
+        self, obs: dict[str, np.ndarray], state: np.ndarray | None, action: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append((state is None, None if action is None else action.shape))
+        memory = np.zeros_like(obs["vector"]) if state is None else state
+        memory = np.where(obs["is_first"][:, None], 0.0, memory) + obs["vector"] * 0.1
+        return self._feat(obs["vector"], memory), memory
+
+
+def test_feature_bc_learns_the_rule_and_keeps_state(rule_ds: Dataset) -> None:
+    featurizer = FakeFeaturizer()
+    bc = FeatureBC(featurizer, rule_ds.act_space, **SMALL)
+    metrics = bc.fit(rule_ds, steps=300, batch_size=64, lr=3e-3)
+    assert metrics["bc/pairs"] == 4 * 39 and metrics["bc/accuracy"] > 0.9
+    vector = held_out()
+    feats = featurizer._feat(vector, np.zeros_like(vector))
+    assert (bc.act(feats, deterministic=True) == rule(vector)).mean() > 0.9
+    metrics = bc.evaluate("CartPole-v1", episodes=2, time_limit=20)
+    assert {"eval/return", "eval/return_std", "eval/length"} == set(metrics)
+    assert featurizer.calls[0] == (True, None) and all(call == (False, (2,)) for call in featurizer.calls[1:])

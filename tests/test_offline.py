@@ -1,0 +1,509 @@
+"""Tests of offline learning (``Dreamer.fit``, :mod:`reverie.offline`): PMPO and the prior KL by hand, the
+latent ensemble and pessimism, behaviour cloning of a known rule, missing labels, the two phases,
+checkpoint/resume and the CLI, ``encode`` / ``encode_step``, strided CNNs and online learning afterwards.
+
+Every agent uses the ``offline`` + ``debug`` presets and datasets of a few hundred steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from test_baselines import BOX, DISCRETE, OBS_SPACE, box_rule, rule, write_dataset
+from torch.distributions import Categorical, Normal, kl_divergence
+
+import reverie.offline as offline
+from reverie import Dreamer
+from reverie.actor_critic import Policy
+from reverie.cli import main
+from reverie.config import Config, ConfigError, make_config, set_key
+from reverie.data import Dataset, record
+from reverie.envs import Space
+from reverie.functional import pmpo_loss
+from reverie.learner import Learner
+from reverie.logger import read_jsonl
+from reverie.world_model import Decoder, Encoder, LatentEnsemble
+
+KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal", "action_mask", "reward_mask")
+
+
+def offline_config(logdir: str | Path, *overrides: str) -> Config:
+    """The ``offline`` then ``debug`` presets (as ``reverie train-offline --preset debug``), no final evaluation."""
+    return make_config(["offline", "debug"], [f"run.logdir={logdir}", "offline.eval_episodes=0", *overrides])
+
+
+def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def windows(dataset: Dataset, length: int) -> dict[str, np.ndarray]:
+    """All episodes one after the other (as the replay holds them), cut into rows of ``length`` steps: (B, T, ...)."""
+    episodes = list(dataset.episodes())
+    stream = {k: np.concatenate([e[k] for e in episodes]) for k in KEYS}
+    rows = len(stream["is_first"]) // length
+    return {k: v[: rows * length].reshape(rows, length, *v.shape[1:]) for k, v in stream.items()}
+
+
+@pytest.fixture(scope="module")
+def rule_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """6 CartPole-format episodes of 40 random observations; the next action is ``rule(obs)``; episode 2 unlabelled."""
+    return write_dataset(tmp_path_factory.mktemp("offline") / "rule", [True, True, False, True, True, True])
+
+
+@pytest.fixture(scope="module")
+def mixed_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """Random CartPole play, half the episodes without actions and half without rewards."""
+    folder = tmp_path_factory.mktemp("offline") / "mixed"
+    return record("CartPole-v1", "random", 8, folder, seed=3, time_limit=40, action_frac=0.5, reward_frac=0.5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1-3. The math: PMPO, the policy KL, the latent ensemble
+
+
+def test_pmpo_loss_hand_checked_value_and_weights() -> None:
+    logp = torch.tensor([-1.0, -2.0, -3.0, -4.0])
+    adv = torch.tensor([1.0, -1.0, 2.0, -2.0])
+    # positive set {0, 2}: mean logp -2; negative set {1, 3}: mean -3 -> -0.5 * -2 + 0.5 * -3 = -0.5
+    assert pmpo_loss(logp, adv, torch.ones(4), 0.5).item() == pytest.approx(-0.5)
+    assert pmpo_loss(logp, adv, torch.ones(4), 0.8).item() == pytest.approx(-0.8 * -2 + 0.2 * -3)
+    # weights [1, 1, 3, 0]: positive mean (-1 - 9) / 4 = -2.5; negative mean -2 / 1 -> 1.25 - 1.0
+    assert pmpo_loss(logp, adv, torch.tensor([1.0, 1.0, 3.0, 0.0]), 0.5).item() == pytest.approx(0.25)
+    # a zero advantage counts as positive; only the sign matters, so scaling advantages changes nothing
+    zero = torch.tensor([0.0, -1.0, 2.0, -2.0])
+    assert pmpo_loss(logp, zero, torch.ones(4)).item() == pytest.approx(-0.5)
+    assert pmpo_loss(logp, 100 * adv, torch.ones(4)).item() == pytest.approx(-0.5)
+    # one set empty: the other set's mean alone
+    assert pmpo_loss(logp, adv.abs(), torch.ones(4), 0.5).item() == pytest.approx(-0.5 * -2.5)
+
+
+def test_pmpo_loss_matches_a_naive_loop() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logp, adv, weight = (
+        -torch.rand(3, 7, generator=gen),
+        torch.randn(3, 7, generator=gen),
+        torch.rand(3, 7, generator=gen),
+    )
+    pos = [(w, lp) for lp, a, w in zip(logp.flatten(), adv.flatten(), weight.flatten(), strict=True) if a >= 0]
+    neg = [(w, lp) for lp, a, w in zip(logp.flatten(), adv.flatten(), weight.flatten(), strict=True) if a < 0]
+    pos_mean = sum(w * lp for w, lp in pos) / sum(w for w, _ in pos)
+    neg_mean = sum(w * lp for w, lp in neg) / sum(w for w, _ in neg)
+    expected = -0.3 * pos_mean + 0.7 * neg_mean
+    assert pmpo_loss(logp, adv, weight, 0.3).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_pmpo_gradient_raises_good_actions_lowers_bad_ones_and_skips_adv() -> None:
+    logp = torch.tensor([-1.0, -2.0, -3.0, -4.0], requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, 2.0, -2.0], requires_grad=True)
+    weight = torch.ones(4, requires_grad=True)
+    pmpo_loss(logp, adv, weight, 0.5).backward()
+    assert logp.grad is not None
+    assert torch.allclose(logp.grad, torch.tensor([-0.25, 0.25, -0.25, 0.25]))  # -alpha/|pos|, (1-alpha)/|neg|
+    assert adv.grad is None and weight.grad is None
+
+
+def test_policy_kl_matches_torch_distributions() -> None:
+    cfg = make_config(["debug"]).ac
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(5, 3, generator=gen) * 2, torch.randn(5, 3, generator=gen) * 2
+    p, q = Policy(a, True, cfg), Policy(b, True, cfg)  # logits are the unimixed log-probs
+    ref = kl_divergence(Categorical(logits=p.logits), Categorical(logits=q.logits))
+    assert torch.allclose(p.kl(q), ref, atol=1e-6)
+    assert torch.allclose(q.kl(p), kl_divergence(Categorical(logits=q.logits), Categorical(logits=p.logits)), atol=1e-6)
+    assert not torch.allclose(p.kl(q), q.kl(p))  # the direction matters
+    assert torch.allclose(p.kl(Policy(a.clone(), True, cfg)), torch.zeros(5), atol=1e-6)
+
+    c, d = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen)  # 2-dim actions: mean and std
+    p, q = Policy(c, False, cfg), Policy(d, False, cfg)
+    ref = kl_divergence(Normal(p.mean, p.std), Normal(q.mean, q.std)).sum(-1)
+    assert p.kl(q).shape == (5,) and torch.allclose(p.kl(q), ref, atol=1e-5)
+    assert torch.allclose(p.kl(Policy(c.clone(), False, cfg)), torch.zeros(5), atol=1e-6)
+
+
+def test_latent_ensemble_disagreement_loss_and_threshold() -> None:
+    cfg = make_config(["debug"], ["model.ensemble=3"]).model
+    torch.manual_seed(0)
+    ens = LatentEnsemble(10, 2, cfg)
+    feat, action = torch.randn(5, 6, 10, requires_grad=True), torch.randn(5, 6, 2)
+    u = ens.disagreement(feat, action)
+    assert u.shape == (5, 6) and bool((u > 0).all())
+
+    target = torch.softmax(torch.randn(5, 6, cfg.stoch, cfg.classes), -1)
+    mask = (torch.arange(30).reshape(5, 6) % 3 != 0).float()
+    loss, disagree = ens.loss(feat, action, target, mask)
+    assert torch.allclose(disagree, u)
+    first = torch.quantile(u[mask > 0], cfg.uncertainty_quantile)
+    assert ens.threshold.item() == pytest.approx(first.item(), rel=1e-5)  # the first batch sets it
+    loss.backward()
+    assert feat.grad is None  # inputs are detached: the ensemble never moves the world model
+    assert all(p.grad is not None for p in ens.parameters())
+
+    _, again = ens.loss(2 * feat.detach(), action, target, mask)  # later batches: EMA at rate 0.01
+    second = torch.quantile(again[mask > 0], cfg.uncertainty_quantile)
+    assert ens.threshold.item() == pytest.approx((0.99 * first + 0.01 * second).item(), rel=1e-5)
+
+    for head in ens.heads[1:]:
+        head.load_state_dict(ens.heads[0].state_dict())
+    assert torch.allclose(ens.disagreement(feat, action), torch.zeros(5, 6), atol=1e-10)
+
+
+def test_ensemble_config_errors() -> None:
+    with pytest.raises(ConfigError, match="model.ensemble"):
+        make_config(["debug"], ["model.ensemble=1"])
+    with pytest.raises(ConfigError, match="offline.pessimism needs an ensemble"):
+        make_config(["debug"], ["offline.pessimism=cut"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Behaviour cloning learns the recorded rule
+
+
+@pytest.fixture(scope="module")
+def bc_agent(rule_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Dreamer, list[dict[str, float]]]:
+    """An agent after 200 phase-1 updates on ``rule_ds`` and the metrics of each update."""
+    cfg = offline_config(tmp_path_factory.mktemp("bc") / "run", "model.ensemble=0", "train.batch_size=8")
+    agent = Dreamer(cfg, rule_ds.obs_space, rule_ds.act_space["action"])
+    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
+    history = [offline.model_update(agent.learner, replay.sample(8, 8)) for _ in range(200)]
+    return agent, history
+
+
+def test_bc_head_learns_the_rule(bc_agent: tuple[Dreamer, list[dict[str, float]]]) -> None:
+    agent, history = bc_agent
+    early = np.mean([m["bc/accuracy"] for m in history[:5]])
+    late = np.mean([m["bc/accuracy"] for m in history[-20:]])
+    assert early < 0.7 and late > 0.85, (early, late)
+    assert history[-1]["bc/loss"] < history[0]["bc/loss"] - 0.2
+    labelled = np.mean([m["bc/labelled_frac"] for m in history])  # 5 of 6 episodes carry actions
+    assert 0.6 < labelled < 0.95, labelled
+    # Acting along held-out episodes (the BC head's own actions carried in the state) follows the rule.
+    vector = np.random.default_rng(123).normal(0, 0.5, (60, 5, 4)).astype(np.float32)  # (T, N, 4)
+    state, hits = None, []
+    for t in range(len(vector)):
+        obs = {"vector": vector[t], "is_first": np.full(5, t == 0)}
+        action, state, _ = agent.learner.policy(obs, state, deterministic=True, head="bc")
+        clear = np.abs(vector[t, :, 2]) > 0.05  # away from the decision boundary
+        hits.extend((action == rule(vector[t]))[clear])
+    assert np.mean(hits) > 0.85
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Missing actions and rewards
+
+
+def test_fit_with_missing_labels_in_both_label_modes(mixed_ds: Dataset, tmp_path: Path) -> None:
+    flags = [(mixed_ds.episode_info(i)["has_actions"], mixed_ds.episode_info(i)["has_rewards"]) for i in range(8)]
+    assert sum(a for a, _ in flags) == 4 and sum(r for _, r in flags) == 4
+    logged = {}
+    for mode in ("no_action", "inverse_dynamics"):
+        overrides = (f"offline.label_mode={mode}", "offline.rl_frac=0.25", "offline.log_every=8", "model.ensemble=2")
+        agent = Dreamer(offline_config(tmp_path / mode, *overrides)).fit(mixed_ds, steps=8)
+        assert agent.counters["offline_updates"] == 8 and agent.counters["rl_started"] == 1
+        assert (agent.learner.idm is not None) == (mode == "inverse_dynamics")
+        assert agent.learner.wm.rssm.no_action.abs().sum() > 0  # the no-action input was trained
+        rows = read_jsonl(tmp_path / mode / "metrics.jsonl")
+        logged[mode] = {k: v for row in rows for k, v in row.items()}
+        assert all(np.isfinite(v) for v in logged[mode].values() if isinstance(v, float))
+    assert "offline/idm/loss" in logged["inverse_dynamics"] and "offline/idm/loss" not in logged["no_action"]
+
+
+def test_label_actions_fills_exactly_the_unlabelled_transitions(mixed_ds: Dataset) -> None:
+    cfg = offline_config("unused", "offline.label_mode=inverse_dynamics", "model.ensemble=0")
+    learner = Learner(cfg, {"vector": mixed_ds.obs_space["vector"]}, mixed_ds.act_space["action"])
+    batch = learner.to_tensors(windows(mixed_ds, 12))
+    batch["is_first"][:, 0] = True
+    old_mask, old_action = batch["action_mask"].clone(), batch["action"].clone()
+    assert 0 < old_mask.mean() < 1
+    embed = learner.wm.encoder({"vector": batch["vector"]})
+    out, loss, metrics = offline.label_actions(learner, batch, embed)
+
+    first = batch["is_first"].bool()
+    filled = (old_mask == 0) & ~first
+    filled[:, 0] = False
+    assert bool(filled.any())
+    assert bool((out["action_mask"][filled] == 1).all())  # every unlabelled transition is labelled now
+    assert torch.equal(out["action_mask"][~filled], old_mask[~filled])  # labelled and first steps keep theirs
+    assert torch.equal(out["action"][~filled], old_action[~filled])  # recorded actions and first steps unchanged
+    assert torch.equal(out["action"][filled].sum(-1), torch.ones(int(filled.sum())))  # guesses are one-hot
+    assert torch.equal(batch["action_mask"], old_mask)  # the input batch is not modified in place
+    assert np.isfinite(metrics["idm/accuracy"].item())
+
+    # The inverse model learns only from labelled transitions: changing the unknown actions changes nothing.
+    other = {**batch, "action": old_action.clone()}
+    other["action"][filled] = torch.tensor([0.0, 1.0])
+    _, loss_other, _ = offline.label_actions(learner, other, embed)
+    assert torch.equal(loss, loss_other)
+    loss.backward()
+    assert all(p.grad is not None for p in learner.idm.parameters())  # type: ignore[union-attr]
+    assert all(p.grad is None for p in learner.wm.encoder.parameters())  # embeddings are detached
+
+
+def test_no_action_input_moves_only_with_unlabelled_steps(mixed_ds: Dataset) -> None:
+    data = windows(mixed_ds, 8)
+    labelled = data["action_mask"].min(1) == 1
+    assert labelled.any() and (~labelled).any()
+    for rows, moves in ((labelled, False), (~labelled, True)):
+        learner = Learner(
+            offline_config("unused", "model.ensemble=0"), {"vector": mixed_ds.obs_space["vector"]}, DISCRETE
+        )
+        offline.model_update(learner, {k: v[rows] for k, v in data.items()})
+        assert bool(learner.wm.rssm.no_action.abs().sum() > 0) == moves
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. The two phases
+
+
+@pytest.fixture(scope="module")
+def fitted(rule_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``fit(rule_ds, steps=20)`` with rl_frac 0.5; the networks are snapshot when imagination RL starts."""
+    logdir = tmp_path_factory.mktemp("fit") / "run"
+    agent = Dreamer(offline_config(logdir, "offline.rl_frac=0.5", "offline.log_every=5"))
+    at_start: dict[str, Any] = {}
+    real_start = offline.start_rl
+
+    def start_rl(learner: Learner) -> None:
+        at_start.update(wm=state_of(learner.wm), bc=state_of(learner.bc), updates=agent.counters["offline_updates"])
+        real_start(learner)
+        at_start["actor"] = state_of(learner.ac.actor)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline, "start_rl", start_rl)
+        agent.fit(rule_ds, steps=20)
+    yield {"agent": agent, "logdir": logdir, "at_start": at_start}
+
+
+def test_fit_runs_model_then_imagination_phase(fitted: dict[str, Any]) -> None:
+    agent, at_start = fitted["agent"], fitted["at_start"]
+    learner = agent.learner
+    assert agent.counters["offline_updates"] == 20 and agent.counters["updates"] == 20
+    assert agent.counters["rl_started"] == 1 and at_start["updates"] == 10
+    assert same(at_start["actor"], at_start["bc"])  # the actor starts as the BC head
+    assert not same(state_of(learner.ac.actor), state_of(learner.bc))  # ... and RL moved it
+    assert same(state_of(learner.bc_prior), state_of(learner.bc))  # the prior is the (frozen) BC head
+    assert same(state_of(learner.bc), at_start["bc"])
+    assert same(state_of(learner.wm), at_start["wm"])  # the world model stayed frozen during RL
+    assert not any(p.requires_grad for p in learner.bc_prior.parameters())
+    rows = read_jsonl(fitted["logdir"] / "metrics.jsonl")
+    keys = [set(row) for row in rows]
+    assert "offline/bc/loss" in keys[0] and "offline/ac/prior_kl" in keys[-1]
+
+
+def _box_learner(tmp_path: Path, actor_grad: str) -> tuple[Learner, dict[str, np.ndarray]]:
+    ds = write_dataset(tmp_path / "box", [True, True], act_space=BOX, expert=box_rule)
+    cfg = offline_config(tmp_path / "run", f"ac.actor_grad={actor_grad}", "model.ensemble=0")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, BOX)
+    return learner, windows(ds, 8)
+
+
+@pytest.mark.parametrize(
+    "actor_grad",
+    ["reinforce", "dynamics"],
+)
+def test_imagination_update_leaves_the_world_model_alone(tmp_path: Path, actor_grad: str) -> None:
+    learner, batch = _box_learner(tmp_path, actor_grad)
+    offline.model_update(learner, batch)
+    offline.start_rl(learner)
+    wm, actor = state_of(learner.wm), state_of(learner.ac.actor)
+    offline.imagination_update(learner, batch, np.random.default_rng(0))
+    assert not same(state_of(learner.ac.actor), actor)
+    assert same(state_of(learner.wm), wm)
+
+
+def test_dreamer_objective_through_dynamics_trains_the_actor(tmp_path: Path) -> None:
+    learner, batch = _box_learner(tmp_path, "dynamics")
+    learner.cfg.ac.objective, learner.cfg.ac.entropy, learner.cfg.ac.prior_kl = "dreamer", 0.0, 0.0
+    offline.model_update(learner, batch)
+    offline.start_rl(learner)
+    actor = state_of(learner.ac.actor)
+    offline.imagination_update(learner, batch, np.random.default_rng(0))
+    assert not same(state_of(learner.ac.actor), actor)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. Pessimism
+
+
+def test_pessimism_cut_and_penalty() -> None:
+    cfg = make_config(["debug"], ["model.ensemble=3", "offline.pessimism=cut", "offline.pessimism_scale=2.5"])
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    ens = learner.wm.ensemble
+    assert ens is not None
+    with torch.no_grad():
+        traj = learner.imagine(learner.wm.rssm.initial(6), horizon=4)
+    reward, cont = torch.randn(6, 5), torch.full((6, 5), 0.9)
+    u = ens.disagreement(traj["feat"][:, :-1], traj["action"][:, :-1]).detach()  # (N, H)
+    assert bool((u > 0).all())
+
+    ens.threshold.fill_(0.0)  # every imagined transition is "unknown"
+    r, c, metrics = offline.pessimism(learner, traj, reward, cont)
+    assert torch.equal(r, reward) and torch.equal(c[:, 0], cont[:, 0])
+    assert torch.equal(c[:, 1:], torch.zeros(6, 4)) and metrics["imag/unknown_frac"].item() == 1.0
+    ens.threshold.fill_(1e9)  # nothing is unknown: nothing is cut
+    _, c, metrics = offline.pessimism(learner, traj, reward, cont)
+    assert torch.equal(c, cont) and metrics["imag/unknown_frac"].item() == 0.0
+
+    learner.cfg.offline.pessimism = "penalty"
+    r, c, _ = offline.pessimism(learner, traj, reward, cont)
+    assert torch.equal(c, cont) and torch.equal(r[:, 0], reward[:, 0])
+    assert torch.allclose(r[:, 1:], reward[:, 1:] - 2.5 * u)
+    learner.cfg.offline.pessimism = "none"
+    r, c, _ = offline.pessimism(learner, traj, reward, cont)
+    assert torch.equal(r, reward) and torch.equal(c, cont)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. Checkpoint, resume and the command line
+
+
+def copy_run(fitted: dict[str, Any], dest: Path) -> Path:
+    shutil.copytree(fitted["logdir"], dest)
+    return dest
+
+
+def test_load_and_fit_continues_the_counters(fitted: dict[str, Any], rule_ds: Dataset, tmp_path: Path) -> None:
+    logdir = copy_run(fitted, tmp_path / "run")
+    agent = Dreamer.load(logdir)
+    set_key(agent.config, "run.logdir", str(logdir))
+    assert agent.counters == fitted["agent"].counters
+    assert same(state_of(agent.learner), state_of(fitted["agent"].learner))
+    starts: list[int] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline, "start_rl", lambda learner: starts.append(1))
+        agent.fit(rule_ds, steps=30)
+    assert agent.counters["offline_updates"] == 30 and agent.counters["updates"] == 30
+    assert agent.counters["rl_started"] == 1 and not starts  # RL goes on; the actor is not reset to the BC head
+    assert Dreamer.load(logdir).counters["offline_updates"] == 30
+
+
+def test_resume_with_a_larger_budget_stays_in_rl(fitted: dict[str, Any], rule_ds: Dataset, tmp_path: Path) -> None:
+    logdir = copy_run(fitted, tmp_path / "run")
+    agent = Dreamer.load(logdir)
+    set_key(agent.config, "run.logdir", str(logdir))
+    calls: list[int] = []
+    real = offline.model_update
+
+    def model_update(*args: Any) -> dict[str, float]:
+        calls.append(agent.counters["offline_updates"])
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline, "model_update", model_update)
+        agent.fit(rule_ds, steps=42)  # rl_frac 0.5 of 42: the boundary moves from 10 to 21
+    assert calls == []
+
+
+def test_cli_train_offline_errors_and_resume(
+    fitted: dict[str, Any],
+    rule_ds: Dataset,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    one_line: Callable[..., None],
+) -> None:
+    def run(*argv: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["train-offline", *map(str, argv)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    missing = tmp_path / "no-such-data"
+    code, _, err = run("--data", missing, "--preset", "debug", "--logdir", tmp_path / "new")
+    assert code == 2 and err.startswith("reverie: error: ")
+    one_line(err, str(missing))
+    assert not (tmp_path / "new").exists()
+
+    code, _, err = run("--data", rule_ds.folder, "--preset", "debug", "--logdir", fitted["logdir"])
+    assert code == 2
+    one_line(err, str(fitted["logdir"]), "--resume")
+
+    logdir = copy_run(fitted, tmp_path / "run")
+    code, out, err = run("--data", rule_ds.folder, "--logdir", logdir, "--resume", "--steps", "24")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["offline_updates"] == 24 and result["data"] == str(rule_ds.folder)
+    counters = Dreamer.load(logdir).counters
+    assert counters["offline_updates"] == 24 and counters["rl_started"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# 9. Features for other learners
+
+
+def test_encode_matches_stepping_encode_step(
+    bc_agent: tuple[Dreamer, list[dict[str, float]]], rule_ds: Dataset
+) -> None:
+    agent, _ = bc_agent
+    episode = rule_ds.episode(0)
+    length = len(episode["is_first"])
+    torch.manual_seed(5)
+    feats = agent.encode(episode)
+    assert feats.shape == (length, agent.feat_dim) and np.isfinite(feats).all()
+
+    torch.manual_seed(5)  # the stochastic latent is sampled: draw the same samples
+    state, steps = None, []
+    for t in range(length):
+        obs = {"vector": episode["vector"][t : t + 1], "is_first": episode["is_first"][t : t + 1]}
+        feat, state = agent.encode_step(obs, state, episode["action"][t : t + 1] if t else None)
+        assert feat.shape == (1, agent.feat_dim)
+        steps.append(feat[0])
+    np.testing.assert_allclose(np.stack(steps), feats, atol=1e-4)
+
+    # Without actions the learned no-action input stands in, whatever the masked-out actions hold.
+    torch.manual_seed(5)
+    blind = agent.encode({"vector": episode["vector"], "is_first": episode["is_first"]})
+    masked = {**episode, "action": (1 - episode["action"]) * (np.arange(length) > 0), "action_mask": np.zeros(length)}
+    torch.manual_seed(5)
+    np.testing.assert_array_equal(agent.encode(masked), blind)
+    deter = agent.learner.wm.rssm.cfg.deter
+    assert blind.shape == feats.shape and not np.allclose(blind[1:, :deter], feats[1:, :deter])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 10. Strided CNNs
+
+
+def test_cnn_stride_keeps_encoder_and_decoder_shapes() -> None:
+    space = {"image": Space(np.uint8, (64, 64, 3), 0, 255)}
+    image = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    shapes, strides = [], []
+    for presets in (["debug"], ["debug", "cpu_cnn"]):
+        cfg = make_config(presets).model
+        encoder, decoder = Encoder(space, cfg), Decoder(space, 24, cfg)
+        with torch.no_grad():
+            embed = encoder({"image": image})
+        with torch.no_grad():
+            out = decoder(torch.randn(2, 3, 24))["image"]
+        assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        shapes.append((encoder.out_dim, tuple(embed.shape), tuple(out.shape)))
+        convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+        strides.append({m.stride for m in convs})
+    assert shapes[0] == shapes[1] == (shapes[0][0], (2, 3, shapes[0][0]), (2, 3, 64, 64, 3))
+    assert strides == [{(1, 1)}, {(2, 2)}]  # the preset does change the layout
+
+
+# ---------------------------------------------------------------------------------------------------
+# 11. Online learning after offline learning
+
+
+def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
+    logdir = copy_run(fitted, tmp_path / "run")
+    agent = Dreamer.load(logdir)
+    set_key(agent.config, "run.logdir", str(logdir))
+    set_key(agent.config, "env.time_limit", 30)
+    agent.learn("CartPole-v1", steps=100)
+    counters, prefill = agent.counters, agent.config.train.prefill
+    assert counters["env_steps"] == 100 and counters["offline_updates"] == 20
+    # the train ratio (32 replayed steps per env step, batches of 4 x 8) counts online updates only
+    assert counters["updates"] - counters["offline_updates"] == counters["agent_steps"] - prefill + 1
+    assert np.isfinite(agent.last_eval["eval/return"])
