@@ -502,8 +502,10 @@ def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
     set_key(agent.config, "run.logdir", str(logdir))
     set_key(agent.config, "env.time_limit", 30)
     agent.learn("CartPole-v1", steps=100)
-    counters, prefill = agent.counters, agent.config.train.prefill
+    counters = agent.counters
     assert counters["env_steps"] == 100 and counters["offline_updates"] == 20
-    # the train ratio (32 replayed steps per env step, batches of 4 x 8) counts online updates only
-    assert counters["updates"] - counters["offline_updates"] == counters["agent_steps"] - prefill + 1
+    # the train ratio (32 replayed steps per env step, batches of 4 x 8) counts online updates only, and an
+    # agent that learned offline skips the random prefill (agent_steps - 0 + 1 updates, not - prefill + 1)
+    assert agent.config.train.prefill > 0
+    assert counters["updates"] - counters["offline_updates"] == counters["agent_steps"] + 1
     assert np.isfinite(agent.last_eval["eval/return"])

@@ -291,8 +291,9 @@ class Dreamer:
         episodes = self.config.offline.eval_episodes
         if episodes:
             head: Head = "actor" if self.counters["rl_started"] else "bc"
-            metrics = self.evaluate(episodes=episodes, deterministic=False, head=head,
-                                    promise_every=self.config.offline.promise_every)
+            metrics = self.evaluate(
+                episodes=episodes, deterministic=False, head=head, promise_every=self.config.offline.promise_every
+            )
             self.logger.scalars(metrics)
             self.last_eval = metrics
         self.logger.write(self.counters["offline_updates"])
@@ -311,7 +312,11 @@ class Dreamer:
         learner = self._learner
         want = {k: tuple(s.shape) for k, s in learner.obs_space.items()}
         have = {k: tuple(obs_space[k].shape) for k in learner.obs_space if k in obs_space}
-        if want != have or act_space.discrete != learner.act_space.discrete or act_space.shape != learner.act_space.shape:
+        if (
+            want != have
+            or act_space.discrete != learner.act_space.discrete
+            or act_space.shape != learner.act_space.shape
+        ):
             raise ValueError(
                 f"Dataset {data.folder} (env '{data.env_id}', keys {sorted(obs_space)}) does not fit this agent, "
                 f"built for '{self.config.env.id}' with keys {sorted(want)}. Fit a new agent on it."
@@ -355,7 +360,10 @@ class Dreamer:
         """
         learner = self.learner
         if state is not None and action is not None:
-            state = {**state, "action": learner.encode_action(torch.as_tensor(np.asarray(action), device=learner.device))}
+            state = {
+                **state,
+                "action": learner.encode_action(torch.as_tensor(np.asarray(action), device=learner.device)),
+            }
         latent = learner.filter(obs, state)
         new_state = {**latent, "action": torch.zeros(len(obs["is_first"]), learner.action_dim, device=learner.device)}
         return learner.wm.rssm.feat(latent).float().cpu().numpy(), new_state

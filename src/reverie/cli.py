@@ -1,4 +1,5 @@
-"""The ``reverie`` command line: ``train``, ``train-offline``, ``eval``, ``check-env``, ``data``, ``studio``, ``report``.
+"""The ``reverie`` command line: ``train``, ``train-offline``, ``correct``, ``eval``, ``check-env``, ``data``,
+``studio``, ``report``.
 
 Examples::
 
@@ -77,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     off.add_argument("--logdir", help="run folder (same as --set run.logdir=DIR)")
     off.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
     off.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+
+    cor = sub.add_parser("correct", help="find the model's loopholes with a little real play and close them")
+    cor.add_argument("--from", dest="ckpt", required=True, help="checkpoint or run folder (e.g. of train-offline)")
+    cor.add_argument("--data", required=True, help="the dataset the agent learned from")
+    cor.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0")
+    cor.add_argument("--episodes", type=int, default=20, help="real episodes per round")
+    cor.add_argument("--finetune-steps", type=int, default=300, help="world-model updates per round")
+    cor.add_argument("--rl-steps", type=int, default=300, help="imagination RL updates per round")
+    cor.add_argument("--real-frac", type=float, default=0.25, help="share of each batch drawn from real play")
+    cor.add_argument("--margin", type=float, default=0.5, help="promised minus real reward that marks an exploit")
+    cor.add_argument("--out", help="run folder for the corrected agent and correction.json (default: --from)")
+    cor.add_argument("--seed", type=int, default=0)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("--ckpt", required=True, help="checkpoint folder or run folder")
@@ -180,6 +193,47 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_correct(args: argparse.Namespace) -> int:
+    from reverie.agent import Dreamer
+    from reverie.correction import correct
+    from reverie.data import DatasetError
+    from reverie.fileio import write_text
+    from reverie.plots import plot_rounds
+
+    if args.rounds < 0 or args.episodes < 1:
+        raise ConfigError(f"correct needs --rounds >= 0 and --episodes >= 1, got {args.rounds} and {args.episodes}.")
+    if not 0.0 <= args.real_frac < 1.0:
+        raise ConfigError(f"--real-frac must lie in [0, 1), got {args.real_frac}.")
+    agent = Dreamer.load(args.ckpt)
+    source = find_checkpoint(args.ckpt)
+    run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
+    out = Path(args.out) if args.out else run
+    set_key(agent.config, "run.logdir", str(out))
+    try:
+        rounds = correct(
+            agent,
+            args.data,
+            args.rounds,
+            args.episodes,
+            args.finetune_steps,
+            args.rl_steps,
+            args.real_frac,
+            args.margin,
+            args.seed,
+        )
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "correction.json", json.dumps({"rounds": rounds, "seeds": 1}, indent=1))
+    plot_rounds([rounds], out / "correction.png")
+    agent.save(out / "checkpoint")
+    for r in rounds:
+        top = ", ".join(f"{k} {v}" for k, v in list(r["exploits"].items())[:3])
+        print(f"round {r['round']}: exploit rate {r['exploit_rate']:.4f} ({top}), score {r['real_score']}")
+    print(json.dumps({"out": str(out), "exploit_rate": [r["exploit_rate"] for r in rounds]}))
+    return 0
+
+
 def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
     """The agent of the run in ``logdir``, with ``--steps`` and ``--set`` applied on top of its config."""
     from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
@@ -280,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parser().parse_args(argv)
     commands = {"train": cmd_train, "train-offline": cmd_train_offline, "eval": cmd_eval, "check-env": cmd_check_env}
-    commands["data"] = data_cli.run
+    commands.update({"data": data_cli.run, "correct": cmd_correct})
     commands.update({"studio": cmd_studio, "report": cmd_report})
     try:
         return commands[args.command](args)

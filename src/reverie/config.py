@@ -238,7 +238,7 @@ class OfflineConfig:
     imag_starts: int = 256
     """Replayed states that start imagined rollouts in the RL phase (sampled from the batch's B*T)."""
     pessimism: Literal["none", "penalty", "cut"] = "none"
-    """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract it from rewards, or cut above threshold."""
+    """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract from rewards, or cut above it."""
     pessimism_scale: float = 1.0
     """Penalty per unit of disagreement (pessimism=penalty)."""
     save_every: int = 500

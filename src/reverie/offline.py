@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from reverie.actor_critic import Actor
 from reverie.functional import masked_mean
-from reverie.learner import Learner
+from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
 
@@ -46,6 +46,8 @@ def bc_loss(actor: Actor, feat: Tensor, batch: dict[str, Tensor]) -> tuple[Tenso
     mask = 1.0 - batch["is_first"][:, 1:].float()
     if "action_mask" in batch:
         mask = mask * batch["action_mask"][:, 1:].float()
+    if "bc_mask" in batch:  # rows of the agent's own play are not demonstrations
+        mask = mask * batch["bc_mask"][:, 1:].float()
     policy = actor(feat[:, :-1])
     target = batch["action"][:, 1:]
     loss = -masked_mean(policy.log_prob(target), mask)
@@ -253,7 +255,7 @@ class OfflineTrainer:
             self.logger.scalar("fps/updates", (step - updates0) / max(time.time() - t0, 1e-9))
             self.logger.write(step)
         if off.eval_every and step % off.eval_every == 0:
-            head = "actor" if self.agent.counters["rl_started"] else "bc"
+            head: Head = "actor" if self.agent.counters["rl_started"] else "bc"
             self.logger.scalars(self.agent.evaluate(episodes=self.cfg.run.eval_episodes, head=head))
             self.logger.write(step)
         if off.save_every and step % off.save_every == 0:

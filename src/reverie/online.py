@@ -58,6 +58,8 @@ class OnlineTrainer:
         self.stats = EpisodeStats(self.envs.num_envs)
         self.stop = False
         self.warned = False
+        # An agent that learned offline acts with its own policy from the first step (no random prefill).
+        self.prefill = 0 if agent.counters["offline_updates"] else self.cfg.train.prefill
 
     def _random_actions(self) -> np.ndarray:
         space = self.envs.act_space["action"]
@@ -87,7 +89,7 @@ class OnlineTrainer:
                 self._record(obs, prev_action)
                 self.stats.update(obs, self.logger)
                 action, state, vec = learner.policy(obs, state)
-                if counters["env_steps"] < cfg.train.prefill:
+                if counters["env_steps"] < self.prefill:
                     action = self._random_actions()
                     state["action"] = vec = learner.encode_action(torch.as_tensor(action, device=learner.device))
                 reset = np.asarray(obs["is_last"], bool)
@@ -100,9 +102,9 @@ class OnlineTrainer:
                     log.warning("env worker %d restarted; discarded %d steps of its episode", i, dropped)
                 counters["agent_steps"] += n
                 counters["env_steps"] += n * repeat
-                if counters["env_steps"] >= cfg.train.prefill and self._replay_ready():
+                if counters["env_steps"] >= self.prefill and self._replay_ready():
                     # The ratio counts agent steps after prefill, so training starts without a burst.
-                    trained = counters["agent_steps"] - cfg.train.prefill // repeat
+                    trained = counters["agent_steps"] - self.prefill // repeat
                     online_updates = counters["updates"] - counters["offline_updates"]
                     due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - online_updates
                     for _ in range(max(0, due)):

@@ -90,3 +90,34 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def plot_rounds(seeds: Sequence[Sequence[dict[str, object]]], path: str | Path) -> Path:
+    """Correction rounds: exploit rate, real Crafter score and imagined vs real return per round, one line a seed.
+
+    Args:
+        seeds: per seed, the round reports of :func:`reverie.correction.correct`.
+        path: PNG to write.
+    """
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    panels = [("exploit_rate", "exploit rate (per real step)"), ("real_score", "real Crafter score (%)")]
+    for p, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, p + 1)
+        for s, rounds in enumerate(seeds):
+            xs = [int(r["round"]) for r in rounds if r.get(key) is not None]  # type: ignore[call-overload]
+            ys = [float(r[key]) for r in rounds if r.get(key) is not None]  # type: ignore[arg-type]
+            ax.plot(xs, ys, marker="o", color=f"C{s}", label=f"seed {s}")
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 3, 3)
+    for s, rounds in enumerate(seeds):
+        xs = [int(r["round"]) for r in rounds]  # type: ignore[call-overload]
+        ax.plot(xs, [float(r["imagined_return"] or 0.0) for r in rounds], "--", color=f"C{s}")  # type: ignore[arg-type]
+        ax.plot(xs, [float(r["real_return_h"] or 0.0) for r in rounds], "-", color=f"C{s}")  # type: ignore[arg-type]
+    ax.set_xlabel("round")
+    ax.set_ylabel("return over the imagined horizon")
+    ax.set_title("dashed: promised by the model, solid: real", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

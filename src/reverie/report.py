@@ -92,6 +92,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
             _losses(metrics, png),
             _videos(run / "videos"),
             _achievements(run, rows, png),
+            _correction(run, png),
             _config(config),
         ]
     title = f"Reverie report: {run.resolve().name}"
@@ -223,6 +224,35 @@ def _achievement_series(run: Path, rows: list[dict[str, Any]]) -> list[tuple[str
 def _episode_counts(row: dict[str, Any]) -> dict[str, Any]:
     """Achievement counts of a per-episode row (``achievement_<name>`` or ``log/achievement_<name>`` keys)."""
     return {m[1]: v for k, v in row.items() if (m := _ACHIEVEMENT_KEY.match(k)) and m[1] in ACHIEVEMENTS}
+
+
+def _correction(run: Path, png: _PngMaker) -> str:
+    """The correction rounds of ``reverie correct`` (``correction.json``): a table, examples and the plot."""
+    from reverie.plots import plot_rounds
+
+    data = _read_json(run / "correction.json")
+    if not data or not data.get("rounds"):
+        return ""
+    rounds = data["rounds"]
+    head = "<tr><th>round</th><th>score</th><th>promised</th><th>real</th><th>exploit rate</th><th>AUROC</th>"
+    head += "<th>top exploit classes</th></tr>"
+    cells = []
+    for r in rounds:
+        top = ", ".join(f"{k} ({v})" for k, v in list(r.get("exploits", {}).items())[:4])
+        values = [r.get("round"), r.get("real_score"), r.get("imagined_return"), r.get("real_return_h")]
+        values += [r.get("exploit_rate"), r.get("uncertainty_auroc")]
+        row = "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{v}</td>" for v in values)
+        cells.append(f"<tr>{row}<td>{html.escape(top)}</td></tr>")
+    examples = rounds[0].get("examples", {})
+    listing = "".join(
+        f"<li>{html.escape(name)}: step {e['step']} of episode {e['episode']}, promised reward "
+        f"{e['predicted_reward']:.2f}, real {e['real_reward']:.2f}, uncertainty {e['uncertainty']:.3f}</li>"
+        for name, items in examples.items()
+        for e in items[:1]
+    )
+    image = png(lambda path: plot_rounds([rounds], path))
+    text = f"<table>{head}{''.join(cells)}</table><p>Round 0 exploit examples:</p><ul>{listing}</ul>"
+    return _section("Correction rounds", text + _img(image, "correction rounds"))
 
 
 def _config(config: dict[str, Any] | None) -> str:

@@ -1,0 +1,286 @@
+"""The correction loop: the agent hunts the model's loopholes, a little real play closes them.
+
+An agent trained inside a model learned from recordings exploits what the recordings never showed
+(competent play never tries a craft without its materials, so the model may believe it works). Each
+round of :func:`correct`:
+
+1. runs the policy for a few real episodes while the world model predicts every step alongside
+   (:func:`watch`): the reward and continuation it expects from the action just chosen, and the
+   ensemble's disagreement about that transition;
+2. lists the **exploits**: steps where the model promised reward the game did not give, grouped by
+   action (for Crafter, the action names say which achievement was promised), with examples;
+3. adds the real episodes to the training data, oversampled so that a few real steps count
+   (``real_frac`` of every batch), fine-tunes the world model, and trains the policy in imagination
+   again.
+
+Round 0 is the agent as it came. :func:`auroc` scores how well the ensemble's uncertainty flags the
+exploit steps.
+
+Example:
+    >>> agent = Dreamer.load("runs/offline")                                        # doctest: +SKIP
+    >>> rounds = correct(agent, "data/crafter-sym", rounds=3, episodes=20)         # doctest: +SKIP
+    >>> [r["exploit_rate"] for r in rounds]                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from reverie.envs.base import model_keys
+from reverie.evaluation import EpisodeResults, PromiseTracker, run_episodes
+from reverie.learner import Head, PolicyState
+from reverie.offline import dataset_replay, imagination_update, model_update, start_rl
+from reverie.replay import Replay
+
+if TYPE_CHECKING:
+    from reverie.agent import Dreamer
+    from reverie.data import Dataset
+
+__all__ = ["Check", "auroc", "correct", "exploit_report", "watch"]
+
+log = logging.getLogger("reverie.correction")
+
+
+@dataclasses.dataclass
+class Check:
+    """One real step checked against the model's prediction for it."""
+
+    episode: int
+    step: int
+    action: int
+    action_name: str
+    predicted_reward: float
+    real_reward: float
+    predicted_cont: float
+    real_cont: float
+    uncertainty: float
+    exploit: bool = False
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); None if one class is empty.
+
+    Example:
+        >>> auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+        0.75
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def action_names(env_id: str, n: int) -> list[str]:
+    """Crafter's action names for Crafter ids, else ``action_<i>``."""
+    if env_id.startswith("crafter"):
+        from reverie.scripted.rules import ACTIONS
+
+        return list(ACTIONS)
+    return [f"action_{i}" for i in range(n)]
+
+
+def watch(
+    agent: Dreamer, episodes: int, seed: int, head: Head = "actor", promise_every: int = 25
+) -> tuple[EpisodeResults, list[Check], list[dict[str, np.ndarray]], PromiseTracker]:
+    """Run ``episodes`` real episodes with the model predicting every step alongside.
+
+    Returns the episode results, one :class:`Check` per real step, the episodes as arrays (for
+    training, in the dataset layout: ``action[t]`` led to step ``t``) and the promise tracker.
+    """
+    learner, cfg = agent.learner, agent.config
+    if not learner.act_space.discrete:
+        raise ValueError("watch/correct support discrete action spaces (e.g. Crafter, Atari) for now.")
+    envs = agent.make_envs(episodes, seed)
+    names = action_names(cfg.env.id, learner.action_dim)
+    keys = model_keys(envs.obs_space)
+    tracker = PromiseTracker(cfg.ac.horizon, promise_every, learner, head)
+    ens = learner.wm.ensemble
+    n = envs.num_envs
+    holder: dict[str, Any] = {"state": None, "pending": None, "count": np.zeros(n, np.int64)}
+    checks: list[Check] = []
+    open_eps: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    finished: list[dict[str, np.ndarray]] = []
+    episode_ids = np.arange(n)
+
+    def act(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
+        state: PolicyState | None = holder["state"]
+        action, state, vec = learner.policy(obs, state, False, head)
+        holder["state"] = state
+        with torch.no_grad(), learner.autocast():
+            latent = {"deter": state["deter"], "stoch": state["stoch"]}
+            feat = learner.wm.rssm.feat(latent)
+            nxt = learner.wm.rssm.feat(learner.wm.rssm.imagine_step(latent, vec))
+            reward = learner.wm.reward(nxt).float().cpu().numpy()
+            cont = learner.wm.cont(nxt).float().cpu().numpy()
+            u = ens.disagreement(feat, vec).float().cpu().numpy() if ens is not None else np.zeros(n)
+        holder["pending"] = (np.asarray(action), reward, cont, u)
+        tracker.promise(state, ~np.asarray(obs["is_last"], bool))
+        for i in range(n):
+            if first[i]:
+                open_eps[i] = []
+            step = {k: np.asarray(obs[k][i]) for k in (*keys, "reward", "is_first", "is_last", "is_terminal")}
+            step["action"] = np.asarray(holder.get("last_action", np.zeros(n, np.int64))[i] if not first[i] else 0)
+            open_eps[i].append(step)
+        holder["last_action"] = np.asarray(action)
+        return action
+
+    def on_step(obs: dict[str, np.ndarray], live: np.ndarray) -> None:
+        tracker.observe(obs, live)
+        action, reward, cont, u = holder["pending"]
+        real_cont = 1.0 - np.asarray(obs["is_terminal"], np.float64)
+        for i in np.flatnonzero(live):
+            a = int(action[i])
+            checks.append(
+                Check(
+                    int(episode_ids[i]),
+                    int(holder["count"][i]),
+                    a,
+                    names[a] if a < len(names) else str(a),
+                    float(reward[i]),
+                    float(obs["reward"][i]),
+                    float(cont[i]),
+                    float(real_cont[i]),
+                    float(u[i]),
+                )
+            )
+            holder["count"][i] += 1
+            if obs["is_last"][i]:
+                step = {k: np.asarray(obs[k][i]) for k in (*keys, "reward", "is_first", "is_last", "is_terminal")}
+                step["action"] = np.asarray(a)
+                open_eps[i].append(step)
+                finished.append({k: np.stack([s[k] for s in open_eps[i]]) for k in open_eps[i][0]})
+                open_eps[i] = []
+                episode_ids[i] += n
+                holder["count"][i] = 0
+
+    try:
+        results = run_episodes(envs, act, episodes, on_step)
+    finally:
+        envs.close()
+    return results, checks, finished, tracker
+
+
+def exploit_report(checks: list[Check], margin: float = 0.5, examples: int = 3) -> dict[str, Any]:
+    """Mark and count exploits: steps whose predicted reward exceeds the real one by ``margin`` or more.
+
+    Returns ``exploit_rate`` (exploits per real step), ``exploits`` ({action name: count}),
+    ``examples`` ({action name: [step records]}), and the uncertainty on exploit steps vs the others
+    with its AUROC for flagging them.
+    """
+    for c in checks:
+        c.exploit = c.predicted_reward - c.real_reward >= margin
+    flagged = [c for c in checks if c.exploit]
+    counts = Counter(c.action_name for c in flagged)
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for c in flagged:
+        if len(by_class.setdefault(c.action_name, [])) < examples:
+            by_class[c.action_name].append(dataclasses.asdict(c))
+    u = np.array([c.uncertainty for c in checks])
+    labels = np.array([c.exploit for c in checks], dtype=bool)
+    return {
+        "steps": len(checks),
+        "exploit_rate": len(flagged) / max(len(checks), 1),
+        "exploits": dict(counts.most_common()),
+        "examples": by_class,
+        "uncertainty_exploit": float(u[labels].mean()) if labels.any() else None,
+        "uncertainty_other": float(u[~labels].mean()) if (~labels).any() else None,
+        "uncertainty_auroc": auroc(u, labels),
+    }
+
+
+def _real_replay(episodes: list[dict[str, np.ndarray]], chunk: int, seed: int) -> Replay:
+    replay = Replay(None, capacity=10**7, chunk=chunk, recent_frac=0.0, seed=seed)
+    for ep in episodes:
+        length = len(ep["is_first"])
+        ep = {**ep, "action_mask": np.ones(length, np.float32), "reward_mask": np.ones(length, np.float32)}
+        for t in range(length):
+            replay.add({k: v[t] for k, v in ep.items()}, stream=0)
+    return replay
+
+
+def mixed_batch(data: Replay, real: Replay | None, batch: int, length: int, real_frac: float) -> dict[str, np.ndarray]:
+    """A batch of ``round(real_frac * batch)`` windows of real play and the rest from the dataset; the BC
+    head learns only from the dataset rows (``bc_mask``), since real rows are the agent's own actions."""
+    if not 0.0 <= real_frac < 1.0:
+        raise ValueError(f"real_frac must lie in [0, 1) (the recordings keep a share of each batch), got {real_frac}.")
+    n_real = int(round(real_frac * batch)) if real is not None and real.longest_stream() >= length else 0
+    n_real = min(n_real, batch - 1)
+    parts = [data.sample(batch - n_real, length)]
+    if n_real:
+        parts.append(real.sample(n_real, length))  # type: ignore[union-attr]
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    out["bc_mask"] = (np.arange(batch) < batch - n_real).astype(np.float32)[:, None].repeat(length, 1)
+    return out
+
+
+def correct(
+    agent: Dreamer,
+    dataset: str | os.PathLike[str] | Dataset,
+    rounds: int = 3,
+    episodes: int = 20,
+    finetune_steps: int = 300,
+    rl_steps: int = 300,
+    real_frac: float = 0.25,
+    margin: float = 0.5,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Run round 0 (the agent as it is) and ``rounds`` correction rounds; returns one report per round.
+
+    Each report: ``round``, ``real_score`` (Crafter), ``real_return``, ``imagined_return`` and
+    ``real_return_h`` (promised vs real over ``ac.horizon`` steps), ``exploit_rate``, ``exploits``,
+    ``examples``, ``uncertainty_auroc`` and the uncertainty on exploit vs other steps, ``real_steps``.
+    """
+    from reverie.data import Dataset
+
+    if not 0.0 <= real_frac < 1.0:
+        raise ValueError(f"real_frac must lie in [0, 1) (the recordings keep a share of each batch), got {real_frac}.")
+    data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    agent._adopt_dataset(data)
+    if not agent.counters["rl_started"]:  # an agent fitted without RL: its actor starts from the BC head
+        start_rl(agent.learner)
+        agent.counters["rl_started"] = 1
+    cfg = agent.config
+    t = cfg.train
+    data_replay = dataset_replay(data, t.replay_chunk, seed)
+    real_eps: list[dict[str, np.ndarray]] = []
+    rng = np.random.default_rng(seed)
+    reports = []
+    for r in range(rounds + 1):
+        results, checks, new_eps, tracker = watch(agent, episodes, seed + 7919 * (r + 1))
+        real_eps.extend(new_eps)
+        agent.counters["env_steps"] += sum(len(e["is_first"]) for e in new_eps)
+        metrics = {**results.metrics("eval"), **tracker.metrics("eval")}
+        row = {
+            "round": r,
+            "real_score": metrics.get("eval/score"),
+            "real_return": metrics["eval/return"],
+            "imagined_return": metrics.get("eval/promised_return"),
+            "real_return_h": metrics.get("eval/real_return_h"),
+            "success": {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("eval/success/")},
+            "real_steps": sum(len(e["is_first"]) for e in real_eps),
+            **exploit_report(checks, margin),
+        }
+        reports.append(row)
+        log.info("round %d: exploit rate %.4f, score %s", r, row["exploit_rate"], row["real_score"])
+        if r == rounds:
+            break
+        real = _real_replay(real_eps, t.replay_chunk, seed + r)
+        for _ in range(finetune_steps):
+            batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
+            model_update(agent.learner, batch, cfg.offline.bc_scale)
+            agent.counters["updates"] += 1
+        for _ in range(rl_steps):
+            batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
+            imagination_update(agent.learner, batch, rng)
+            agent.counters["updates"] += 1
+    return reports

@@ -1,0 +1,430 @@
+"""Tests of the correction loop (:mod:`reverie.correction`): the AUROC, the exploit report, watching real play
+beside the model, mixed batches of recorded and real play, :func:`correct` and ``reverie correct``.
+
+The agent is fitted for 20 offline updates (``offline`` + ``debug`` presets, an ensemble of 3) on three scripted
+Crafter-symbolic episodes of 40 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import crafter
+import numpy as np
+import pytest
+import torch
+
+import reverie.correction as correction
+from reverie import Dreamer
+from reverie.checkpoint import find_checkpoint
+from reverie.cli import main
+from reverie.config import make_config, set_key
+from reverie.correction import Check, auroc, correct, exploit_report, mixed_batch, watch
+from reverie.data import Dataset, record
+from reverie.offline import bc_loss, dataset_replay
+
+REPORT_KEYS = ("round", "real_score", "imagined_return", "real_return", "exploit_rate", "exploits", "uncertainty_auroc")
+LAYOUT_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal")
+
+
+def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def check(
+    action_name: str = "noop", predicted: float = 0.0, real: float = 0.0, uncertainty: float = 0.0, step: int = 0
+) -> Check:
+    return Check(0, step, 0, action_name, predicted, real, 1.0, 1.0, uncertainty)
+
+
+@pytest.fixture(scope="module")
+def crafter_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """Three scripted Crafter-symbolic episodes of 40 steps (41 stored steps each)."""
+    return record("crafter-symbolic", "scripted", 3, tmp_path_factory.mktemp("correct") / "ds", time_limit=40)
+
+
+@pytest.fixture(scope="module")
+def fitted_run(crafter_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Dreamer, Path]:
+    """An agent after ``fit(crafter_ds, steps=20)`` (imagination RL from update 14) and its run folder.
+
+    Tests that change the agent load their own copy from the run folder."""
+    logdir = tmp_path_factory.mktemp("correct") / "run"
+    cfg = make_config(["offline", "debug"], [f"run.logdir={logdir}", "offline.eval_episodes=0", "model.ensemble=3"])
+    agent = Dreamer(cfg).fit(crafter_ds, steps=20)
+    assert agent.counters["rl_started"] == 1
+    return agent, logdir
+
+
+def load_copy(logdir: Path, dest: Path) -> Dreamer:
+    shutil.copytree(logdir, dest)
+    agent = Dreamer.load(dest)
+    set_key(agent.config, "run.logdir", str(dest))
+    return agent
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. AUROC
+
+
+def test_auroc_hand_checked_values() -> None:
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc(np.array([0.8, 0.9, 0.1, 0.2]), np.array([0, 0, 1, 1])) == 0.0
+    assert auroc(np.full(5, 0.3), np.array([0, 1, 0, 1, 1])) == 0.5  # all tied: every pair counts half
+    assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75  # the doctest
+    # positives {0.5, 0.2}, negatives {0.5, 0.1}: pairs (0.5>0.1) 1, (0.5=0.5) 0.5, (0.2>0.1) 1, (0.2<0.5) 0
+    assert auroc(np.array([0.5, 0.2, 0.5, 0.1]), np.array([True, True, False, False])) == pytest.approx(2.5 / 4)
+    assert auroc(np.array([0.1, 0.2]), np.array([1, 1])) is None
+    assert auroc(np.array([0.1, 0.2]), np.array([0, 0])) is None
+    assert auroc(np.array([]), np.array([], bool)) is None
+
+
+def test_auroc_matches_a_naive_pairwise_loop() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        scores = rng.integers(0, 6, 40) / 5.0  # coarse values: plenty of ties
+        labels = rng.random(40) < 0.3
+        pos = [s for s, y in zip(scores, labels, strict=True) if y]
+        neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+        wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        assert auroc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. The exploit report
+
+
+def test_exploit_report_marks_counts_and_caps_examples() -> None:
+    checks = [
+        check("make_wood_pickaxe", predicted=1.0, real=0.0, step=0),  # promised 1, got 0: exploit
+        check("make_wood_pickaxe", predicted=0.9, real=0.0, step=1),
+        check("make_wood_pickaxe", predicted=0.5, real=0.0, step=2),  # gap exactly the margin: exploit
+        check("make_wood_pickaxe", predicted=0.7, real=0.0, step=3),
+        check("place_table", predicted=1.2, real=0.1, step=4),
+        check("place_table", predicted=1.0, real=1.0, step=5),  # promise kept
+        check("noop", predicted=0.49, real=0.0, step=6),  # just under the margin
+        check("do", predicted=0.0, real=1.0, step=7),  # reward the model did not expect is no exploit
+    ]
+    report = exploit_report(checks, margin=0.5, examples=3)
+    assert [c.exploit for c in checks] == [True, True, True, True, True, False, False, False]
+    assert report["steps"] == 8 and report["exploit_rate"] == 5 / 8
+    assert report["exploits"] == {"make_wood_pickaxe": 4, "place_table": 1}
+    assert list(report["exploits"]) == ["make_wood_pickaxe", "place_table"]  # most common first
+    assert [e["step"] for e in report["examples"]["make_wood_pickaxe"]] == [0, 1, 2]  # capped at 3, in order
+    assert report["examples"]["place_table"] == [dataclasses.asdict(checks[4])]
+    assert report["examples"]["place_table"][0]["exploit"] is True
+    json.dumps(report)  # goes into correction.json as it is
+
+    again = exploit_report(checks, margin=0.8, examples=1)  # re-marks with the new margin
+    assert [c.exploit for c in checks] == [True, True, False, False, True, False, False, False]
+    assert again["exploits"] == {"make_wood_pickaxe": 2, "place_table": 1}
+    assert [len(v) for v in again["examples"].values()] == [1, 1]
+
+
+def test_exploit_report_uncertainty_means_and_auroc() -> None:
+    flagged = [check(predicted=1.0, uncertainty=u) for u in (0.6, 0.8)]
+    others = [check(predicted=0.0, uncertainty=u) for u in (0.1, 0.2, 0.3)]
+    report = exploit_report(flagged + others)
+    assert report["uncertainty_exploit"] == pytest.approx(0.7)
+    assert report["uncertainty_other"] == pytest.approx(0.2)
+    assert report["uncertainty_auroc"] == 1.0  # uncertainty is higher on exactly the exploit steps
+
+    flipped = [check(predicted=1.0, uncertainty=u) for u in (0.1, 0.2)] + [check(uncertainty=0.9)]
+    assert exploit_report(flipped)["uncertainty_auroc"] == 0.0
+
+    honest = exploit_report([check(uncertainty=0.4), check(uncertainty=0.6)])
+    assert honest["exploit_rate"] == 0.0 and honest["exploits"] == {} and honest["examples"] == {}
+    assert honest["uncertainty_exploit"] is None and honest["uncertainty_other"] == pytest.approx(0.5)
+    assert honest["uncertainty_auroc"] is None
+
+
+def test_exploit_report_of_no_steps() -> None:
+    empty = exploit_report([])
+    assert empty["steps"] == 0 and empty["exploit_rate"] == 0.0 and empty["exploits"] == {}
+    assert empty["uncertainty_exploit"] is None and empty["uncertainty_other"] is None
+    assert empty["uncertainty_auroc"] is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Watching real play beside the model
+
+
+def test_watch_checks_every_real_step_and_returns_dataset_episodes(
+    fitted_run: tuple[Dreamer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, _ = fitted_run
+    sent = record_env_steps(agent, monkeypatch)
+    seed = 4  # one of these episodes earns reward, so that the reward bookkeeping below is not vacuous
+    torch.manual_seed(0)
+    results, checks, episodes, tracker = watch(agent, 3, seed)
+    assert len(results.returns) == len(episodes) == 3
+    assert len(checks) == results.lengths.sum() == 3 * 40
+    assert results.returns.sum() > 0, "no reward in any episode: pick another seed"
+    assert tracker.closed  # promises were made and kept track of (every 25 steps from the first)
+
+    names = list(crafter.constants.actions)
+    assert all(c.action_name == names[c.action] for c in checks)
+    assert "noop" in names and "make_wood_pickaxe" in names
+    assert all(np.isfinite([c.predicted_reward, c.predicted_cont, c.uncertainty]).all() for c in checks)
+    assert all(c.uncertainty > 0 for c in checks)  # ensemble of 3: the members never agree exactly
+
+    by_episode: dict[int, list[Check]] = {}
+    for c in checks:
+        by_episode.setdefault(c.episode, []).append(c)
+    assert sorted(by_episode) == [0, 1, 2]  # one episode per env: episode k ran in env k
+    matched = set()
+    for k, own in by_episode.items():
+        assert [c.step for c in own] == list(range(results.lengths[k]))
+        assert sum(c.real_reward for c in own) == pytest.approx(results.returns[k])
+        (index,) = [i for i, ep in enumerate(episodes) if list(ep["action"][1:]) == [c.action for c in own]]
+        matched.add(index)
+        ep, real = episodes[index], env_episode(sent, k)
+        for key in LAYOUT_KEYS:  # exactly what env k emitted, with the action that led to each step
+            np.testing.assert_array_equal(ep[key], real[key], err_msg=key)
+        np.testing.assert_array_equal(ep["reward"][1:], [c.real_reward for c in own])
+        np.testing.assert_array_equal(1.0 - ep["is_terminal"][1:], [c.real_cont for c in own])
+    assert matched == {0, 1, 2}
+
+    for ep in episodes:
+        length = len(ep["is_first"])
+        assert set(LAYOUT_KEYS) == set(ep)  # the model's keys and the reserved ones; no log/ keys
+        assert all(len(v) == length for v in ep.values()) and length == 41
+        assert ep["vector"].shape == (41, *agent.learner.obs_space["vector"].shape)
+        assert ep["action"][0] == 0 and ep["action"].dtype == np.int64 and ep["reward"][0] == 0.0
+        np.testing.assert_array_equal(ep["is_first"], np.arange(length) == 0)
+        np.testing.assert_array_equal(ep["is_last"], np.arange(length) == length - 1)
+    assert sorted(float(ep["reward"].sum()) for ep in episodes) == pytest.approx(sorted(results.returns))
+
+
+def record_env_steps(agent: Dreamer, monkeypatch: pytest.MonkeyPatch) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Make ``agent.make_envs`` log every batched step: (actions sent (N,), observations returned)."""
+    sent: list[tuple[np.ndarray, dict[str, Any]]] = []
+    make_envs = agent.make_envs
+
+    def logged_envs(*args: Any, **kwargs: Any) -> Any:
+        envs = make_envs(*args, **kwargs)
+        step = envs.step
+
+        def logged_step(action: dict[str, Any]) -> dict[str, Any]:
+            obs = step(action)
+            sent.append((np.array(action["action"]), {k: np.array(v) for k, v in obs.items()}))
+            return obs
+
+        monkeypatch.setattr(envs, "step", logged_step)
+        return envs
+
+    monkeypatch.setattr(agent, "make_envs", logged_envs)
+    return sent
+
+
+def env_episode(sent: list[tuple[np.ndarray, dict[str, Any]]], i: int) -> dict[str, np.ndarray]:
+    """Env ``i``'s first episode as the env saw it (Crafter is not reproducible from its seed: replaying the
+    actions in a fresh env may diverge, as its creatures are balanced by picking from sets)."""
+    steps = []
+    for action, obs in sent:
+        steps.append({"action": action[i], **{k: obs[k][i] for k in LAYOUT_KEYS if k != "action"}})
+        if obs["is_last"][i]:
+            break
+    assert steps[0]["is_first"]
+    steps[0]["action"] = np.zeros_like(steps[0]["action"])  # the reset's action is no action
+    return {k: np.stack([s[k] for s in steps]) for k in LAYOUT_KEYS}
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Mixed batches of recorded and real play
+
+
+def fake_real_episodes(ds: Dataset, reward: float, length: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Dataset episodes in the layout :func:`watch` returns, cut to ``length`` steps, every reward ``reward``."""
+    out = []
+    for ep in ds.episodes(masks=False):
+        ep = {k: ep[k][:length] for k in LAYOUT_KEYS}
+        ep["reward"] = np.full_like(ep["reward"], reward)
+        out.append(ep)
+    return out
+
+
+def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
+    data = dataset_replay(crafter_ds, 64, seed=0)
+    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=0)
+    assert not (data.sample(64, 8)["reward"] == 7.0).any()  # the real rows are recognisable
+
+    batch = mixed_batch(data, real, 8, 8, real_frac=0.25)
+    assert set(batch) == set(data.sample(1, 8)) | {"bc_mask"}  # every dataset key, the label masks included
+    assert all(v.shape[:2] == (8, 8) for v in batch.values())
+    from_real = (batch["reward"] == 7.0).all(1)
+    assert from_real.tolist() == [False] * 6 + [True] * 2
+    assert not (batch["reward"][:6] == 7.0).any()
+    np.testing.assert_array_equal(batch["bc_mask"], np.repeat([[1.0]] * 6 + [[0.0]] * 2, 8, 1))
+    assert batch["bc_mask"].dtype == np.float32
+    np.testing.assert_array_equal(batch["action_mask"][6:], 1.0)  # real actions and rewards are labelled
+    np.testing.assert_array_equal(batch["reward_mask"][6:], 1.0)
+
+    short = correction._real_replay(fake_real_episodes(crafter_ds, 7.0, length=5)[:1], 64, seed=0)
+    assert short.longest_stream() == 5  # (episodes follow one another in a stream: one is needed here)
+    for other in (None, short):
+        batch = mixed_batch(data, other, 8, 8, real_frac=0.25)  # none, or none as long as a row: all dataset rows
+        assert not (batch["reward"] == 7.0).any() and batch["reward"].shape == (8, 8)
+        np.testing.assert_array_equal(batch["bc_mask"], np.ones((8, 8)))
+
+
+def test_mixed_batch_keeps_a_dataset_row_and_rejects_bad_fractions(crafter_ds: Dataset) -> None:
+    data = dataset_replay(crafter_ds, 64, seed=0)
+    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=0)
+    batch = mixed_batch(data, real, 4, 8, real_frac=0.9)  # round(3.6) = 4 rows would leave no recordings
+    assert (batch["reward"][3:] == 7.0).all() and batch["bc_mask"][:1].all() and not batch["bc_mask"][1:].any()
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="real_frac"):
+            mixed_batch(data, real, 4, 8, real_frac=bad)
+
+
+def test_bc_loss_ignores_rows_with_bc_mask_zero(crafter_ds: Dataset, fitted_run: tuple[Dreamer, Path]) -> None:
+    agent, _ = fitted_run
+    learner = agent.learner
+    data = dataset_replay(crafter_ds, 64, seed=0)
+    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=1)
+    batch = learner.to_tensors(mixed_batch(data, real, 8, 8, real_frac=0.25))
+    feat = torch.randn(8, 8, agent.feat_dim, generator=torch.Generator().manual_seed(0))  # (B, T, F)
+    with torch.no_grad():
+        mixed, _ = bc_loss(learner.bc, feat, batch)
+        rows = {k: v[:6] for k, v in batch.items() if k != "bc_mask"}
+        dataset_only, _ = bc_loss(learner.bc, feat[:6], rows)
+        everything, _ = bc_loss(learner.bc, feat, {k: v for k, v in batch.items() if k != "bc_mask"})
+        other = {**batch, "action": batch["action"].clone()}
+        other["action"][6:] = torch.roll(other["action"][6:], 1, -1)  # the agent's own actions changed
+        changed, _ = bc_loss(learner.bc, feat, other)
+    assert mixed.item() == pytest.approx(dataset_only.item(), rel=1e-6)
+    assert mixed.item() != pytest.approx(everything.item(), rel=1e-4)  # the real rows would have counted
+    assert changed.item() == mixed.item()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. The correction loop
+
+
+def test_correct_fine_tunes_between_rounds(
+    crafter_ds: Dataset, fitted_run: tuple[Dreamer, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = load_copy(fitted_run[1], tmp_path / "run")
+    before = {"wm": state_of(agent.learner.wm), "actor": state_of(agent.learner.ac.actor)}
+    counters = dict(agent.counters)
+    seen: list[dict[str, Any]] = []  # the networks as each round's real play found them
+    calls = {"model": 0, "imagine": 0}
+    real_rows: list[float] = []
+    real_watch, real_model, real_imagine = correction.watch, correction.model_update, correction.imagination_update
+
+    def spy_watch(*args: Any, **kwargs: Any) -> Any:
+        seen.append({"wm": state_of(agent.learner.wm), "actor": state_of(agent.learner.ac.actor)})
+        return real_watch(*args, **kwargs)
+
+    def spy_model(learner: Any, batch: dict[str, np.ndarray], *args: Any) -> Any:
+        calls["model"] += 1
+        real_rows.append(float((batch["bc_mask"] == 0).all(1).sum()))
+        return real_model(learner, batch, *args)
+
+    def spy_imagine(*args: Any) -> Any:
+        calls["imagine"] += 1
+        return real_imagine(*args)
+
+    monkeypatch.setattr(correction, "watch", spy_watch)
+    monkeypatch.setattr(correction, "model_update", spy_model)
+    monkeypatch.setattr(correction, "imagination_update", spy_imagine)
+    reports = correct(agent, crafter_ds, rounds=1, episodes=2, finetune_steps=3, rl_steps=3)
+
+    assert [r["round"] for r in reports] == [0, 1]
+    for r in reports:
+        assert set(REPORT_KEYS) <= set(r)
+        assert r["steps"] == 2 * 40 and 0.0 <= r["exploit_rate"] <= 1.0
+        assert r["real_score"] is not None and np.isfinite(r["imagined_return"]) and np.isfinite(r["real_return"])
+        assert sum(r["exploits"].values()) == round(r["exploit_rate"] * r["steps"])
+    json.dumps(reports)  # what correction.json holds
+    assert [r["real_steps"] for r in reports] == [2 * 41, 4 * 41]  # stored steps (reset included) so far
+
+    assert calls == {"model": 3, "imagine": 3} and real_rows == [1.0] * 3  # 0.25 of a batch of 4 is real play
+    assert len(seen) == 2 and same(seen[0]["wm"], before["wm"]) and same(seen[0]["actor"], before["actor"])
+    assert not same(seen[1]["wm"], seen[0]["wm"])  # fine-tuned between the rounds
+    assert not same(seen[1]["actor"], seen[0]["actor"])  # and the policy trained in imagination again
+    assert same(state_of(agent.learner.wm), seen[1]["wm"])  # nothing after the last round's real play
+    assert agent.counters["env_steps"] - counters["env_steps"] == reports[-1]["real_steps"]
+    assert agent.counters["updates"] - counters["updates"] == 6
+    assert agent.counters["offline_updates"] == counters["offline_updates"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. The command line
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["correct", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+FAST = ("--rounds", "1", "--episodes", "2", "--finetune-steps", "2", "--rl-steps", "2")
+
+
+def test_cli_correct_writes_report_plot_and_checkpoint(
+    crafter_ds: Dataset, fitted_run: tuple[Dreamer, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run[1], run)
+    meta = (run / "checkpoint" / "meta.json").read_text()
+    out = tmp_path / "corrected"
+    code, stdout, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *FAST, "--out", out)
+    assert code == 0, err
+
+    written = json.loads((out / "correction.json").read_text())
+    assert written["seeds"] == 1 and [r["round"] for r in written["rounds"]] == [0, 1]
+    assert all(set(REPORT_KEYS) <= set(r) for r in written["rounds"])
+    assert (out / "correction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}
+
+    corrected = Dreamer.load(out)
+    assert find_checkpoint(out) == out / "checkpoint"
+    assert corrected.counters["env_steps"] == written["rounds"][-1]["real_steps"]
+    assert corrected.counters["updates"] == fitted_run[0].counters["updates"] + 4
+    assert not same(state_of(corrected.learner.wm), state_of(fitted_run[0].learner.wm))
+    assert (run / "checkpoint" / "meta.json").read_text() == meta  # --from is left as it was
+
+
+def test_cli_correct_errors(
+    crafter_ds: Dataset,
+    fitted_run: tuple[Dreamer, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    one_line: Callable[..., None],
+) -> None:
+    run, out = fitted_run[1], tmp_path / "out"
+    missing = tmp_path / "no-such-data"
+    code, _, err = run_cli(capsys, "--from", run, "--data", missing, *FAST, "--out", out)
+    assert code == 2 and err.startswith("reverie: error: ")
+    one_line(err, str(missing))
+    assert not out.exists()
+
+    for flag, value in (("--episodes", "0"), ("--rounds", "-1")):
+        argv = [*FAST, flag, value]  # the later flag wins
+        code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *argv, "--out", out)
+        assert code == 2 and err.startswith("reverie: error: ")
+        one_line(err, "--episodes >= 1")
+        assert not out.exists()
+
+
+def test_cli_correct_from_a_checkpoint_folder_updates_its_run(
+    crafter_ds: Dataset, fitted_run: tuple[Dreamer, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run[1], run)
+    code, _, err = run_cli(capsys, "--from", run / "checkpoint", "--data", crafter_ds.folder, *FAST)
+    assert code == 0, err
+    assert Dreamer.load(run).counters["env_steps"] > 0  # the run now holds the corrected agent
+    assert not (run / "checkpoint" / "checkpoint").exists()
