@@ -43,7 +43,7 @@ from reverie.data.dataset import Dataset
 from reverie.data.format import spaces_from_json, spaces_to_json
 from reverie.envs import Space, make_batch_env, model_keys
 from reverie.evaluation import ActFn, run_episodes
-from reverie.fileio import write_text
+from reverie.fileio import replace_folder, write_text, write_torch
 from reverie.functional import symlog
 from reverie.nets import MLP
 
@@ -303,22 +303,14 @@ class BCPolicy(_Cloner):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the folder ``path`` with ``meta.json`` (arguments, spaces) and ``weights.pt``, atomically."""
         final = Path(path)
-        tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+        tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         meta = {"format": _FORMAT, "kind": "BCPolicy", "reverie": __version__, "args": self.args}
         meta |= {"obs_space": spaces_to_json(self.obs_space), "act_space": space_to_json(self.act_space)}
         write_text(tmp / "meta.json", json.dumps(meta, indent=2))
-        with open(tmp / "weights.pt", "wb") as f:
-            torch.save(self.net.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
+        write_torch(tmp / "weights.pt", self.net.state_dict())
+        return replace_folder(tmp, final)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> BCPolicy:

@@ -26,7 +26,7 @@ import torch
 from reverie import __version__
 from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
-from reverie.fileio import write_text
+from reverie.fileio import replace_folder, write_text, write_torch
 
 FORMAT_VERSION = 1
 
@@ -85,7 +85,7 @@ def save_checkpoint(
         act_space: the action space.
     """
     final = Path(directory)
-    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     meta = {
@@ -97,16 +97,8 @@ def save_checkpoint(
     }
     write_text(tmp / "config.json", config.to_json())
     write_text(tmp / "meta.json", json.dumps(meta, indent=2))
-    with open(tmp / "state.pt", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    write_torch(tmp / "state.pt", state)
+    return replace_folder(tmp, final)
 
 
 def find_checkpoint(directory: str | os.PathLike) -> Path:

@@ -146,18 +146,8 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from reverie.agent import Dreamer
 
-    cfg = _train_config(args)
-    logdir = Path(cfg.run.logdir)
-    if args.resume:
-        agent = _resume(args, logdir)
-    else:
-        if (logdir / "checkpoint").exists():
-            raise ConfigError(
-                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
-            )
-        agent = Dreamer(cfg)
+    agent = _new_or_resumed(args, _train_config(args))
     agent.learn()
     result = {"env": agent.config.env.id, "env_steps": agent.counters["env_steps"], **agent.last_eval}
     print(json.dumps(result))
@@ -165,7 +155,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_offline(args: argparse.Namespace) -> int:
-    from reverie.agent import Dreamer
     from reverie.data import DatasetError
 
     overrides = list(args.set)
@@ -173,17 +162,10 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = make_config(["offline", *args.preset], overrides)
-    logdir = Path(cfg.run.logdir)
     if args.resume:
         args.preset, args.env, args.steps = None, None, None  # offline.steps came in through the overrides
         args.set = overrides
-        agent = _resume(args, logdir)
-    else:
-        if (logdir / "checkpoint").exists():
-            raise ConfigError(
-                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
-            )
-        agent = Dreamer(cfg)
+    agent = _new_or_resumed(args, cfg)
     try:
         agent.fit(args.data)
     except DatasetError as err:
@@ -232,6 +214,20 @@ def cmd_correct(args: argparse.Namespace) -> int:
         print(f"round {r['round']}: exploit rate {r['exploit_rate']:.4f} ({top}), score {r['real_score']}")
     print(json.dumps({"out": str(out), "exploit_rate": [r["exploit_rate"] for r in rounds]}))
     return 0
+
+
+def _new_or_resumed(args: argparse.Namespace, cfg: Config) -> Dreamer:
+    """The run's agent with ``--resume``, else a new one (refusing to overwrite an existing run)."""
+    from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
+
+    logdir = Path(cfg.run.logdir)
+    if args.resume:
+        return _resume(args, logdir)
+    if (logdir / "checkpoint").exists():
+        raise ConfigError(
+            f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
+        )
+    return Dreamer(cfg)
 
 
 def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:

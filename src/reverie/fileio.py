@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +47,25 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` tensors and plain containers to ``path``, fsynced (load with ``weights_only=True``)."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replace_folder(tmp: Path, final: Path) -> Path:
+    """Swap a fully written folder ``tmp`` in for ``final``: the previous one is kept as ``{final}.old``
+    until the rename is done, so a crash at any moment leaves one complete folder to load."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
