@@ -37,6 +37,7 @@ from reverie.envs.base import model_keys
 from reverie.evaluation import EpisodeResults, PromiseTracker, run_episodes
 from reverie.learner import Head, PolicyState
 from reverie.offline import dataset_replay, imagination_update, model_update, start_rl
+from reverie.online import RECORD_KEYS
 from reverie.replay import Replay
 
 if TYPE_CHECKING:
@@ -105,16 +106,21 @@ def watch(
     tracker = PromiseTracker(cfg.ac.horizon, promise_every, learner, head)
     ens = learner.wm.ensemble
     n = envs.num_envs
-    holder: dict[str, Any] = {"state": None, "pending": None, "count": np.zeros(n, np.int64)}
+    state: PolicyState | None = None
+    pending: tuple[np.ndarray, ...] = ()  # (action, predicted reward, predicted cont, uncertainty) of the step
+    last_action = np.zeros(n, np.int64)
     checks: list[Check] = []
-    open_eps: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    open_eps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]  # steps of each env's episode so far
     finished: list[dict[str, np.ndarray]] = []
     episode_ids = np.arange(n)
 
+    def record(obs: dict[str, np.ndarray], i: int, action: int) -> None:
+        step = {k: np.asarray(obs[k][i]) for k in (*keys, *RECORD_KEYS)}
+        open_eps[i].append({**step, "action": np.asarray(action)})
+
     def act(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
-        state: PolicyState | None = holder["state"]
+        nonlocal state, pending, last_action
         action, state, vec = learner.policy(obs, state, False, head)
-        holder["state"] = state
         with torch.no_grad(), learner.autocast():
             latent = {"deter": state["deter"], "stoch": state["stoch"]}
             feat = learner.wm.rssm.feat(latent)
@@ -122,29 +128,29 @@ def watch(
             reward = learner.wm.reward(nxt).float().cpu().numpy()
             cont = learner.wm.cont(nxt).float().cpu().numpy()
             u = ens.disagreement(feat, vec).float().cpu().numpy() if ens is not None else np.zeros(n)
-        holder["pending"] = (np.asarray(action), reward, cont, u)
+        pending = (np.asarray(action), reward, cont, u)
         tracker.promise(state, ~np.asarray(obs["is_last"], bool))
         for i in range(n):
             if first[i]:
                 open_eps[i] = []
-            step = {k: np.asarray(obs[k][i]) for k in (*keys, "reward", "is_first", "is_last", "is_terminal")}
-            step["action"] = np.asarray(holder.get("last_action", np.zeros(n, np.int64))[i] if not first[i] else 0)
-            open_eps[i].append(step)
-        holder["last_action"] = np.asarray(action)
+            record(obs, i, 0 if first[i] else int(last_action[i]))
+        last_action = np.asarray(action)
         return action
 
     def on_step(obs: dict[str, np.ndarray], live: np.ndarray) -> None:
         tracker.observe(obs, live)
-        action, reward, cont, u = holder["pending"]
+        action, reward, cont, u = pending
         real_cont = 1.0 - np.asarray(obs["is_terminal"], np.float64)
-        for i in np.flatnonzero(live):
+        for i in map(int, np.flatnonzero(live)):
             a = int(action[i])
+            name = names[a] if a < len(names) else str(a)
+            step = len(open_eps[i]) - 1  # the step the action was taken at
             checks.append(
                 Check(
                     int(episode_ids[i]),
-                    int(holder["count"][i]),
+                    step,
                     a,
-                    names[a] if a < len(names) else str(a),
+                    name,
                     float(reward[i]),
                     float(obs["reward"][i]),
                     float(cont[i]),
@@ -152,15 +158,11 @@ def watch(
                     float(u[i]),
                 )
             )
-            holder["count"][i] += 1
             if obs["is_last"][i]:
-                step = {k: np.asarray(obs[k][i]) for k in (*keys, "reward", "is_first", "is_last", "is_terminal")}
-                step["action"] = np.asarray(a)
-                open_eps[i].append(step)
+                record(obs, i, a)
                 finished.append({k: np.stack([s[k] for s in open_eps[i]]) for k in open_eps[i][0]})
                 open_eps[i] = []
                 episode_ids[i] += n
-                holder["count"][i] = 0
 
     try:
         results = run_episodes(envs, act, episodes, on_step)

@@ -85,6 +85,13 @@ class Learner(nn.Module):
             out[key] = tensor
         return out
 
+    def sequences(self, batch_np: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        """A replayed batch (B, T, ...) as tensors; every window starts from the initial state (``is_first``)."""
+        batch = self.to_tensors(batch_np)
+        batch["is_first"] = batch["is_first"].clone()
+        batch["is_first"][:, 0] = True
+        return batch
+
     def encode_action(self, action: Tensor) -> Tensor:
         """Env actions -> model action vectors (one-hot for discrete ints; float otherwise)."""
         if self.act_space.discrete:
@@ -167,9 +174,7 @@ class Learner(nn.Module):
     def train_step(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
         """One update of all networks on a replayed batch (B, T, ...); returns metrics."""
         cfg = self.cfg
-        batch = self.to_tensors(batch_np)
-        batch["is_first"] = batch["is_first"].clone()
-        batch["is_first"][:, 0] = True  # every sequence starts from the initial state
+        batch = self.sequences(batch_np)
         self.train()
         with self.autocast():
             wm_loss, states, metrics = self.wm.loss(batch)

@@ -90,9 +90,7 @@ def label_actions(
 
 def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: float = 1.0) -> dict[str, float]:
     """Phase 1: one update of world model, behaviour-cloning head, inverse dynamics and critic."""
-    batch = learner.to_tensors(batch_np)
-    batch["is_first"] = batch["is_first"].clone()
-    batch["is_first"][:, 0] = True
+    batch = learner.sequences(batch_np)
     learner.train()
     wm, ac = learner.wm, learner.ac
     metrics: dict[str, Tensor] = {}
@@ -130,9 +128,7 @@ def start_rl(learner: Learner) -> None:
 def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
     """Phase 2: one actor-critic update on rollouts imagined from dataset states (world model frozen)."""
     cfg = learner.cfg
-    batch = learner.to_tensors(batch_np)
-    batch["is_first"] = batch["is_first"].clone()
-    batch["is_first"][:, 0] = True
+    batch = learner.sequences(batch_np)
     learner.train()
     wm = learner.wm
     with learner.autocast():
