@@ -82,8 +82,19 @@ def main() -> None:
         }
         for seed in args.seeds
     ]
+    done_file = ROOT / "correction_crafter" / "seeds.jsonl"
+    done_file.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    same = [r for r in rows if r["settings"] == _settings(jobs[0])]
+    todo = [job for job in jobs if job["seed"] not in {r["seed"] for r in same}]
+    print(f"{len(todo)} seeds to run ({len(same)} finished with these settings)", flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
-        results = sorted(pool.map(run_seed, jobs), key=lambda r: r["seed"])
+        for result in pool.map(run_seed, todo):
+            result["settings"] = _settings(jobs[0])
+            same.append(result)
+            with done_file.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+    results = sorted(same, key=lambda r: r["seed"])
     per_seed = [r["rounds"] for r in results]
     out = {
         "rounds": per_seed[0],
@@ -91,15 +102,31 @@ def main() -> None:
         "seeds": len(per_seed),
         "seed_ids": [r["seed"] for r in results],
         "wall_s": [r["wall_s"] for r in results],
-        "settings": vars(args),
+        "settings": {**_settings(jobs[0]), "seeds": [r["seed"] for r in results]},
+        "summary": [summarise_seed(r["rounds"]) for r in results],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / "correction_crafter.json", json.dumps(out, indent=1))
     plot_rounds(per_seed, RESULTS / "correction_crafter.png")
-    for r in results:
+    for r, summary in zip(results, out["summary"], strict=True):
         rates = [f"{x['exploit_rate']:.4f}" for x in r["rounds"]]
-        scores = [x["real_score"] for x in r["rounds"]]
-        print(f"seed {r['seed']}: exploit rate by round {rates}, score {scores}")
+        scores = [f"{x['real_score']:.2f}" for x in r["rounds"]]
+        print(f"seed {r['seed']}: exploit rate by round {rates}, score {scores}, {summary}")
+
+
+def _settings(job: dict[str, Any]) -> dict[str, Any]:
+    """What makes two seeds' runs comparable (everything but the seed)."""
+    return {k: v for k, v in job.items() if k != "seed"}
+
+
+def summarise_seed(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per round after 0: exploit-rate reduction from round 0 and score change; the rounds meeting both
+    targets (rate down >= 90% and a higher real score)."""
+    base = rounds[0]
+    cut = [1.0 - r["exploit_rate"] / base["exploit_rate"] if base["exploit_rate"] else 0.0 for r in rounds[1:]]
+    gain = [r["real_score"] - base["real_score"] for r in rounds[1:]]
+    met = [i + 1 for i, (c, g) in enumerate(zip(cut, gain, strict=True)) if c >= 0.9 and g > 0]
+    return {"exploit_reduction": cut, "score_gain": gain, "rounds_meeting_both": met}
 
 
 if __name__ == "__main__":

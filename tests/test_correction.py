@@ -27,8 +27,18 @@ from reverie.config import make_config, set_key
 from reverie.correction import Check, auroc, correct, exploit_report, mixed_batch, watch
 from reverie.data import Dataset, record
 from reverie.offline import bc_loss, dataset_replay
+from reverie.report import build_report
 
-REPORT_KEYS = ("round", "real_score", "imagined_return", "real_return", "exploit_rate", "exploits", "uncertainty_auroc")
+REPORT_KEYS = (
+    "round",
+    "real_score",
+    "imagined_return",
+    "real_return",
+    "exploit_rate",
+    "exploits",
+    "uncertainty_auroc",
+    "reward_uncertainty_auroc",
+)
 LAYOUT_KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal")
 
 
@@ -41,9 +51,14 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def check(
-    action_name: str = "noop", predicted: float = 0.0, real: float = 0.0, uncertainty: float = 0.0, step: int = 0
+    action_name: str = "noop",
+    predicted: float = 0.0,
+    real: float = 0.0,
+    uncertainty: float = 0.0,
+    step: int = 0,
+    reward_uncertainty: float = 0.0,
 ) -> Check:
-    return Check(0, step, 0, action_name, predicted, real, 1.0, 1.0, uncertainty)
+    return Check(0, step, 0, action_name, predicted, real, 1.0, 1.0, uncertainty, reward_uncertainty)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +155,14 @@ def test_exploit_report_uncertainty_means_and_auroc() -> None:
     flipped = [check(predicted=1.0, uncertainty=u) for u in (0.1, 0.2)] + [check(uncertainty=0.9)]
     assert exploit_report(flipped)["uncertainty_auroc"] == 0.0
 
+    # The reward uncertainty is scored the same way, independently of the latent one.
+    both = [check(predicted=1.0, uncertainty=0.1, reward_uncertainty=0.5), check(uncertainty=0.9)]
+    both.append(check(uncertainty=0.2, reward_uncertainty=0.25))
+    report = exploit_report(both)
+    assert report["uncertainty_auroc"] == 0.0 and report["reward_uncertainty_auroc"] == 1.0
+    assert report["reward_uncertainty_exploit"] == pytest.approx(0.5)
+    assert report["reward_uncertainty_other"] == pytest.approx(0.125)
+
     honest = exploit_report([check(uncertainty=0.4), check(uncertainty=0.6)])
     assert honest["exploit_rate"] == 0.0 and honest["exploits"] == {} and honest["examples"] == {}
     assert honest["uncertainty_exploit"] is None and honest["uncertainty_other"] == pytest.approx(0.5)
@@ -175,6 +198,7 @@ def test_watch_checks_every_real_step_and_returns_dataset_episodes(
     assert "noop" in names and "make_wood_pickaxe" in names
     assert all(np.isfinite([c.predicted_reward, c.predicted_cont, c.uncertainty]).all() for c in checks)
     assert all(c.uncertainty > 0 for c in checks)  # ensemble of 3: the members never agree exactly
+    assert all(np.isfinite(c.reward_uncertainty) and c.reward_uncertainty >= 0 for c in checks)
 
     by_episode: dict[int, list[Check]] = {}
     for c in checks:
@@ -386,6 +410,9 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert written["seeds"] == 1 and [r["round"] for r in written["rounds"]] == [0, 1]
     assert all(set(REPORT_KEYS) <= set(r) for r in written["rounds"])
     assert (out / "correction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = build_report(out)  # the HTML report's "Correction rounds" section: one row per round
+    assert "Correction rounds" in page and "AUROC reward" in page
+    assert page.count("<tr><td>") >= len(written["rounds"])
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}
 

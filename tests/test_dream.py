@@ -87,7 +87,8 @@ def test_env_checker_passes_on_vectors(vector_run: Path) -> None:
 def test_step_returns_the_heads_predictions(vector_run: Path) -> None:
     env = DreamEnv(str(vector_run), seed=0)
     _, info = env.reset()
-    assert set(info) == {"reward_pred", "cont_pred", "uncertainty", "step", "start"} and info["step"] == 0
+    keys = {"reward_pred", "cont_pred", "uncertainty", "unknown", "reward_uncertainty", "step"}
+    assert set(info) == keys | {"start"} and info["step"] == 0
     assert info["start"] == env.start_info == {"source": "env", "context": 5}
     for t in range(1, 4):
         obs, reward, terminated, truncated, info = env.step(t % 2)
@@ -95,11 +96,31 @@ def test_step_returns_the_heads_predictions(vector_run: Path) -> None:
         with torch.no_grad():
             assert reward == info["reward_pred"] == pytest.approx(float(env.wm.reward(feat)[0]))
             assert info["cont_pred"] == pytest.approx(float(env.wm.cont(feat)[0]))
-        assert 0.0 <= info["cont_pred"] <= 1.0 and info["uncertainty"] is None and info["step"] == t
+        assert 0.0 <= info["cont_pred"] <= 1.0 and info["step"] == t
+        assert info["uncertainty"] is info["unknown"] is info["reward_uncertainty"] is None  # no ensemble
         assert terminated == (info["cont_pred"] < 0.5) and not truncated
         if terminated:
             break
-        assert set(info) == {"reward_pred", "cont_pred", "uncertainty", "step"}
+        assert set(info) == keys
+
+
+def test_step_reports_the_ensembles_doubt(tmp_path_factory: pytest.TempPathFactory, debug_config) -> None:
+    run = tiny_run(tmp_path_factory, debug_config, "ensemble", "model.ensemble=3")
+    env = DreamEnv(str(run), seed=0)
+    _, info = env.reset()
+    assert info["uncertainty"] is info["unknown"] is info["reward_uncertainty"] is None  # no transition yet
+    ens = env.wm.ensemble
+    assert ens is not None and float(ens.threshold) > 0  # calibrated on the run's real transitions
+    state = env.state
+    _, _, _, _, info = env.step(1)
+    with torch.no_grad():
+        want = float(ens.disagreement(env.wm.rssm.feat(state), env.action_vector(1))[0])
+    assert info["uncertainty"] == pytest.approx(want, rel=1e-5) and info["uncertainty"] > 0
+    assert info["unknown"] == (info["uncertainty"] > float(ens.threshold))
+    assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
+    for threshold, unknown in ((1e-12, True), (1e12, False)):
+        ens.threshold.fill_(threshold)
+        assert env.step(0)[4]["unknown"] is unknown
 
 
 def test_same_seed_same_dream_and_global_rng_untouched(pixel_run: Path) -> None:

@@ -29,7 +29,7 @@ from reverie.envs import Space
 from reverie.functional import pmpo_loss
 from reverie.learner import Learner
 from reverie.logger import read_jsonl
-from reverie.world_model import Decoder, Encoder, LatentEnsemble
+from reverie.world_model import Decoder, Encoder, LatentEnsemble, WorldModel
 
 KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal", "action_mask", "reward_mask")
 
@@ -156,6 +156,48 @@ def test_latent_ensemble_disagreement_loss_and_threshold() -> None:
     for head in ens.heads[1:]:
         head.load_state_dict(ens.heads[0].state_dict())
     assert torch.allclose(ens.disagreement(feat, action), torch.zeros(5, 6), atol=1e-10)
+
+
+def test_reward_disagreement_is_the_spread_of_the_members_rewards() -> None:
+    cfg = make_config(["debug"], ["model.ensemble=3"]).model
+    torch.manual_seed(0)
+    wm = WorldModel({"vector": Space(np.float32, (4,))}, 2, cfg)
+    state = wm.rssm.imagine_step(wm.rssm.initial(6), torch.randn(6, 2))
+    action = torch.nn.functional.one_hot(torch.arange(6) % 2, 2).float()
+    with torch.no_grad():
+        zero = wm.reward_disagreement(state, action)
+        assert zero.shape == (6,) and torch.equal(zero, torch.zeros(6))  # zero-initialised reward head
+        last = [m for m in wm.reward_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.normal_(0, 1.0)
+        spread = wm.reward_disagreement(state, action)
+        assert bool((spread > 0).any()) and bool((spread >= 0).all())
+
+        # The spread is over what each member predicts: the same next latent from every member gives 0.
+        for head in wm.ensemble.heads[1:]:
+            head.load_state_dict(wm.ensemble.heads[0].state_dict())
+        assert torch.allclose(wm.reward_disagreement(state, action), torch.zeros(6))
+
+        # A member whose next latent differs only where the reward head does not look changes nothing.
+        wm.reward_head = _ConstantOnStoch(wm.reward_head, wm.rssm.cfg.deter)
+        torch.manual_seed(1)
+        for head in wm.ensemble.heads:
+            for param in head.parameters():
+                param.normal_(0, 1.0)
+        assert torch.allclose(wm.reward_disagreement(state, action), torch.zeros(6))
+
+    alone = WorldModel({"vector": Space(np.float32, (4,))}, 2, make_config(["debug"]).model)
+    assert torch.equal(alone.reward_disagreement(state, action), torch.zeros(6))
+
+
+class _ConstantOnStoch(torch.nn.Module):
+    """A reward head that reads only the recurrent part of the features."""
+
+    def __init__(self, head: torch.nn.Module, deter: int):
+        super().__init__()
+        self.head, self.deter = head, deter
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([feat[..., : self.deter], torch.zeros_like(feat[..., self.deter :])], -1))
 
 
 def test_ensemble_config_errors() -> None:
@@ -509,3 +551,8 @@ def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
     assert agent.config.train.prefill > 0
     assert counters["updates"] - counters["offline_updates"] == counters["agent_steps"] + 1
     assert np.isfinite(agent.last_eval["eval/return"])
+    # Online updates keep the actor's KL to the frozen behaviour-cloning prior, which does not move.
+    assert agent.config.ac.prior_kl > 0
+    logged = [row for row in read_jsonl(logdir / "metrics.jsonl") if "train/ac/prior_kl" in row]
+    assert logged and all(np.isfinite(row["train/ac/prior_kl"]) for row in logged)
+    assert same(state_of(agent.learner.bc_prior), fitted["agent"].learner.bc_prior.state_dict())

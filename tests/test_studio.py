@@ -199,7 +199,7 @@ def test_cli_studio_serves_until_sigterm_and_saves_the_take(pixel_run: Path, tmp
     command += ["--record-to", str(tmp_path)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
-        url, deadline = None, time.monotonic() + 60
+        url, deadline = None, time.monotonic() + 180  # a loaded machine starts python slowly
         while url is None and time.monotonic() < deadline and proc.poll() is None:
             if select.select([proc.stderr], [], [], 1.0)[0]:
                 found = re.search(r"http://127\.0\.0\.1:\d+/", proc.stderr.readline())

@@ -190,7 +190,8 @@ class Dreamer:
         """One gradient update on a batch from replay; returns ``train/...`` metrics."""
         t = self.config.train
         batch = self.replay.sample(t.batch_size, t.batch_length)
-        metrics = self.learner.train_step(batch)
+        # An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
+        metrics = self.learner.train_step(batch, prior=bool(self.counters["rl_started"]))
         self.counters["updates"] += 1
         return {f"train/{k}": v for k, v in metrics.items()}
 

@@ -6,15 +6,16 @@ round of :func:`correct`:
 
 1. runs the policy for a few real episodes while the world model predicts every step alongside
    (:func:`watch`): the reward and continuation it expects from the action just chosen, and the
-   ensemble's disagreement about that transition;
+   ensemble's disagreement about that transition (over the whole next latent, and over the reward
+   the members' next latents would give: :meth:`reverie.world_model.WorldModel.reward_disagreement`);
 2. lists the **exploits**: steps where the model promised reward the game did not give, grouped by
    action (for Crafter, the action names say which achievement was promised), with examples;
 3. adds the real episodes to the training data, oversampled so that a few real steps count
    (``real_frac`` of every batch), fine-tunes the world model, and trains the policy in imagination
    again.
 
-Round 0 is the agent as it came. :func:`auroc` scores how well the ensemble's uncertainty flags the
-exploit steps.
+Round 0 is the agent as it came. :func:`auroc` scores how well each uncertainty flags the exploit
+steps.
 
 Example:
     >>> agent = Dreamer.load("runs/offline")                                        # doctest: +SKIP
@@ -62,6 +63,7 @@ class Check:
     predicted_cont: float
     real_cont: float
     uncertainty: float
+    reward_uncertainty: float = 0.0
     exploit: bool = False
 
 
@@ -128,7 +130,8 @@ def watch(
             reward = learner.wm.reward(nxt).float().cpu().numpy()
             cont = learner.wm.cont(nxt).float().cpu().numpy()
             u = ens.disagreement(feat, vec).float().cpu().numpy() if ens is not None else np.zeros(n)
-        pending = (np.asarray(action), reward, cont, u)
+            ru = learner.wm.reward_disagreement(latent, vec).cpu().numpy()
+        pending = (np.asarray(action), reward, cont, u, ru)
         tracker.promise(state, ~np.asarray(obs["is_last"], bool))
         for i in range(n):
             if first[i]:
@@ -139,7 +142,7 @@ def watch(
 
     def on_step(obs: dict[str, np.ndarray], live: np.ndarray) -> None:
         tracker.observe(obs, live)
-        action, reward, cont, u = pending
+        action, reward, cont, u, ru = pending
         real_cont = 1.0 - np.asarray(obs["is_terminal"], np.float64)
         for i in map(int, np.flatnonzero(live)):
             a = int(action[i])
@@ -156,6 +159,7 @@ def watch(
                     float(cont[i]),
                     float(real_cont[i]),
                     float(u[i]),
+                    float(ru[i]),
                 )
             )
             if obs["is_last"][i]:
@@ -186,17 +190,19 @@ def exploit_report(checks: list[Check], margin: float = 0.5, examples: int = 3) 
     for c in flagged:
         if len(by_class.setdefault(c.action_name, [])) < examples:
             by_class[c.action_name].append(dataclasses.asdict(c))
-    u = np.array([c.uncertainty for c in checks])
     labels = np.array([c.exploit for c in checks], dtype=bool)
-    return {
+    out: dict[str, Any] = {
         "steps": len(checks),
         "exploit_rate": len(flagged) / max(len(checks), 1),
         "exploits": dict(counts.most_common()),
         "examples": by_class,
-        "uncertainty_exploit": float(u[labels].mean()) if labels.any() else None,
-        "uncertainty_other": float(u[~labels].mean()) if (~labels).any() else None,
-        "uncertainty_auroc": auroc(u, labels),
     }
+    for name in ("uncertainty", "reward_uncertainty"):
+        u = np.array([getattr(c, name) for c in checks])
+        out[f"{name}_exploit"] = float(u[labels].mean()) if labels.any() else None
+        out[f"{name}_other"] = float(u[~labels].mean()) if (~labels).any() else None
+        out[f"{name}_auroc"] = auroc(u, labels)
+    return out
 
 
 def _real_replay(episodes: list[dict[str, np.ndarray]], chunk: int, seed: int) -> Replay:
@@ -240,7 +246,8 @@ def correct(
 
     Each report: ``round``, ``real_score`` (Crafter), ``real_return``, ``imagined_return`` and
     ``real_return_h`` (promised vs real over ``ac.horizon`` steps), ``exploit_rate``, ``exploits``,
-    ``examples``, ``uncertainty_auroc`` and the uncertainty on exploit vs other steps, ``real_steps``.
+    ``examples``, ``uncertainty_auroc`` / ``reward_uncertainty_auroc`` and the mean of each uncertainty
+    on exploit vs other steps, ``real_steps``.
     """
     from reverie.data import Dataset
 

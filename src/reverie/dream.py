@@ -92,9 +92,12 @@ class DreamEnv(gymnasium.Env):
             the two start from different states (a recorded moment cannot be restored into the game).
 
     Observations mirror the checkpoint's model inputs: a ``Box`` for one key, a ``Dict`` for several.
-    ``info`` holds ``reward_pred`` and ``cont_pred`` (the heads' outputs), ``uncertainty`` (the world
-    model's ``uncertainty(feat)`` when it has one, else None) and ``step``; the ``info`` of ``reset`` also
-    holds ``start`` (see :attr:`start_info`).
+    ``info`` holds ``reward_pred`` and ``cont_pred`` (the heads' outputs), ``step``, and with a latent
+    ensemble (``model.ensemble`` > 1) the model's doubt about the step just dreamt: ``uncertainty`` (the
+    members' disagreement about the next latent), ``unknown`` (it exceeds the calibrated threshold: the
+    model "does not know") and ``reward_uncertainty`` (spread of the reward the members' next latents
+    give); these are None without an ensemble and after a reset. The ``info`` of ``reset`` also holds
+    ``start`` (see :attr:`start_info`).
 
     Raises:
         ValueError: ``dataset`` was recorded on another env id, or its observation keys, shapes or
@@ -190,9 +193,10 @@ class DreamEnv(gymnasium.Env):
             raise gymnasium.error.ResetNeeded("Call reset() before step() on a DreamEnv.")
         vec = self.action_vector(action)  # (1, A)
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
+            doubt = self._doubt(self.state, vec)
             self.state = self.wm.rssm.imagine_step(self.state, vec)
             self.steps += 1
-            obs, info = self._readout()
+            obs, info = self._readout(doubt)
         terminated = bool(info["cont_pred"] < 0.5)
         truncated = self.steps >= self.max_steps and not terminated
         return obs, info["reward_pred"], terminated, truncated, info
@@ -414,8 +418,22 @@ class DreamEnv(gymnasium.Env):
         start = rssm.initial(1, self.learner.device)
         return rssm.imagine_step(start, torch.zeros(1, self.learner.action_dim, device=self.learner.device))
 
-    def _readout(self) -> tuple[Any, dict[str, Any]]:
-        """Decode the current state into an observation and the heads' predictions."""
+    def _doubt(self, state: State, action: torch.Tensor) -> dict[str, Any]:
+        """The ensemble's uncertainty about the transition from ``state`` with ``action`` (None without one)."""
+        ens = self.wm.ensemble
+        if ens is None:
+            return {"uncertainty": None, "unknown": None, "reward_uncertainty": None}
+        u = float(ens.disagreement(self.wm.rssm.feat(state), action)[0])
+        threshold = float(ens.threshold)
+        return {
+            "uncertainty": u,
+            "unknown": bool(threshold > 0 and u > threshold),
+            "reward_uncertainty": float(self.wm.reward_disagreement(state, action)[0]),
+        }
+
+    def _readout(self, doubt: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """Decode the current state into an observation and the heads' predictions (``doubt``: of the
+        transition that led here, see :meth:`_doubt`; None after a reset)."""
         assert self.state is not None
         feat = self.wm.rssm.feat(self.state)  # (1, F)
         preds = self.wm.decoder(feat)
@@ -429,11 +447,10 @@ class DreamEnv(gymnasium.Env):
                 assert isinstance(box, spaces.Box)
                 obs[key] = np.clip(symexp(pred).cpu().numpy().astype(box.dtype), box.low, box.high)
         self._last_obs = obs
-        uncertainty = getattr(self.wm, "uncertainty", None)
         info = {
             "reward_pred": float(self.wm.reward(feat)[0]),
             "cont_pred": float(self.wm.cont(feat)[0]),
-            "uncertainty": float(uncertainty(feat)[0]) if callable(uncertainty) else None,
+            **(doubt or {"uncertainty": None, "unknown": None, "reward_uncertainty": None}),
             "step": self.steps,
         }
         out = {k: v.copy() for k, v in obs.items()}  # the caller may keep or change what it gets

@@ -171,8 +171,12 @@ class Learner(nn.Module):
                     state = rssm.imagine_step(state, action)
         return {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
 
-    def train_step(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
-        """One update of all networks on a replayed batch (B, T, ...); returns metrics."""
+    def train_step(self, batch_np: dict[str, np.ndarray], prior: bool = False) -> dict[str, float]:
+        """One update of all networks on a replayed batch (B, T, ...); returns metrics.
+
+        With ``prior`` the actor also pays ``ac.prior_kl`` times its KL to the frozen behaviour-cloning
+        prior (an agent that came from :meth:`Dreamer.fit` continuing online).
+        """
         cfg = self.cfg
         batch = self.sequences(batch_np)
         self.train()
@@ -186,7 +190,8 @@ class Learner(nn.Module):
                 reward = self.wm.reward(traj["feat"])  # (N, H+1)
                 cont = self.wm.cont(traj["feat"])
             cont = torch.cat([1.0 - batch["is_terminal"].float().reshape(-1, 1), cont[:, 1:]], 1)
-            actor_loss, critic_loss, ret, ac_metrics = self.ac.imagine_loss(traj, reward, cont)
+            bc_prior = self.bc_prior if prior else None
+            actor_loss, critic_loss, ret, ac_metrics = self.ac.imagine_loss(traj, reward, cont, prior=bc_prior)
             boot = ret[:, 0].reshape(feat.shape[:2])  # (B, T)
             repval = self.ac.repval_loss(feat, batch, boot)
         loss = wm_loss + critic_loss + cfg.ac.repval * repval

@@ -175,6 +175,23 @@ class WorldModel(nn.Module):
         """Predicted probability that the episode continues."""
         return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
 
+    def reward_disagreement(self, state: State, action: Tensor) -> Tensor:
+        """(N,) spread (std) across ensemble members of the reward the next step would give.
+
+        Each member's most likely next latent, with the next recurrent state the dynamics give, goes
+        through the reward head: where the members agree on the latent parts the reward depends on
+        (e.g. whether a crafted item appears) the spread is small, however much they disagree elsewhere.
+        Zeros without an ensemble (``model.ensemble`` < 2).
+        """
+        feat = self.rssm.feat(state)
+        if self.ensemble is None:
+            return torch.zeros(feat.shape[:-1], device=feat.device)
+        deter = self.rssm.core(state, action)  # (N, D)
+        logp = self.ensemble(feat, action)  # (K, N, S, C)
+        mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
+        members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
+        return self.reward(members).float().std(0, unbiased=False)
+
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
     ) -> tuple[State, Tensor, Tensor]:

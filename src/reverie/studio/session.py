@@ -23,7 +23,7 @@ server -> client
 * ``frame`` (after reset and each step): ``step``, ``start`` (where this dream started, e.g.
   ``{"source": "dataset", "episode": 3, "start": 40, "context": 5}``), ``frames`` (dreamed images as
   PNG data URIs), ``vectors`` (dreamed vectors), ``real`` (the real env's frames and vectors, or null), ``reward``,
-  ``cont``, ``uncertainty``, ``return`` (summed predicted reward), ``terminated``, ``truncated``,
+  ``cont``, ``uncertainty``, ``unknown``, ``return`` (summed predicted reward), ``terminated``, ``truncated``,
   ``action``, ``real_reward``, ``real_done``, ``recording``.
 * ``saved`` (a recording take was written as a dataset, see :mod:`reverie.studio.recorder`):
   ``path``, ``episodes``.
@@ -296,6 +296,7 @@ class Session:
             "reward": info["reward_pred"],
             "cont": info["cont_pred"],
             "uncertainty": info["uncertainty"],
+            "unknown": info["unknown"],
             "return": self.ret,
             "terminated": terminated,
             "truncated": truncated,

@@ -223,7 +223,10 @@ function showFrame(msg) {
   $("return").textContent = fmt(msg.return);
   $("cont").value = msg.cont ?? 0;
   $("cont-text").textContent = fmt(msg.cont);
-  $("uncertainty").textContent = msg.uncertainty === null ? "n/a" : fmt(msg.uncertainty);
+  $("uncertainty").textContent =
+    msg.uncertainty === null || msg.uncertainty === undefined
+      ? "n/a"
+      : fmt(msg.uncertainty) + (msg.unknown ? " (the model does not know)" : "");
   $("real-reward").textContent = msg.real_reward === null ? "-" : fmt(msg.real_reward);
   $("dream-view").classList.toggle("over", studio.done);
   if (msg.terminated) note("the model predicts the episode ends (continue < 0.5): Esc resets");
