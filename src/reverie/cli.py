@@ -146,7 +146,6 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
     agent = _new_or_resumed(args, _train_config(args))
     agent.learn()
     result = {"env": agent.config.env.id, "env_steps": agent.counters["env_steps"], **agent.last_eval}

@@ -106,10 +106,9 @@ def watch(
     names = action_names(cfg.env.id, learner.action_dim)
     keys = model_keys(envs.obs_space)
     tracker = PromiseTracker(cfg.ac.horizon, promise_every, learner, head)
-    ens = learner.wm.ensemble
     n = envs.num_envs
     state: PolicyState | None = None
-    pending: tuple[np.ndarray, ...] = ()  # (action, predicted reward, predicted cont, uncertainty) of the step
+    pending: tuple[np.ndarray, ...] = ()  # (action, predicted reward and cont, the two uncertainties) of the step
     last_action = np.zeros(n, np.int64)
     checks: list[Check] = []
     open_eps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]  # steps of each env's episode so far
@@ -125,12 +124,12 @@ def watch(
         action, state, vec = learner.policy(obs, state, False, head)
         with torch.no_grad(), learner.autocast():
             latent = {"deter": state["deter"], "stoch": state["stoch"]}
-            feat = learner.wm.rssm.feat(latent)
-            nxt = learner.wm.rssm.feat(learner.wm.rssm.imagine_step(latent, vec))
+            following = learner.wm.rssm.imagine_step(latent, vec)
+            nxt = learner.wm.rssm.feat(following)
             reward = learner.wm.reward(nxt).float().cpu().numpy()
             cont = learner.wm.cont(nxt).float().cpu().numpy()
-            u = ens.disagreement(feat, vec).float().cpu().numpy() if ens is not None else np.zeros(n)
-            ru = learner.wm.reward_disagreement(latent, vec).cpu().numpy()
+            doubt = learner.wm.doubt(latent, vec, following["deter"])
+            u, ru = (d.cpu().numpy() for d in doubt) if doubt is not None else (np.zeros(n), np.zeros(n))
         pending = (np.asarray(action), reward, cont, u, ru)
         tracker.promise(state, ~np.asarray(obs["is_last"], bool))
         for i in range(n):

@@ -193,10 +193,9 @@ class DreamEnv(gymnasium.Env):
             raise gymnasium.error.ResetNeeded("Call reset() before step() on a DreamEnv.")
         vec = self.action_vector(action)  # (1, A)
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
-            doubt = self._doubt(self.state, vec)
-            self.state = self.wm.rssm.imagine_step(self.state, vec)
+            before, self.state = self.state, self.wm.rssm.imagine_step(self.state, vec)
             self.steps += 1
-            obs, info = self._readout(doubt)
+            obs, info = self._readout(self._doubt(before, vec))
         terminated = bool(info["cont_pred"] < 0.5)
         truncated = self.steps >= self.max_steps and not terminated
         return obs, info["reward_pred"], terminated, truncated, info
@@ -418,17 +417,17 @@ class DreamEnv(gymnasium.Env):
         start = rssm.initial(1, self.learner.device)
         return rssm.imagine_step(start, torch.zeros(1, self.learner.action_dim, device=self.learner.device))
 
-    def _doubt(self, state: State, action: torch.Tensor) -> dict[str, Any]:
-        """The ensemble's uncertainty about the transition from ``state`` with ``action`` (None without one)."""
-        ens = self.wm.ensemble
-        if ens is None:
+    def _doubt(self, before: State, action: torch.Tensor) -> dict[str, Any]:
+        """The ensemble's uncertainty about the step from ``before`` with ``action`` to the current state."""
+        assert self.state is not None
+        doubt = self.wm.doubt(before, action, self.state["deter"])
+        if doubt is None:
             return {"uncertainty": None, "unknown": None, "reward_uncertainty": None}
-        u = float(ens.disagreement(self.wm.rssm.feat(state), action)[0])
-        threshold = float(ens.threshold)
+        u, threshold = float(doubt[0][0]), float(self.wm.ensemble.threshold)  # type: ignore[union-attr]
         return {
             "uncertainty": u,
             "unknown": bool(threshold > 0 and u > threshold),
-            "reward_uncertainty": float(self.wm.reward_disagreement(state, action)[0]),
+            "reward_uncertainty": float(doubt[1][0]),
         }
 
     def _readout(self, doubt: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

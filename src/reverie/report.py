@@ -81,15 +81,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         raise ReportError(f"No run folder at '{run}'.")
     metrics = run / "metrics.jsonl"
     config = _read_json(run / "config.json") or _read_json(run / "checkpoint" / "config.json")
-    if (
-        not metrics.exists()
-        and config is None
-        and not (run / "videos").is_dir()
-        and not (run / "correction.json").exists()
-    ):
-        raise ReportError(
-            f"'{run}' holds no metrics.jsonl, config.json, videos/ or correction.json; is it a run folder?"
-        )
+    if not metrics.exists() and config is None and not (run / "videos").is_dir():
+        raise ReportError(f"'{run}' holds no metrics.jsonl, config.json or videos/; is it a run folder?")
     rows = read_jsonl(metrics) if metrics.exists() else []
     with tempfile.TemporaryDirectory(prefix="reverie-report-") as tmp:
         png = _PngMaker(Path(tmp))

@@ -122,8 +122,12 @@ class LatentEnsemble(nn.Module):
 
     def disagreement(self, feat: Tensor, action: Tensor) -> Tensor:
         """(...) variance across members of the predicted probabilities, summed over latents and classes."""
-        probs = self(feat, action).exp()
-        return probs.var(0, unbiased=False).sum((-2, -1))
+        return self.spread(self(feat, action))
+
+    @staticmethod
+    def spread(logp: Tensor) -> Tensor:
+        """:meth:`disagreement` from the members' log-probabilities (K, ..., S, C)."""
+        return logp.exp().var(0, unbiased=False).sum((-2, -1))
 
     def loss(self, feat: Tensor, action: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy to the next posterior ``target`` (..., S, C) probabilities, over entries with mask 1.
@@ -134,7 +138,7 @@ class LatentEnsemble(nn.Module):
         logp = self(feat.detach(), action.detach())  # (K, ..., S, C)
         ce = -(target.detach() * logp).sum((-2, -1)).mean(0)  # (...)
         with torch.no_grad():
-            disagree = logp.exp().var(0, unbiased=False).sum((-2, -1))
+            disagree = self.spread(logp)
             real = disagree[mask > 0]
             if real.numel():
                 q = torch.quantile(real.float(), self.quantile)
@@ -183,14 +187,22 @@ class WorldModel(nn.Module):
         (e.g. whether a crafted item appears) the spread is small, however much they disagree elsewhere.
         Zeros without an ensemble (``model.ensemble`` < 2).
         """
-        feat = self.rssm.feat(state)
+        doubt = self.doubt(state, action)
+        return torch.zeros(state["deter"].shape[:-1], device=state["deter"].device) if doubt is None else doubt[1]
+
+    def doubt(self, state: State, action: Tensor, next_deter: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """The ensemble's (latent disagreement, :meth:`reward_disagreement`) (N,) about the transition from
+        ``state`` with ``action``, from one pass of the members; None without an ensemble.
+
+        ``next_deter``: the recurrent state after the transition, when the caller has already stepped.
+        """
         if self.ensemble is None:
-            return torch.zeros(feat.shape[:-1], device=feat.device)
-        deter = self.rssm.core(state, action)  # (N, D)
-        logp = self.ensemble(feat, action)  # (K, N, S, C)
+            return None
+        deter = self.rssm.core(state, action) if next_deter is None else next_deter  # (N, D)
+        logp = self.ensemble(self.rssm.feat(state), action)  # (K, N, S, C)
         mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
         members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
-        return self.reward(members).float().std(0, unbiased=False)
+        return LatentEnsemble.spread(logp).float(), self.reward(members).float().std(0, unbiased=False)
 
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
