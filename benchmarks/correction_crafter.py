@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,6 +28,7 @@ OFFLINE = ROOT / "offline_crafter"
 
 def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    logging.basicConfig(level=logging.INFO, format=f"seed {job['seed']} %(asctime)s %(message)s", force=True)
     import torch
 
     torch.set_num_threads(1)
@@ -36,12 +38,14 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     source = OFFLINE / "runs" / f"{job['obs']}_{job['episodes']}_1_wm_s{job['seed']}"
     if not (source / "checkpoint").exists():
         raise SystemExit(f"No offline agent at {source}: run benchmarks/offline_crafter.py first.")
-    work = ROOT / "correction_crafter" / f"{job['obs']}_s{job['seed']}"
+    tag = f"f{job['focus']}_d{job['reward_doubt']}_ft{job['finetune_steps']}"
+    work = ROOT / "correction_crafter" / f"{job['obs']}_s{job['seed']}_{tag}"
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(source / "checkpoint", work / "checkpoint")
     agent = Dreamer.load(work)
     agent.config.run.logdir = str(work)
+    agent.config.offline.reward_doubt = job["reward_doubt"]
     data = OFFLINE / "data" / f"{job['obs']}-{job['episodes']}-a1"
     start = time.time()
     rounds = correct(
@@ -52,6 +56,7 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         job["finetune_steps"],
         job["rl_steps"],
         seed=job["seed"],
+        focus=job["focus"],
     )
     return {"seed": job["seed"], "rounds": rounds, "wall_s": time.time() - start}
 
@@ -65,6 +70,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="real episodes per round")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--rl-steps", type=int, default=300)
+    parser.add_argument("--focus", type=float, default=0.75, help="share of real windows around the model's misses")
+    parser.add_argument(
+        "--reward-doubt", type=float, default=0.0, help="imagined reward minus this times the ensemble's reward doubt"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     from reverie.fileio import write_text
@@ -79,6 +88,8 @@ def main() -> None:
             "episodes_per_round": args.episodes,
             "finetune_steps": args.finetune_steps,
             "rl_steps": args.rl_steps,
+            "focus": args.focus,
+            "reward_doubt": args.reward_doubt,
         }
         for seed in args.seeds
     ]

@@ -24,7 +24,7 @@ from reverie import Dreamer
 from reverie.checkpoint import find_checkpoint
 from reverie.cli import main
 from reverie.config import make_config, set_key
-from reverie.correction import Check, auroc, correct, exploit_report, mixed_batch, watch
+from reverie.correction import Check, RealPlay, auroc, correct, exploit_report, mixed_batch, watch
 from reverie.data import Dataset, record
 from reverie.offline import bc_loss, dataset_replay
 from reverie.report import build_report
@@ -214,12 +214,14 @@ def test_watch_checks_every_real_step_and_returns_dataset_episodes(
         for key in LAYOUT_KEYS:  # exactly what env k emitted, with the action that led to each step
             np.testing.assert_array_equal(ep[key], real[key], err_msg=key)
         np.testing.assert_array_equal(ep["reward"][1:], [c.real_reward for c in own])
+        np.testing.assert_allclose(ep["promised_reward"][1:], [c.predicted_reward for c in own], rtol=1e-6)
+        assert ep["promised_reward"][0] == 0.0
         np.testing.assert_array_equal(1.0 - ep["is_terminal"][1:], [c.real_cont for c in own])
     assert matched == {0, 1, 2}
 
     for ep in episodes:
         length = len(ep["is_first"])
-        assert set(LAYOUT_KEYS) == set(ep)  # the model's keys and the reserved ones; no log/ keys
+        assert {*LAYOUT_KEYS, "promised_reward"} == set(ep)  # the model's keys and the reserved ones; no log/ keys
         assert all(len(v) == length for v in ep.values()) and length == 41
         assert ep["vector"].shape == (41, *agent.learner.obs_space["vector"].shape)
         assert ep["action"][0] == 0 and ep["action"].dtype == np.int64 and ep["reward"][0] == 0.0
@@ -278,7 +280,7 @@ def fake_real_episodes(ds: Dataset, reward: float, length: int | None = None) ->
 
 def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
     data = dataset_replay(crafter_ds, 64, seed=0)
-    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=0)
+    real = RealPlay(fake_real_episodes(crafter_ds, 7.0), seed=0)
     assert not (data.sample(64, 8)["reward"] == 7.0).any()  # the real rows are recognisable
 
     batch = mixed_batch(data, real, 8, 8, real_frac=0.25)
@@ -292,17 +294,52 @@ def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
     np.testing.assert_array_equal(batch["action_mask"][6:], 1.0)  # real actions and rewards are labelled
     np.testing.assert_array_equal(batch["reward_mask"][6:], 1.0)
 
-    short = correction._real_replay(fake_real_episodes(crafter_ds, 7.0, length=5)[:1], 64, seed=0)
-    assert short.longest_stream() == 5  # (episodes follow one another in a stream: one is needed here)
+    short = RealPlay(fake_real_episodes(crafter_ds, 7.0, length=5)[:1], seed=0)
+    assert short.longest_stream() == 5
     for other in (None, short):
         batch = mixed_batch(data, other, 8, 8, real_frac=0.25)  # none, or none as long as a row: all dataset rows
         assert not (batch["reward"] == 7.0).any() and batch["reward"].shape == (8, 8)
         np.testing.assert_array_equal(batch["bc_mask"], np.ones((8, 8)))
 
 
+def test_real_play_aims_windows_at_the_models_misses(crafter_ds: Dataset) -> None:
+    eps = fake_real_episodes(crafter_ds, 0.0)  # 3 episodes of 41 steps
+    for e, ep in enumerate(eps):
+        ep["where"] = 100 * e + np.arange(len(ep["reward"]))  # (episode, step) of every row
+        ep["promised_reward"] = np.zeros(len(ep["reward"]), np.float32)
+    eps[1]["promised_reward"][30] = 0.9  # promised, not given: an exploit
+    eps[2]["reward"][5] = 1.0  # given, not promised: also a miss
+    eps[0]["promised_reward"][12] = 0.3  # within the margin: not a miss
+
+    play = RealPlay(eps, focus=1.0, margin=0.5, seed=0)
+    assert play.misses == [(1, 30), (2, 5)]
+    windows = play.sample(300, 8)
+    assert "promised_reward" not in windows and windows["where"].shape == (300, 8)
+    np.testing.assert_array_equal(np.diff(windows["where"], axis=1), 1)  # inside one episode, in order
+    holds = [{130, 205} & set(row.tolist()) for row in windows["where"]]
+    assert all(len(h) == 1 for h in holds)  # every window holds one of the misses
+    assert {next(iter(h)) for h in holds} == {130, 205}
+    place = [int(np.flatnonzero(row == 130)[0]) for row in windows["where"] if 130 in row]
+    assert len(set(place)) == 8  # at every place in the window, so the model sees what led to it
+    np.testing.assert_array_equal(windows["action_mask"], 1.0)
+    np.testing.assert_array_equal(windows["reward_mask"], 1.0)
+
+    uniform = RealPlay(eps, focus=0.0, margin=0.5, seed=0).sample(600, 8)["where"]
+    share = np.mean([bool({130, 205} & set(row.tolist())) for row in uniform])
+    assert 0.05 < share < 0.35  # 2 * 8 of the 3 * 34 window starts hold a miss: about 0.16
+    assert len({int(row[0]) for row in uniform}) > 60  # starts spread over all episodes
+
+    mixed = RealPlay([{k: v[:5] for k, v in eps[0].items()}, eps[1]], focus=0.0, seed=0)
+    assert mixed.longest_stream() == 41 and (mixed.sample(50, 8)["where"] >= 100).all()  # too short: never drawn
+    with pytest.raises(ValueError, match="No real episode is 42 steps long"):
+        mixed.sample(1, 42)
+    with pytest.raises(ValueError, match="focus must lie in"):
+        RealPlay(eps, focus=1.5)
+
+
 def test_mixed_batch_keeps_a_dataset_row_and_rejects_bad_fractions(crafter_ds: Dataset) -> None:
     data = dataset_replay(crafter_ds, 64, seed=0)
-    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=0)
+    real = RealPlay(fake_real_episodes(crafter_ds, 7.0), seed=0)
     batch = mixed_batch(data, real, 4, 8, real_frac=0.9)  # round(3.6) = 4 rows would leave no recordings
     assert (batch["reward"][3:] == 7.0).all() and batch["bc_mask"][:1].all() and not batch["bc_mask"][1:].any()
     for bad in (1.0, -0.1):
@@ -314,7 +351,7 @@ def test_bc_loss_ignores_rows_with_bc_mask_zero(crafter_ds: Dataset, fitted_run:
     agent, _ = fitted_run
     learner = agent.learner
     data = dataset_replay(crafter_ds, 64, seed=0)
-    real = correction._real_replay(fake_real_episodes(crafter_ds, 7.0), 64, seed=1)
+    real = RealPlay(fake_real_episodes(crafter_ds, 7.0), seed=1)
     batch = learner.to_tensors(mixed_batch(data, real, 8, 8, real_frac=0.25))
     feat = torch.randn(8, 8, agent.feat_dim, generator=torch.Generator().manual_seed(0))  # (B, T, F)
     with torch.no_grad():
@@ -403,7 +440,8 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     shutil.copytree(fitted_run[1], run)
     meta = (run / "checkpoint" / "meta.json").read_text()
     out = tmp_path / "corrected"
-    code, stdout, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *FAST, "--out", out)
+    argv = ("--focus", "0.8", "--set", "offline.reward_doubt=2")
+    code, stdout, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *FAST, *argv, "--out", out)
     assert code == 0, err
 
     written = json.loads((out / "correction.json").read_text())
@@ -417,6 +455,7 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}
 
     corrected = Dreamer.load(out)
+    assert corrected.config.offline.reward_doubt == 2.0  # the policy was trained with the override, and keeps it
     assert find_checkpoint(out) == out / "checkpoint"
     assert corrected.counters["env_steps"] == written["rounds"][-1]["real_steps"]
     assert corrected.counters["updates"] == fitted_run[0].counters["updates"] + 4
@@ -437,6 +476,13 @@ def test_cli_correct_errors(
     assert code == 2 and err.startswith("reverie: error: ")
     one_line(err, str(missing))
     assert not out.exists()
+
+    for override, problem in (("model.units=8", "correct --set takes offline."), ("offline.reward_doubt=-1", ">= 0")):
+        argv = [*FAST, "--set", override]
+        code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *argv, "--out", out)
+        assert code == 2 and err.startswith("reverie: error: ")
+        one_line(err, problem)
+        assert not out.exists()
 
     for flag, value in (("--episodes", "0"), ("--rounds", "-1")):
         argv = [*FAST, flag, value]  # the later flag wins

@@ -205,6 +205,10 @@ def test_ensemble_config_errors() -> None:
         make_config(["debug"], ["model.ensemble=1"])
     with pytest.raises(ConfigError, match="offline.pessimism needs an ensemble"):
         make_config(["debug"], ["offline.pessimism=cut"])
+    with pytest.raises(ConfigError, match="offline.reward_doubt needs an ensemble"):
+        make_config(["debug"], ["offline.reward_doubt=2"])
+    with pytest.raises(ConfigError, match="offline.reward_doubt must be >= 0"):
+        make_config(["debug"], ["model.ensemble=3", "offline.reward_doubt=-1"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -403,6 +407,42 @@ def test_pessimism_cut_and_penalty() -> None:
     learner.cfg.offline.pessimism = "none"
     r, c, _ = offline.pessimism(learner, traj, reward, cont)
     assert torch.equal(r, reward) and torch.equal(c, cont)
+
+
+def test_reward_doubt_penalises_the_rewards_the_members_disagree_on() -> None:
+    cfg = make_config(["debug"], ["model.ensemble=3", "offline.reward_doubt=4"])
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    wm = learner.wm
+    with torch.no_grad():
+        # A reward head that reads the stochastic latent: the members' different modes give different rewards.
+        for param in wm.reward_head[-1].parameters():  # zero at initialisation
+            torch.nn.init.normal_(param, std=1.0)
+        traj = learner.imagine(wm.rssm.initial(6), horizon=4)
+    reward, cont = torch.randn(6, 5), torch.full((6, 5), 0.9)
+    r, c, metrics = offline.pessimism(learner, traj, reward, cont)
+
+    # The doubt of transition t -> t+1, computed from states as watch() and DreamEnv do
+    deter = cfg.model.deter
+    ru = torch.stack(
+        [
+            wm.reward_disagreement(
+                {
+                    "deter": traj["feat"][:, t, :deter],
+                    "stoch": traj["feat"][:, t, deter:].reshape(6, cfg.model.stoch, cfg.model.classes),
+                },
+                traj["action"][:, t],
+            )
+            for t in range(4)
+        ],
+        1,
+    )
+    assert bool((ru > 0).any())
+    assert torch.equal(c, cont) and torch.equal(r[:, 0], reward[:, 0])
+    torch.testing.assert_close(r[:, 1:], reward[:, 1:] - 4.0 * ru)
+    assert metrics["imag/reward_doubt"].item() == pytest.approx(ru.mean().item(), rel=1e-5)
+    learner.cfg.offline.reward_doubt = 0.0
+    r, _, _ = offline.pessimism(learner, traj, reward, cont)
+    assert torch.equal(r, reward)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reverie.checkpoint import CheckpointError, find_checkpoint
-from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key
+from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key, validate
 from reverie.data import cli as data_cli
 from reverie.envs import EnvError
 
@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     cor.add_argument("--rl-steps", type=int, default=300, help="imagination RL updates per round")
     cor.add_argument("--real-frac", type=float, default=0.25, help="share of each batch drawn from real play")
     cor.add_argument("--margin", type=float, default=0.5, help="promised minus real reward that marks an exploit")
+    cor.add_argument("--focus", type=float, default=0.75, help="share of real windows around the model's misses")
+    cor.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="offline.* overrides, e.g. offline.reward_doubt=1"
+    )
     cor.add_argument("--out", help="run folder for the corrected agent and correction.json (default: --from)")
     cor.add_argument("--seed", type=int, default=0)
 
@@ -185,7 +189,18 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise ConfigError(f"correct needs --rounds >= 0 and --episodes >= 1, got {args.rounds} and {args.episodes}.")
     if not 0.0 <= args.real_frac < 1.0:
         raise ConfigError(f"--real-frac must lie in [0, 1), got {args.real_frac}.")
+    if not 0.0 <= args.focus <= 1.0:
+        raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
     agent = Dreamer.load(args.ckpt)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().startswith("offline."):
+            raise ConfigError(
+                f"correct --set takes offline.KEY=VALUE (e.g. offline.reward_doubt=1), got '{item}': the "
+                "model and agent sizes come from the checkpoint."
+            )
+        set_key(agent.config, key.strip(), value.strip())
+    validate(agent.config)
     source = find_checkpoint(args.ckpt)
     run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
     out = Path(args.out) if args.out else run
@@ -201,6 +216,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
             args.real_frac,
             args.margin,
             args.seed,
+            args.focus,
         )
     except DatasetError as err:
         raise ConfigError(str(err)) from None

@@ -241,6 +241,9 @@ class OfflineConfig:
     """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract from rewards, or cut above it."""
     pessimism_scale: float = 1.0
     """Penalty per unit of disagreement (pessimism=penalty)."""
+    reward_doubt: float = 0.0
+    """Subtract this times the ensemble's disagreement about the reward (std across members, in reward
+    units) from imagined rewards: the agent stops chasing rewards the model is unsure of (0: off)."""
     save_every: int = 500
     """Updates between checkpoints."""
     log_every: int = 100
@@ -431,6 +434,11 @@ def validate(cfg: Config) -> None:
         (
             cfg.offline.pessimism == "none" or cfg.model.ensemble > 1,
             "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
+        ),
+        (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
+        (
+            cfg.offline.reward_doubt == 0 or cfg.model.ensemble > 1,
+            "offline.reward_doubt needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
         ),
     ]
     for ok, message in checks:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from reverie.agent import Dreamer
     from reverie.data import Dataset
 
-__all__ = ["Check", "auroc", "correct", "exploit_report", "watch"]
+__all__ = ["Check", "RealPlay", "auroc", "correct", "exploit_report", "watch"]
 
 log = logging.getLogger("reverie.correction")
 
@@ -97,7 +97,8 @@ def watch(
     """Run ``episodes`` real episodes with the model predicting every step alongside.
 
     Returns the episode results, one :class:`Check` per real step, the episodes as arrays (for
-    training, in the dataset layout: ``action[t]`` led to step ``t``) and the promise tracker.
+    training, in the dataset layout: ``action[t]`` led to step ``t``; ``promised_reward[t]`` is the
+    reward the model predicted for that step, 0 at the first) and the promise tracker.
     """
     learner, cfg = agent.learner, agent.config
     if not learner.act_space.discrete:
@@ -110,6 +111,7 @@ def watch(
     state: PolicyState | None = None
     pending: tuple[np.ndarray, ...] = ()  # (action, predicted reward and cont, the two uncertainties) of the step
     last_action = np.zeros(n, np.int64)
+    promised = np.zeros(n, np.float32)  # the model's reward for each env's latest step
     checks: list[Check] = []
     open_eps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]  # steps of each env's episode so far
     finished: list[dict[str, np.ndarray]] = []
@@ -117,7 +119,7 @@ def watch(
 
     def record(obs: dict[str, np.ndarray], i: int, action: int) -> None:
         step = {k: np.asarray(obs[k][i]) for k in (*keys, *RECORD_KEYS)}
-        open_eps[i].append({**step, "action": np.asarray(action)})
+        open_eps[i].append({**step, "action": np.asarray(action), "promised_reward": promised[i].copy()})
 
     def act(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
         nonlocal state, pending, last_action
@@ -135,6 +137,7 @@ def watch(
         for i in range(n):
             if first[i]:
                 open_eps[i] = []
+                promised[i] = 0.0
             record(obs, i, 0 if first[i] else int(last_action[i]))
         last_action = np.asarray(action)
         return action
@@ -146,6 +149,7 @@ def watch(
         for i in map(int, np.flatnonzero(live)):
             a = int(action[i])
             name = names[a] if a < len(names) else str(a)
+            promised[i] = reward[i]
             step = len(open_eps[i]) - 1  # the step the action was taken at
             checks.append(
                 Check(
@@ -204,17 +208,66 @@ def exploit_report(checks: list[Check], margin: float = 0.5, examples: int = 3) 
     return out
 
 
-def _real_replay(episodes: list[dict[str, np.ndarray]], chunk: int, seed: int) -> Replay:
-    replay = Replay(None, capacity=10**7, chunk=chunk, recent_frac=0.0, seed=seed)
-    for ep in episodes:
-        length = len(ep["is_first"])
-        ep = {**ep, "action_mask": np.ones(length, np.float32), "reward_mask": np.ones(length, np.float32)}
-        for t in range(length):
-            replay.add({k: v[t] for k, v in ep.items()}, stream=0)
-    return replay
+class RealPlay:
+    """The real episodes of the rounds so far, sampled as training windows that stay inside one episode.
+
+    A ``focus`` share of the windows is aimed at the model's misses: each holds a step (at a random
+    place in the window) whose real reward differs from ``promised_reward`` by ``margin`` or more, so
+    that the few steps that expose a loophole are seen often, not once in a thousand windows.
+
+    Example:
+        >>> ep = {"is_first": np.arange(40) == 0, "reward": np.zeros(40), "promised_reward": np.eye(40)[30]}
+        >>> play = RealPlay([ep], focus=1.0, seed=0)
+        >>> play.misses, play.longest_stream()
+        ([(0, 30)], 40)
+        >>> windows = play.sample(4, 8)  # every window holds step 30, where the model promised 1 and got 0
+        >>> bool((windows["reward"] == 0).all()), sorted(windows)
+        (True, ['action_mask', 'is_first', 'reward', 'reward_mask'])
+    """
+
+    def __init__(
+        self, episodes: list[dict[str, np.ndarray]], focus: float = 0.75, margin: float = 0.5, seed: int = 0
+    ) -> None:
+        if not 0.0 <= focus <= 1.0:
+            raise ValueError(f"focus must lie in [0, 1] (the share of windows around the model's misses), got {focus}.")
+        self.focus, self.rng = focus, np.random.default_rng(seed)
+        self.episodes: list[dict[str, np.ndarray]] = []
+        self.misses: list[tuple[int, int]] = []  # (episode, step)
+        for i, ep in enumerate(episodes):
+            length = len(ep["is_first"])
+            ep = {k: v for k, v in ep.items() if k != "promised_reward"}
+            ep |= {"action_mask": np.ones(length, np.float32), "reward_mask": np.ones(length, np.float32)}
+            self.episodes.append(ep)
+            if "promised_reward" in episodes[i]:
+                miss = np.abs(episodes[i]["promised_reward"] - ep["reward"]) >= margin
+                self.misses += [(i, int(t)) for t in np.flatnonzero(miss)]
+
+    def longest_stream(self) -> int:
+        """Length of the longest episode (windows are at most this long)."""
+        return max((len(ep["is_first"]) for ep in self.episodes), default=0)
+
+    def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
+        """``batch`` windows of ``length`` steps (B, T, ...) from episodes at least that long."""
+        lengths = np.array([len(ep["is_first"]) for ep in self.episodes])
+        room = np.maximum(lengths - length + 1, 0)  # window starts per episode
+        if not room.sum():
+            raise ValueError(f"No real episode is {length} steps long (the longest has {self.longest_stream()}).")
+        misses = [(i, t) for i, t in self.misses if room[i]]
+        rows = []
+        for _ in range(batch):
+            if misses and self.rng.random() < self.focus:
+                i, t = misses[self.rng.integers(len(misses))]
+                start = int(np.clip(t - self.rng.integers(length), 0, lengths[i] - length))
+            else:
+                i = int(self.rng.choice(len(room), p=room / room.sum()))
+                start = int(self.rng.integers(room[i]))
+            rows.append({k: v[start : start + length] for k, v in self.episodes[i].items()})
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
-def mixed_batch(data: Replay, real: Replay | None, batch: int, length: int, real_frac: float) -> dict[str, np.ndarray]:
+def mixed_batch(
+    data: Replay, real: RealPlay | None, batch: int, length: int, real_frac: float
+) -> dict[str, np.ndarray]:
     """A batch of ``round(real_frac * batch)`` windows of real play and the rest from the dataset; the BC
     head learns only from the dataset rows (``bc_mask``), since real rows are the agent's own actions."""
     if not 0.0 <= real_frac < 1.0:
@@ -223,7 +276,8 @@ def mixed_batch(data: Replay, real: Replay | None, batch: int, length: int, real
     n_real = min(n_real, batch - 1)
     parts = [data.sample(batch - n_real, length)]
     if n_real:
-        parts.append(real.sample(n_real, length))  # type: ignore[union-attr]
+        assert real is not None
+        parts.append(real.sample(n_real, length))
     keys = [k for k in parts[0] if all(k in p for p in parts)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["bc_mask"] = (np.arange(batch) < batch - n_real).astype(np.float32)[:, None].repeat(length, 1)
@@ -240,6 +294,7 @@ def correct(
     real_frac: float = 0.25,
     margin: float = 0.5,
     seed: int = 0,
+    focus: float = 0.75,
 ) -> list[dict[str, Any]]:
     """Run round 0 (the agent as it is) and ``rounds`` correction rounds; returns one report per round.
 
@@ -247,6 +302,10 @@ def correct(
     ``real_return_h`` (promised vs real over ``ac.horizon`` steps), ``exploit_rate``, ``exploits``,
     ``examples``, ``uncertainty_auroc`` / ``reward_uncertainty_auroc`` and the mean of each uncertainty
     on exploit vs other steps, ``real_steps``.
+
+    ``focus``: share of the real windows aimed at a step where the model's reward missed by ``margin``
+    (:class:`RealPlay`). ``offline.reward_doubt`` in the agent's config makes the policy avoid rewards
+    the ensemble is unsure of while it trains in imagination.
     """
     from reverie.data import Dataset
 
@@ -282,7 +341,8 @@ def correct(
         log.info("round %d: exploit rate %.4f, score %s", r, row["exploit_rate"], row["real_score"])
         if r == rounds:
             break
-        real = _real_replay(real_eps, t.replay_chunk, seed + r)
+        real = RealPlay(real_eps, focus, margin, seed + r)
+        log.info("round %d: fine-tuning on %d real steps (%d misses)", r + 1, row["real_steps"], len(real.misses))
         for _ in range(finetune_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
             model_update(agent.learner, batch, cfg.offline.bc_scale)

@@ -157,18 +157,23 @@ def pessimism(
     learner: Learner, traj: dict[str, Tensor], reward: Tensor, cont: Tensor
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Apply ``offline.pessimism`` with the latent ensemble: MOPO-style penalty ``r - scale * u`` or a
-    MOReL-style cut (the rollout ends after a transition whose disagreement exceeds the threshold)."""
-    ens, off = learner.wm.ensemble, learner.cfg.offline
-    if ens is None:
+    MOReL-style cut (the rollout ends after a transition whose disagreement exceeds the threshold); and
+    ``offline.reward_doubt``: ``r - scale * ru`` with ``ru`` the members' disagreement about the reward
+    (:meth:`reverie.world_model.WorldModel.doubt`)."""
+    wm, off = learner.wm, learner.cfg.offline
+    if wm.ensemble is None:
         return reward, cont, {}
-    with torch.no_grad():
-        u = ens.disagreement(traj["feat"][:, :-1], traj["action"][:, :-1]).float()  # (N, H): transition t -> t+1
-    unknown = (u > ens.threshold).float()
-    metrics = {"imag/disagreement": u.mean(), "imag/unknown_frac": unknown.mean()}
+    feat = traj["feat"]
+    with torch.no_grad():  # transition t -> t+1: state t, action t, and the recurrent state the model stepped to
+        u, ru = wm.doubt_feat(feat[:, :-1], traj["action"][:, :-1], feat[:, 1:, : learner.cfg.model.deter])  # (N, H)
+    unknown = (u > wm.ensemble.threshold).float()
+    metrics = {"imag/disagreement": u.mean(), "imag/unknown_frac": unknown.mean(), "imag/reward_doubt": ru.mean()}
     if off.pessimism == "penalty":
         reward = torch.cat([reward[:, :1], reward[:, 1:] - off.pessimism_scale * u], 1)
     elif off.pessimism == "cut":
         cont = torch.cat([cont[:, :1], cont[:, 1:] * (1.0 - unknown)], 1)
+    if off.reward_doubt > 0:
+        reward = torch.cat([reward[:, :1], reward[:, 1:] - off.reward_doubt * ru], 1)
     return reward, cont, metrics
 
 

@@ -199,9 +199,14 @@ class WorldModel(nn.Module):
         if self.ensemble is None:
             return None
         deter = self.rssm.core(state, action) if next_deter is None else next_deter  # (N, D)
-        logp = self.ensemble(self.rssm.feat(state), action)  # (K, N, S, C)
-        mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
-        members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
+        return self.doubt_feat(self.rssm.feat(state), action, deter)
+
+    def doubt_feat(self, feat: Tensor, action: Tensor, next_deter: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`doubt` from features (..., F) of the states, e.g. of an imagined rollout (needs the ensemble)."""
+        assert self.ensemble is not None, "doubt_feat needs model.ensemble > 1"
+        logp = self.ensemble(feat, action)  # (K, ..., S, C)
+        mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, ..., S * C)
+        members = torch.cat([next_deter.expand(len(mode), *next_deter.shape), mode.to(next_deter.dtype)], -1)
         return LatentEnsemble.spread(logp).float(), self.reward(members).float().std(0, unbiased=False)
 
     def observe(
