@@ -242,8 +242,7 @@ class OfflineConfig:
     pessimism_scale: float = 1.0
     """Penalty per unit of disagreement (pessimism=penalty)."""
     reward_doubt: float = 0.0
-    """Subtract this times the ensemble's disagreement about the reward (std across members, in reward
-    units) from imagined rewards: the agent stops chasing rewards the model is unsure of (0: off)."""
+    """Imagined reward minus this times the ensemble's reward disagreement (std across members; 0: off)."""
     save_every: int = 500
     """Updates between checkpoints."""
     log_every: int = 100
