@@ -477,7 +477,7 @@ def test_cli_correct_errors(
     one_line(err, str(missing))
     assert not out.exists()
 
-    for override, problem in (("model.units=8", "correct --set takes offline."), ("offline.reward_doubt=-1", ">= 0")):
+    for override, problem in (("model.units=8", "Only offline.* keys"), ("offline.reward_doubt=-1", ">= 0")):
         argv = [*FAST, "--set", override]
         code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *argv, "--out", out)
         assert code == 2 and err.startswith("reverie: error: ")

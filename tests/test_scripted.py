@@ -87,7 +87,8 @@ def test_action_succeeds_predicts_crafter_both_ways() -> None:
         action = int(rng.choice(CRAFTS)) if kind < 0.5 else int(rng.integers(0, 7))
         predicted = action_succeeds(game, action, rules)
         check = outcome_checker(game, action) if action in CRAFTS else None
-        before = f"inventory {dict(player.inventory)}, sleeping {player.sleeping}, facing {player.facing}"
+        if check is not None:  # the state, for the message should the game disagree
+            before = f"inventory {dict(player.inventory)}, sleeping {player.sleeping}, facing {player.facing}"
         obs = env.step({"action": action})
         if check is not None:
             if check() != predicted:

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reverie.checkpoint import CheckpointError, find_checkpoint
-from reverie.config import Config, ConfigError, all_keys, field_docs, make_config, set_key, validate
+from reverie.config import (
+    Config,
+    ConfigError,
+    all_keys,
+    apply_overrides,
+    field_docs,
+    make_config,
+    set_key,
+    validate,
+)
 from reverie.data import cli as data_cli
 from reverie.envs import EnvError
 
@@ -192,14 +201,10 @@ def cmd_correct(args: argparse.Namespace) -> int:
     if not 0.0 <= args.focus <= 1.0:
         raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
     agent = Dreamer.load(args.ckpt)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().startswith("offline."):
-            raise ConfigError(
-                f"correct --set takes offline.KEY=VALUE (e.g. offline.reward_doubt=1), got '{item}': the "
-                "model and agent sizes come from the checkpoint."
-            )
-        set_key(agent.config, key.strip(), value.strip())
+    try:
+        apply_overrides(agent.config, args.set, section="offline")
+    except ConfigError as err:
+        raise ConfigError(f"correct --set: {err} The model and agent sizes come from the checkpoint.") from None
     validate(agent.config)
     source = find_checkpoint(args.ckpt)
     run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
@@ -261,11 +266,7 @@ def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
         raise ConfigError(f"{names} cannot change a run being resumed; drop them (or start a new run).")
     agent = Dreamer.load(logdir)
     set_key(agent.config, "run.logdir", str(logdir))  # the folder may have moved since it was written
-    for item in args.set:  # explicit overrides still apply on resume (e.g. a longer budget)
-        if "=" not in item:
-            raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.steps=50000.")
-        key, value = item.split("=", 1)
-        set_key(agent.config, key.strip(), value.strip())
+    apply_overrides(agent.config, args.set)  # explicit overrides still apply on resume (e.g. a longer budget)
     if args.steps is not None:
         agent.config.train.steps = args.steps
     log.info("resuming %s at env step %d", logdir, agent.counters["env_steps"])

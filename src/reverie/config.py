@@ -405,13 +405,21 @@ def make_config(presets: list[str] | tuple[str, ...] = (), overrides: list[str] 
             raise ConfigError(f"Unknown preset '{name}'. Known presets: {', '.join(known)}.{hint}")
         for key, value in _flatten(known[name] or {}).items():
             set_key(cfg, key, value)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.batch_size=8.")
-        key, value = item.split("=", 1)
-        set_key(cfg, key.strip(), value.strip())
+    apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section: str | None = None) -> None:
+    """Set each ``section.key=value`` string on ``cfg`` (see :func:`set_key`); with ``section``, only keys of
+    that section are accepted. The caller validates the result."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.batch_size=8.")
+        if section is not None and not key.strip().startswith(f"{section}."):
+            raise ConfigError(f"Only {section}.* keys can be set here, got '{item}'.")
+        set_key(cfg, key.strip(), value.strip())
 
 
 def validate(cfg: Config) -> None:
