@@ -1,9 +1,10 @@
 """The correction loop on Crafter: loopholes of an offline agent at round 0, and how few real rounds close them.
 
 Starts from the offline agents that ``benchmarks/offline_crafter.py`` trained on scripted play (their run
-folders, one per seed), and runs ``reverie.correction.correct`` on a copy of each: round 0 watches the
-agent as it came, then each round plays ``--episodes`` real episodes, fine-tunes the world model with them
-and trains the policy in imagination again. Writes ``benchmarks/results/correction_crafter.json``
+folders, one per seed; ``--source-tag grid`` takes those of its ``--tag grid`` variant), and runs
+``reverie.correction.correct`` on a copy of each: round 0 watches the agent as it came, then each round
+plays ``--episodes`` real episodes, fine-tunes the world model with them and trains the policy in
+imagination again. Writes ``benchmarks/results/correction_crafter.json``
 (``{"rounds": [...seed 0...], "per_seed": [[...], ...], "seeds": n}``) and ``correction_crafter.png``.
 
     python benchmarks/correction_crafter.py --obs symbolic --seeds 0 1 2 --rounds 3 --episodes 20
@@ -35,10 +36,12 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     from reverie import Dreamer
     from reverie.correction import correct
 
-    source = OFFLINE / "runs" / f"{job['obs']}_{job['episodes']}_1_wm_s{job['seed']}"
+    variant = f"_{job['source_tag']}" if job.get("source_tag") else ""
+    source = OFFLINE / "runs" / f"{job['obs']}_{job['episodes']}_1_wm{variant}_s{job['seed']}"
     if not (source / "checkpoint").exists():
         raise SystemExit(f"No offline agent at {source}: run benchmarks/offline_crafter.py first.")
-    tag = f"f{job['focus']}_d{job['reward_doubt']}_ft{job['finetune_steps']}"
+    weight = f"_w{job['miss_weight']:g}" if job.get("miss_weight", 1.0) != 1.0 else ""
+    tag = f"f{job['focus']}_d{job['reward_doubt']}_ft{job['finetune_steps']}{weight}{variant}"
     work = ROOT / "correction_crafter" / f"{job['obs']}_s{job['seed']}_{tag}"
     if work.exists():
         shutil.rmtree(work)
@@ -57,7 +60,9 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
         job["rl_steps"],
         seed=job["seed"],
         focus=job["focus"],
+        miss_weight=job.get("miss_weight", 1.0),
     )
+    agent.save(work / "checkpoint")  # the corrected agent, for a closer look (the offline one stays in its run)
     return {"seed": job["seed"], "rounds": rounds, "wall_s": time.time() - start}
 
 
@@ -73,6 +78,10 @@ def main() -> None:
     parser.add_argument("--focus", type=float, default=0.75, help="share of real windows around the model's misses")
     parser.add_argument(
         "--reward-doubt", type=float, default=0.0, help="imagined reward minus this times the ensemble's reward doubt"
+    )
+    parser.add_argument("--miss-weight", type=float, default=1.0, help="weight of a miss step in the model's losses")
+    parser.add_argument(
+        "--source-tag", default="", help="start from the offline agents of `offline_crafter.py --tag TAG` (e.g. grid)"
     )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -90,6 +99,8 @@ def main() -> None:
             "rl_steps": args.rl_steps,
             "focus": args.focus,
             "reward_doubt": args.reward_doubt,
+            **({"source_tag": args.source_tag} if args.source_tag else {}),
+            **({"miss_weight": args.miss_weight} if args.miss_weight != 1.0 else {}),
         }
         for seed in args.seeds
     ]

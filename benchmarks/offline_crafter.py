@@ -89,7 +89,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         out["fit"] = policy.fit(data, steps=job["bc_steps"])
         out["bc"] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
-        logdir = ROOT / "runs" / f"{job['key'].replace('/', '_')}_{kind}_s{seed}"
+        tag = f"_{job['tag']}" if job.get("tag") else ""
+        logdir = ROOT / "runs" / f"{job['key'].replace('/', '_')}_{kind}{tag}_s{seed}"
         overrides = [
             f"run.logdir={logdir}",
             f"train.seed={seed}",
@@ -179,12 +180,22 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--kinds", nargs="+", default=["wm", "bc"], choices=["wm", "bc"], help="which jobs: world model, raw BC"
+    )
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
     parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="name of a variant (e.g. grid with --set model.vector_codec=crafter_grid): its own runs, jobs and "
+        "results/offline_crafter_<tag>.json",
+    )
     args = parser.parse_args()
 
     ROOT.mkdir(parents=True, exist_ok=True)
-    jobs_file = ROOT / "jobs.jsonl"
+    suffix = f"_{args.tag}" if args.tag else ""
+    jobs_file = ROOT / f"jobs{suffix}.jsonl"
     rows = [json.loads(line) for line in jobs_file.read_text().splitlines()] if jobs_file.exists() else []
     done = {(r["key"], r["kind"], r["seed"]) for r in rows}
     meta_file = ROOT / "meta.json"
@@ -199,7 +210,7 @@ def main() -> None:
                 meta_file.write_text(json.dumps(meta, indent=1))
                 for frac in args.fracs:
                     key = f"{obs}/{episodes}/{frac:g}"
-                    kinds = ["wm", "bc"] + (["wm_idm"] if args.idm and frac < 1 else [])
+                    kinds = list(args.kinds) + (["wm_idm"] if args.idm and frac < 1 else [])
                     for seed in args.seeds:
                         for kind in kinds:
                             if (key, kind, seed) in done:
@@ -217,6 +228,7 @@ def main() -> None:
                                     "time_limit": args.time_limit,
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),
+                                    "tag": args.tag,
                                 }
                             )
     print(f"{len(jobs)} jobs to run ({len(rows)} already done)", flush=True)
@@ -229,11 +241,11 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             scores = {m: row[m]["score"] for m in ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm") if m in row}
             print(f"{row['key']} seed {row['seed']} {row['kind']}: {scores} ({row['wall_s'] / 60:.1f} min)", flush=True)
-            write_results(rows, meta)
-    write_results(rows, meta)
+            write_results(rows, meta, suffix)
+    write_results(rows, meta, suffix)
 
 
-def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_results(rows: list[dict[str, Any]], meta: dict[str, Any], suffix: str = "") -> None:
     """Aggregate the finished jobs into the JSON and the plot (atomically)."""
     from reverie.fileio import write_text
 
@@ -242,8 +254,8 @@ def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         meta["pixel_pipeline_200_minutes"] = (meta["record_s"]["pixels/200"] + pixel[0]["wall_s"]) / 60
     result = aggregate(rows, meta)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
-    plot(result, RESULTS / "offline_crafter.png")
+    write_text(RESULTS / f"offline_crafter{suffix}.json", json.dumps(result, indent=1))
+    plot(result, RESULTS / f"offline_crafter{suffix}.png")
 
 
 if __name__ == "__main__":

@@ -284,7 +284,9 @@ def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
     assert not (data.sample(64, 8)["reward"] == 7.0).any()  # the real rows are recognisable
 
     batch = mixed_batch(data, real, 8, 8, real_frac=0.25)
-    assert set(batch) == set(data.sample(1, 8)) | {"bc_mask"}  # every dataset key, the label masks included
+    # every dataset key, the label masks included; per-step loss weights (no misses here: all 1)
+    assert set(batch) == set(data.sample(1, 8)) | {"bc_mask", "loss_weight"}
+    np.testing.assert_array_equal(batch["loss_weight"], 1.0)
     assert all(v.shape[:2] == (8, 8) for v in batch.values())
     from_real = (batch["reward"] == 7.0).all(1)
     assert from_real.tolist() == [False] * 6 + [True] * 2
@@ -300,6 +302,7 @@ def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
         batch = mixed_batch(data, other, 8, 8, real_frac=0.25)  # none, or none as long as a row: all dataset rows
         assert not (batch["reward"] == 7.0).any() and batch["reward"].shape == (8, 8)
         np.testing.assert_array_equal(batch["bc_mask"], np.ones((8, 8)))
+        assert "loss_weight" not in batch
 
 
 def test_real_play_aims_windows_at_the_models_misses(crafter_ds: Dataset) -> None:
@@ -335,6 +338,49 @@ def test_real_play_aims_windows_at_the_models_misses(crafter_ds: Dataset) -> Non
         mixed.sample(1, 42)
     with pytest.raises(ValueError, match="focus must lie in"):
         RealPlay(eps, focus=1.5)
+
+    weighted = RealPlay(eps, focus=0.5, margin=0.5, seed=0, miss_weight=5.0).sample(200, 8)
+    at_miss = np.isin(weighted["where"], [130, 205])
+    assert at_miss.any() and (weighted["loss_weight"][at_miss] == 5.0).all()
+    assert (weighted["loss_weight"][~at_miss] == 1.0).all()  # step 12 (within the margin) too
+    with pytest.raises(ValueError, match="miss_weight must be >= 1"):
+        RealPlay(eps, miss_weight=0.5)
+
+
+def test_world_model_losses_are_means_weighted_per_step() -> None:
+    from reverie.config import ModelConfig
+    from reverie.envs.base import Space
+    from reverie.functional import twohot_loss
+    from reverie.world_model import WorldModel
+
+    torch.manual_seed(0)
+    wm = WorldModel({"vector": Space(np.float32, (5,))}, 3, ModelConfig(deter=32, hidden=16, units=16, layers=1))
+    batch = {
+        "vector": torch.randn(2, 6, 5),
+        "action": torch.eye(3)[torch.randint(0, 3, (2, 6))],
+        "reward": torch.randn(2, 6),
+        "is_first": torch.zeros(2, 6, dtype=torch.bool),
+        "is_terminal": torch.zeros(2, 6, dtype=torch.bool),
+    }
+    weight = torch.ones(2, 6)
+    weight[1, 4] = 10.0
+    with torch.no_grad():
+        plain = wm.loss(batch)[2]
+        torch.manual_seed(1)
+        _, states, metrics = wm.loss({**batch, "loss_weight": weight})
+        torch.manual_seed(1)
+        same = wm.loss({**batch, "loss_weight": 3.0 * torch.ones(2, 6)})[2]
+        torch.manual_seed(1)
+        even = wm.loss(batch)[2]
+        feat = wm.rssm.feat(states)
+        rew = twohot_loss(wm.reward_head(feat), batch["reward"], wm.bins)
+        rec = wm.decoder.loss(feat, batch)["vector"]
+    assert float(metrics["loss/rew"]) == pytest.approx(float((rew * weight).sum() / weight.sum()), rel=1e-5)
+    assert float(metrics["loss/rec"]) == pytest.approx(float((rec * weight).sum() / weight.sum()), rel=1e-5)
+    assert float(metrics["loss/rec"]) != pytest.approx(float(rec.mean()), rel=1e-3)  # the weighted step counts more
+    for key in ("loss/rew", "loss/rec", "loss/dyn", "loss/rep", "loss/con"):  # equal weights: the plain mean
+        assert float(same[key]) == pytest.approx(float(even[key]), rel=1e-5), key
+    assert set(plain) == set(metrics)
 
 
 def test_mixed_batch_keeps_a_dataset_row_and_rejects_bad_fractions(crafter_ds: Dataset) -> None:
@@ -398,9 +444,18 @@ def test_correct_fine_tunes_between_rounds(
     monkeypatch.setattr(correction, "watch", spy_watch)
     monkeypatch.setattr(correction, "model_update", spy_model)
     monkeypatch.setattr(correction, "imagination_update", spy_imagine)
-    reports = correct(agent, crafter_ds, rounds=1, episodes=2, finetune_steps=3, rl_steps=3)
+    so_far: list[list[int]] = []
+    reports = correct(
+        agent,
+        crafter_ds,
+        rounds=1,
+        episodes=2,
+        finetune_steps=3,
+        rl_steps=3,
+        on_round=lambda rows: so_far.append([r["round"] for r in rows]),
+    )
 
-    assert [r["round"] for r in reports] == [0, 1]
+    assert [r["round"] for r in reports] == [0, 1] and so_far == [[0], [0, 1]]
     for r in reports:
         assert set(REPORT_KEYS) <= set(r)
         assert r["steps"] == 2 * 40 and 0.0 <= r["exploit_rate"] <= 1.0
@@ -417,6 +472,20 @@ def test_correct_fine_tunes_between_rounds(
     assert agent.counters["env_steps"] - counters["env_steps"] == reports[-1]["real_steps"]
     assert agent.counters["updates"] - counters["updates"] == 6
     assert agent.counters["offline_updates"] == counters["offline_updates"]
+
+
+def test_correct_repeats_with_the_same_seed(
+    crafter_ds: Dataset, fitted_run: tuple[Dreamer, Path], tmp_path: Path
+) -> None:
+    def run(name: str, seed: int) -> list[tuple[Any, ...]]:
+        agent = load_copy(fitted_run[1], tmp_path / name)
+        torch.manual_seed(1234 + len(name))  # whatever the global state was before
+        reports = correct(agent, crafter_ds, rounds=1, episodes=2, finetune_steps=2, rl_steps=2, seed=seed)
+        return [(r["exploit_rate"], r["real_return"], r["imagined_return"], r["steps"]) for r in reports]
+
+    first = run("a", 3)
+    assert run("bb", 3) == first  # sampled actions, latents and batches all follow the seed
+    assert run("ccc", 4) != first
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -461,6 +530,27 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert corrected.counters["updates"] == fitted_run[0].counters["updates"] + 4
     assert not same(state_of(corrected.learner.wm), state_of(fitted_run[0].learner.wm))
     assert (run / "checkpoint" / "meta.json").read_text() == meta  # --from is left as it was
+
+
+def test_cli_correct_keeps_finished_rounds_when_a_later_one_crashes(
+    crafter_ds: Dataset,
+    fitted_run: tuple[Dreamer, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash(*args: Any) -> Any:
+        raise RuntimeError("killed while training in imagination")
+
+    monkeypatch.setattr(correction, "imagination_update", crash)
+    out = tmp_path / "corrected"
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cli(capsys, "--from", fitted_run[1], "--data", crafter_ds.folder, *FAST, "--out", out)
+    written = json.loads((out / "correction.json").read_text())
+    assert [r["round"] for r in written["rounds"]] == [0]  # round 0 was watched and kept
+    saved = Dreamer.load(out)
+    assert saved.counters["env_steps"] == fitted_run[0].counters["env_steps"] + written["rounds"][0]["real_steps"]
+    assert same(state_of(saved.learner.wm), state_of(fitted_run[0].learner.wm))  # the agent round 0 watched
 
 
 def test_cli_correct_errors(

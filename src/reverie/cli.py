@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reverie.checkpoint import CheckpointError, find_checkpoint
 from reverie.config import (
@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     cor.add_argument("--real-frac", type=float, default=0.25, help="share of each batch drawn from real play")
     cor.add_argument("--margin", type=float, default=0.5, help="promised minus real reward that marks an exploit")
     cor.add_argument("--focus", type=float, default=0.75, help="share of real windows around the model's misses")
+    cor.add_argument(
+        "--miss-weight",
+        type=float,
+        default=1.0,
+        help="weight of a miss step in the world model's losses (1: like others)",
+    )
     cor.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="offline.* overrides, e.g. offline.reward_doubt=1"
     )
@@ -200,6 +206,8 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise ConfigError(f"--real-frac must lie in [0, 1), got {args.real_frac}.")
     if not 0.0 <= args.focus <= 1.0:
         raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
+    if args.miss_weight < 1.0:
+        raise ConfigError(f"--miss-weight must be >= 1 (1: a miss step counts like any other), got {args.miss_weight}.")
     agent = Dreamer.load(args.ckpt)
     try:
         apply_overrides(agent.config, args.set, section="offline")
@@ -210,6 +218,12 @@ def cmd_correct(args: argparse.Namespace) -> int:
     run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
     out = Path(args.out) if args.out else run
     set_key(agent.config, "run.logdir", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(reports: list[dict[str, Any]]) -> None:  # after every round: a crash loses at most one round
+        write_text(out / "correction.json", json.dumps({"rounds": reports, "seeds": 1}, indent=1))
+        agent.save(out / "checkpoint")
+
     try:
         rounds = correct(
             agent,
@@ -222,13 +236,12 @@ def cmd_correct(args: argparse.Namespace) -> int:
             args.margin,
             args.seed,
             args.focus,
+            on_round=save,
+            miss_weight=args.miss_weight,
         )
     except DatasetError as err:
         raise ConfigError(str(err)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "correction.json", json.dumps({"rounds": rounds, "seeds": 1}, indent=1))
     plot_rounds([rounds], out / "correction.png")
-    agent.save(out / "checkpoint")
     for r in rounds:
         top = ", ".join(f"{k} {v}" for k, v in list(r["exploits"].items())[:3])
         print(f"round {r['round']}: exploit rate {r['exploit_rate']:.4f} ({top}), score {r['real_score']}")

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -214,6 +215,7 @@ class RealPlay:
     A ``focus`` share of the windows is aimed at the model's misses: each holds a step (at a random
     place in the window) whose real reward differs from ``promised_reward`` by ``margin`` or more, so
     that the few steps that expose a loophole are seen often, not once in a thousand windows.
+    ``loss_weight`` is ``miss_weight`` at those steps and 1 elsewhere (see :func:`correct`).
 
     Example:
         >>> ep = {"is_first": np.arange(40) == 0, "reward": np.zeros(40), "promised_reward": np.eye(40)[30]}
@@ -222,14 +224,21 @@ class RealPlay:
         ([(0, 30)], 40)
         >>> windows = play.sample(4, 8)  # every window holds step 30, where the model promised 1 and got 0
         >>> bool((windows["reward"] == 0).all()), sorted(windows)
-        (True, ['action_mask', 'is_first', 'reward', 'reward_mask'])
+        (True, ['action_mask', 'is_first', 'loss_weight', 'reward', 'reward_mask'])
     """
 
     def __init__(
-        self, episodes: list[dict[str, np.ndarray]], focus: float = 0.75, margin: float = 0.5, seed: int = 0
+        self,
+        episodes: list[dict[str, np.ndarray]],
+        focus: float = 0.75,
+        margin: float = 0.5,
+        seed: int = 0,
+        miss_weight: float = 1.0,
     ) -> None:
         if not 0.0 <= focus <= 1.0:
             raise ValueError(f"focus must lie in [0, 1] (the share of windows around the model's misses), got {focus}.")
+        if miss_weight < 1.0:
+            raise ValueError(f"miss_weight must be >= 1 (1: a miss step counts like any other), got {miss_weight}.")
         self.focus, self.rng = focus, np.random.default_rng(seed)
         self.episodes: list[dict[str, np.ndarray]] = []
         self.misses: list[tuple[int, int]] = []  # (episode, step)
@@ -237,10 +246,12 @@ class RealPlay:
             length = len(ep["is_first"])
             ep = {k: v for k, v in ep.items() if k != "promised_reward"}
             ep |= {"action_mask": np.ones(length, np.float32), "reward_mask": np.ones(length, np.float32)}
-            self.episodes.append(ep)
+            miss = np.zeros(length, bool)
             if "promised_reward" in episodes[i]:
                 miss = np.abs(episodes[i]["promised_reward"] - ep["reward"]) >= margin
                 self.misses += [(i, int(t)) for t in np.flatnonzero(miss)]
+            ep["loss_weight"] = np.where(miss, miss_weight, 1.0).astype(np.float32)
+            self.episodes.append(ep)
 
     def longest_stream(self) -> int:
         """Length of the longest episode (windows are at most this long)."""
@@ -278,6 +289,8 @@ def mixed_batch(
     if n_real:
         assert real is not None
         parts.append(real.sample(n_real, length))
+    if n_real:  # the real rows weight their miss steps (RealPlay's miss_weight); recorded steps count 1
+        parts[0]["loss_weight"] = np.ones(parts[0]["is_first"].shape, np.float32)
     keys = [k for k in parts[0] if all(k in p for p in parts)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["bc_mask"] = (np.arange(batch) < batch - n_real).astype(np.float32)[:, None].repeat(length, 1)
@@ -295,6 +308,8 @@ def correct(
     margin: float = 0.5,
     seed: int = 0,
     focus: float = 0.75,
+    on_round: Callable[[list[dict[str, Any]]], None] | None = None,
+    miss_weight: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Run round 0 (the agent as it is) and ``rounds`` correction rounds; returns one report per round.
 
@@ -306,9 +321,17 @@ def correct(
     ``focus``: share of the real windows aimed at a step where the model's reward missed by ``margin``
     (:class:`RealPlay`). ``offline.reward_doubt`` in the agent's config makes the policy avoid rewards
     the ensemble is unsure of while it trains in imagination.
+
+    ``miss_weight``: how much more a miss step counts in the world model's losses than other steps (1:
+    the same), so that the few steps that contradict the recordings weigh against the many that agree.
+
+    ``on_round(reports)`` runs after each round's report, with the agent as it was watched in that round
+    (e.g. to save the agent and the reports so far: a crash loses at most the round in progress).
     """
+    from reverie.agent import seed_everything
     from reverie.data import Dataset
 
+    seed_everything(seed)  # sampled actions and latents: the same seed repeats a run
     if not 0.0 <= real_frac < 1.0:
         raise ValueError(f"real_frac must lie in [0, 1) (the recordings keep a share of each batch), got {real_frac}.")
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
@@ -339,9 +362,11 @@ def correct(
         }
         reports.append(row)
         log.info("round %d: exploit rate %.4f, score %s", r, row["exploit_rate"], row["real_score"])
+        if on_round is not None:
+            on_round(reports)
         if r == rounds:
             break
-        real = RealPlay(real_eps, focus, margin, seed + r)
+        real = RealPlay(real_eps, focus, margin, seed + r, miss_weight)
         log.info("round %d: fine-tuning on %d real steps (%d misses)", r + 1, row["real_steps"], len(real.misses))
         for _ in range(finetune_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)

@@ -2,7 +2,8 @@
 
 A batch is a dict of tensors shaped (B, T, ...): the observation keys, ``action`` (the action that
 led to each step, zero at episode starts), ``reward``, ``is_first``, ``is_terminal``, and optional
-``action_mask`` / ``reward_mask`` (1 where the label exists; recordings may lack either).
+``action_mask`` / ``reward_mask`` (1 where the label exists; recordings may lack either) and
+``loss_weight`` (B, T) (the losses become means weighted per step).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from reverie.envs.base import Space
 from reverie.functional import kl_balance, masked_mean, symlog, twohot_bins, twohot_decode, twohot_loss
 from reverie.nets import MLP, ConvDecoder, ConvEncoder
 from reverie.rssm import RSSM, State
+from reverie.symbolic import GridDecoder, GridEncoder
 
 
 def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
@@ -24,13 +26,27 @@ def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
     return images, vectors
 
 
+def _grid_key(vectors: list[str], cfg: ModelConfig) -> bool:
+    """Whether the vector goes through the Crafter grid codec (``model.vector_codec``); checks there is one."""
+    if cfg.vector_codec != "crafter_grid":
+        return False
+    if len(vectors) != 1:
+        raise ValueError(
+            f"model.vector_codec=crafter_grid reads one crafter-symbolic vector, but the observation has vector keys "
+            f"{vectors}; use model.vector_codec=mlp."
+        )
+    return True
+
+
 class Encoder(nn.Module):
-    """Observations -> one embedding: conv encoder for images, symlog + MLP for vectors."""
+    """Observations -> one embedding: conv encoder for images, symlog + MLP for vectors (or, with
+    ``model.vector_codec=crafter_grid``, :class:`reverie.symbolic.GridEncoder`)."""
 
     def __init__(self, obs_space: dict[str, Space], cfg: ModelConfig):
         super().__init__()
         self.images, self.vectors = split_keys(obs_space)
         self.ndims = {k: len(s.shape) for k, s in obs_space.items()}
+        self.grid = bool(self.vectors) and _grid_key(self.vectors, cfg)
         self.out_dim = 0
         if self.images:
             channels = sum(obs_space[k].shape[-1] for k in self.images)
@@ -39,7 +55,7 @@ class Encoder(nn.Module):
             self.out_dim += self.cnn.out_dim
         if self.vectors:
             width = sum(int(torch.tensor(obs_space[k].shape).prod()) for k in self.vectors)
-            self.mlp = MLP(width, cfg.units, cfg.layers)
+            self.mlp: nn.Module = GridEncoder(width, cfg) if self.grid else MLP(width, cfg.units, cfg.layers)
             self.out_dim += self.mlp.out_dim
 
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
@@ -49,13 +65,14 @@ class Encoder(nn.Module):
         if self.vectors:
             first = obs[self.vectors[0]]
             lead = first.shape[: first.dim() - self.ndims[self.vectors[0]]]
-            flat = [obs[k].reshape(*lead, -1).float() for k in self.vectors]
-            outs.append(self.mlp(symlog(torch.cat(flat, -1))))
+            flat = torch.cat([obs[k].reshape(*lead, -1).float() for k in self.vectors], -1)
+            outs.append(self.mlp(flat) if self.grid else self.mlp(symlog(flat)))
         return torch.cat(outs, -1)
 
 
 class Decoder(nn.Module):
-    """Features -> reconstructions: images in [0, 1] (MSE), vectors in symlog space (MSE)."""
+    """Features -> reconstructions: images in [0, 1] (MSE), vectors in symlog space (MSE; with
+    ``model.vector_codec=crafter_grid``, per-cell cross-entropy by :class:`reverie.symbolic.GridDecoder`)."""
 
     def __init__(self, obs_space: dict[str, Space], feat_dim: int, cfg: ModelConfig):
         super().__init__()
@@ -65,26 +82,36 @@ class Decoder(nn.Module):
             self.channels = [obs_space[k].shape[-1] for k in self.images]
             size = obs_space[self.images[0]].shape[0]
             self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size, stride=cfg.cnn_stride)
+        self.grid: GridDecoder | None = None
         if self.vectors:
             self.sizes = [int(torch.tensor(self.shapes[k]).prod()) for k in self.vectors]
-            self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
+            if _grid_key(self.vectors, cfg):
+                self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
+            else:
+                self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
 
     def forward(self, feat: Tensor) -> dict[str, Tensor]:
         """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space."""
-        out: dict[str, Tensor] = {}
-        lead = feat.shape[:-1]
-        if self.images:
-            imgs = self.cnn(feat).split(self.channels, -1)
-            out.update(dict(zip(self.images, imgs, strict=True)))
+        out = self._images(feat)
         if self.vectors:
-            vecs = self.mlp(feat).float().split(self.sizes, -1)
+            lead = feat.shape[:-1]
+            vecs = (self.grid(feat) if self.grid is not None else self.mlp(feat).float()).split(self.sizes, -1)
             out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
         return out
 
+    def _images(self, feat: Tensor) -> dict[str, Tensor]:
+        if not self.images:
+            return {}
+        return dict(zip(self.images, self.cnn(feat).split(self.channels, -1), strict=True))
+
     def loss(self, feat: Tensor, obs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Per-key squared error summed over each observation's dims: (B, T) per key."""
-        preds = self(feat)
+        """Per-key loss summed over each observation's dims, (B, T) per key: squared error, or the grid
+        codec's cross-entropy (:meth:`reverie.symbolic.GridDecoder.loss`)."""
         losses = {}
+        if self.grid is not None:
+            key = self.vectors[0]
+            losses[key] = self.grid.loss(feat, obs[key].reshape(*obs[key].shape[:2], -1))
+        preds = self(feat) if self.grid is None else self._images(feat)
         for key, pred in preds.items():
             if key in self.images:
                 target = obs[key].float() / 255.0
@@ -231,12 +258,17 @@ class WorldModel(nn.Module):
         con = nn.functional.binary_cross_entropy_with_logits(
             self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
         )
+        weight = batch.get("loss_weight")  # per-step weights (e.g. the correction loop's misses); None: equal
+        reward_mask = batch.get("reward_mask")
+        if weight is not None:
+            weight = weight.float()
+            reward_mask = weight if reward_mask is None else weight * reward_mask.float()
         losses = {
-            "rec": torch.stack(list(rec.values())).sum(0).mean(),
-            "rew": masked_mean(rew, batch.get("reward_mask")),
-            "con": con.mean(),
-            "dyn": dyn.mean(),
-            "rep": rep.mean(),
+            "rec": masked_mean(torch.stack(list(rec.values())).sum(0), weight),
+            "rew": masked_mean(rew, reward_mask),
+            "con": masked_mean(con, weight),
+            "dyn": masked_mean(dyn, weight),
+            "rep": masked_mean(rep, weight),
         }
         scales = {
             "rec": cfg.loss_rec,

@@ -1,0 +1,120 @@
+"""Crafter's symbolic vector read as what it is: a grid of one-hot cells plus a short tail.
+
+``model.vector_codec=crafter_grid`` replaces the vector encoder and decoder of the world model for the
+``crafter-symbolic`` observation (layout in :mod:`reverie.envs.crafter`):
+
+* :class:`GridEncoder`: two 3x3 convolutions over the ``(rows, columns, 19)`` local map (the same
+  filters at every cell, so what is learned about a table next to the player holds wherever the table
+  is), flattened and joined with the inventory/facing/daylight tail, then the usual MLP.
+* :class:`GridDecoder`: per cell, a categorical over the 13 materials and one over "no object" + the 6
+  objects, trained by cross-entropy; the tail by squared error in symlog space as before. A flat
+  squared error over 1,197 mostly-zero entries barely notices a missed cow or table; the per-cell
+  cross-entropy charges ``-log p`` of the true class in every cell.
+
+Both keep the vector contract of :class:`reverie.world_model.Decoder`: ``forward`` returns the vector
+in symlog space (cell probabilities in the vector's one-hot layout), ``loss`` returns (B, T).
+
+Example:
+    >>> from reverie.config import ModelConfig
+    >>> cfg = ModelConfig(units=32, layers=1)
+    >>> enc, dec = GridEncoder(1219, cfg), GridDecoder(48, 1219, cfg)
+    >>> x = torch.zeros(2, 3, 1219)
+    >>> enc(x).shape, dec(torch.zeros(2, 3, 48)).shape
+    (torch.Size([2, 3, 32]), torch.Size([2, 3, 1219]))
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reverie.config import ModelConfig
+from reverie.envs.crafter import MATERIALS, OBJECTS, symbolic_size
+from reverie.functional import symlog
+from reverie.nets import MLP, ChannelNorm, Linear, init_fan_in
+
+__all__ = ["GRID_CHANNELS", "GridDecoder", "GridEncoder", "grid_layout"]
+
+GRID_CHANNELS = 32
+"""Channels of the grid encoder's two convolutions."""
+_MATS, _OBJS = 1 + len(MATERIALS), len(OBJECTS)  # "outside" + 12 materials; 6 objects
+_CELL = _MATS + _OBJS
+
+
+def grid_layout(size: int) -> tuple[int, int]:
+    """(rows, columns) of the local map in a symbolic vector of ``size`` values (crafter's default view).
+
+    Raises:
+        ValueError: ``size`` is not the default view's vector length.
+    """
+    if size != symbolic_size((9, 9)):
+        raise ValueError(
+            f"model.vector_codec=crafter_grid reads crafter-symbolic vectors of {symbolic_size((9, 9))} values "
+            f"(view 9x9), got a vector of {size}; use model.vector_codec=mlp for other observations."
+        )
+    return 7, 9
+
+
+class GridEncoder(nn.Module):
+    """Symbolic Crafter vector (..., N) -> embedding (..., units)."""
+
+    def __init__(self, size: int, cfg: ModelConfig):
+        super().__init__()
+        self.rows, self.cols = grid_layout(size)
+        self.cells = self.rows * self.cols * _CELL
+        convs: list[nn.Module] = []
+        inp = _CELL
+        for _ in range(2):
+            conv = nn.Conv2d(inp, GRID_CHANNELS, 3, padding=1, bias=False)
+            init_fan_in(conv.weight, inp * 9)
+            convs += [conv, ChannelNorm(GRID_CHANNELS), nn.SiLU()]
+            inp = GRID_CHANNELS
+        self.conv = nn.Sequential(*convs)
+        self.mlp = MLP(GRID_CHANNELS * self.rows * self.cols + size - self.cells, cfg.units, cfg.layers)
+        self.out_dim = self.mlp.out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).float()
+        grid = x[:, : self.cells].reshape(-1, self.rows, self.cols, _CELL).permute(0, 3, 1, 2)
+        maps = self.conv(grid).flatten(1)
+        return self.mlp(torch.cat([maps, symlog(x[:, self.cells :])], -1)).reshape(*lead, -1)
+
+
+class GridDecoder(nn.Module):
+    """Features (..., F) -> per-cell material and object logits and the tail (see the module docstring)."""
+
+    def __init__(self, feat_dim: int, size: int, cfg: ModelConfig):
+        super().__init__()
+        self.rows, self.cols = grid_layout(size)
+        self.n_cells = self.rows * self.cols
+        self.tail = size - self.n_cells * _CELL
+        self.mlp = MLP(feat_dim, cfg.units, cfg.layers)
+        self.out = Linear(self.mlp.out_dim, self.n_cells * (_MATS + 1 + _OBJS) + self.tail)
+
+    def logits(self, feat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(materials (..., cells, 13), objects (..., cells, 7: none first), tail in symlog space (..., 22))."""
+        out = self.out(self.mlp(feat)).float()
+        mats, objs, tail = out.split([self.n_cells * _MATS, self.n_cells * (1 + _OBJS), self.tail], -1)
+        lead = feat.shape[:-1]
+        return mats.reshape(*lead, self.n_cells, _MATS), objs.reshape(*lead, self.n_cells, 1 + _OBJS), tail
+
+    def forward(self, feat: Tensor) -> Tensor:
+        """The vector in symlog space: cell probabilities in the one-hot layout, then the tail."""
+        mats, objs, tail = self.logits(feat)
+        cells = torch.cat([mats.softmax(-1), objs.softmax(-1)[..., 1:]], -1)  # (..., cells, 19)
+        return torch.cat([symlog(cells.flatten(-2)), tail], -1)
+
+    def loss(self, feat: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy of each cell's material and object, plus the tail's squared error: (B, T)."""
+        mats, objs, tail = self.logits(feat)
+        lead = target.shape[:-1]
+        cells = target[..., : self.n_cells * _CELL].reshape(*lead, self.n_cells, _CELL).float()
+        mat_class = cells[..., :_MATS].argmax(-1)
+        has_obj = cells[..., _MATS:].amax(-1) > 0
+        obj_class = torch.where(has_obj, cells[..., _MATS:].argmax(-1) + 1, 0)
+        ce = F.cross_entropy(mats.flatten(0, -2), mat_class.flatten(), reduction="none")
+        ce = ce + F.cross_entropy(objs.flatten(0, -2), obj_class.flatten(), reduction="none")
+        err = (tail - symlog(target[..., self.n_cells * _CELL :].float())) ** 2
+        return ce.reshape(*lead, self.n_cells).sum(-1) + err.sum(-1)

@@ -1,0 +1,128 @@
+"""The Crafter grid codec (model.vector_codec=crafter_grid): layout, what it learns, errors, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reverie.config import ConfigError, ModelConfig, make_config
+from reverie.envs.base import Space
+from reverie.functional import symexp
+from reverie.symbolic import GridDecoder, GridEncoder
+from reverie.world_model import WorldModel
+
+CFG = ModelConfig(units=64, layers=1)
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    """(40, 1219) symbolic observations of a wandering player."""
+    pytest.importorskip("crafter")
+    from reverie.envs import CrafterEnv
+
+    env = CrafterEnv(seed=0, symbolic=True)  # cows and zombies come into view
+    rng = np.random.default_rng(0)
+    out = [env.step({"action": 0, "reset": True})["vector"]]
+    for _ in range(39):
+        out.append(env.step({"action": int(rng.integers(1, 6)), "reset": False})["vector"])
+    return np.stack(out)
+
+
+def test_decoder_learns_each_cell_back_into_the_vector_layout(vectors: np.ndarray) -> None:
+    torch.manual_seed(0)
+    x = torch.as_tensor(vectors)
+    feat = torch.eye(len(x))  # one code per observation: the decoder alone has to lay the cells out right
+    dec = GridDecoder(len(x), x.shape[-1], CFG)
+    opt = torch.optim.Adam(dec.parameters(), 3e-3)
+    first = None
+    for _ in range(300):
+        loss = dec.loss(feat[None], x[None]).mean()
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first
+    recon = symexp(dec(feat)).detach().numpy()
+    assert recon.shape == vectors.shape
+    cells, truth = recon[:, :1197].reshape(-1, 63, 19), vectors[:, :1197].reshape(-1, 63, 19)
+    assert (cells[..., :13].argmax(-1) == truth[..., :13].argmax(-1)).all()  # every material in its place
+    has = truth[..., 13:].max(-1) > 0
+    assert has.any() and (cells[..., 13:].max(-1) > 0.5)[has].all() and (cells[..., 13:].max(-1) < 0.5)[~has].all()
+    assert np.abs(recon[:, 1197:] - vectors[:, 1197:]).max() < 0.05  # inventory, facing, daylight, sleeping
+
+
+def test_decoder_loss_is_cross_entropy_per_cell() -> None:
+    dec = GridDecoder(4, 1219, CFG)
+    target = torch.zeros(1, 1, 1219)
+    grid = target[..., :1197].view(1, 1, 63, 19)
+    grid[..., 2] = 1.0  # grass everywhere
+    grid[0, 0, 10, 13] = 1.0  # a cow in cell 10
+    with torch.no_grad():
+        dec.out.weight.zero_()
+        dec.out.bias.zero_()  # uniform: 13 materials, 7 object classes, tail predicted 0
+    tail = torch.log1p(target[..., 1197:])
+    expected = 63 * (np.log(13) + np.log(7)) + float((tail**2).sum())
+    assert float(dec.loss(torch.zeros(1, 1, 4), target)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_encoder_shares_its_filters_across_the_map(vectors: np.ndarray) -> None:
+    torch.manual_seed(0)
+    enc = GridEncoder(1219, CFG)
+    x = torch.as_tensor(vectors[:1])
+    grid = x[:, :1197].reshape(1, 7, 9, 19).permute(0, 3, 1, 2)
+    maps = enc.conv(grid)  # (1, 32, 7, 9)
+    shifted = torch.roll(grid, 1, dims=3)  # the map one column to the right
+    # where neither the wrapped column nor the padding is in reach (two 3x3 convs: 2 cells), the conv
+    # features move with the map: the same filters everywhere
+    assert torch.allclose(enc.conv(shifted)[..., 3:7], torch.roll(maps, 1, dims=3)[..., 3:7], atol=1e-5)
+    assert not torch.allclose(enc.conv(shifted)[..., 3:7], maps[..., 3:7], atol=1e-3)
+    assert enc(x).shape == (1, 64)
+
+
+def test_codec_errors_name_the_fix(one_line) -> None:
+    with pytest.raises(ValueError) as err:
+        GridEncoder(100, CFG)
+    one_line(str(err.value), "1219", "model.vector_codec=mlp")
+    spaces = {"a": Space(np.float32, (1219,), 0, 1), "b": Space(np.float32, (3,))}
+    with pytest.raises(ValueError) as err:
+        WorldModel(spaces, 17, ModelConfig(vector_codec="crafter_grid", units=16, layers=1))
+    one_line(str(err.value), "['a', 'b']", "model.vector_codec=mlp")
+    with pytest.raises(ConfigError, match="vector_codec"):
+        make_config([], ["model.vector_codec=grid"])
+
+
+def test_world_model_with_the_codec_trains_and_reloads(vectors: np.ndarray, tmp_path: Path, debug_config) -> None:
+    from reverie import Dreamer
+    from reverie.envs.crafter import symbolic_size
+
+    cfg = debug_config(tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid")
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    agent = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True))
+    wm = agent.learner.wm
+    assert isinstance(wm.encoder.mlp, GridEncoder) and wm.decoder.grid is not None
+    batch = {
+        "vector": torch.as_tensor(vectors).reshape(4, 10, -1),
+        "action": torch.zeros(4, 10, 17),
+        "reward": torch.zeros(4, 10),
+        "is_first": torch.zeros(4, 10, dtype=torch.bool),
+        "is_terminal": torch.zeros(4, 10, dtype=torch.bool),
+    }
+    batch["is_first"][:, 0] = True
+    opt = torch.optim.Adam(wm.parameters(), 3e-3)
+    losses = []
+    for _ in range(30):
+        total, _, metrics = wm.loss(batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(float(metrics["loss/rec"]))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    again = Dreamer.load(agent.save(tmp_path / "ckpt"))
+    assert again.config.model.vector_codec == "crafter_grid"
+    with torch.no_grad():  # the same latent samples for both
+        a = torch.manual_seed(1) and wm.loss(batch)[0]
+        b = torch.manual_seed(1) and again.learner.wm.loss(batch)[0]
+    assert float(a) == pytest.approx(float(b), rel=1e-4)
