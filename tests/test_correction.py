@@ -138,10 +138,26 @@ def test_exploit_report_marks_counts_and_caps_examples() -> None:
     assert report["examples"]["place_table"][0]["exploit"] is True
     json.dumps(report)  # goes into correction.json as it is
 
+    assert report["outcomes"] == {"unknown": 5}  # these checks carry no inventory effect
+
     again = exploit_report(checks, margin=0.8, examples=1)  # re-marks with the new margin
     assert [c.exploit for c in checks] == [True, True, False, False, True, False, False, False]
     assert again["exploits"] == {"make_wood_pickaxe": 2, "place_table": 1}
     assert [len(v) for v in again["examples"].values()] == [1, 1]
+
+
+def test_exploit_outcomes_say_what_the_game_did() -> None:
+    checks = [
+        dataclasses.replace(check("make_wood_pickaxe", predicted=1.0), effect=False),  # nothing happened
+        dataclasses.replace(check("make_wood_pickaxe", predicted=0.9), effect=False),
+        dataclasses.replace(check("place_table", predicted=1.0), effect=True),  # placed, achievement done before
+        dataclasses.replace(check("move_left", predicted=0.0, real=-0.7), effect=False),  # hurt, not foreseen
+        dataclasses.replace(check("do", predicted=0.0, real=-0.1), effect=False),  # too small a loss to count
+    ]
+    report = exploit_report(checks)
+    assert report["outcomes"] == {"no effect": 2, "effect, no reward": 1, "damage": 1}
+    assert report["exploit_rate"] == 4 / 5 and list(report["outcomes"])[0] == "no effect"
+    assert correction.outcome(check(real=-0.7)) == "damage" and correction.outcome(check()) == "unknown"
 
 
 def test_exploit_report_uncertainty_means_and_auroc() -> None:
@@ -218,6 +234,19 @@ def test_watch_checks_every_real_step_and_returns_dataset_episodes(
         assert ep["promised_reward"][0] == 0.0
         np.testing.assert_array_equal(1.0 - ep["is_terminal"][1:], [c.real_cont for c in own])
     assert matched == {0, 1, 2}
+
+    items = [k for k in sent[0][1] if k.startswith("log/inventory_") and k[14:] not in correction.VITALS]
+    assert len(items) == 12  # sapling, wood, ..., iron_sword
+    for k, own in by_episode.items():  # effect: the inventory (vitals aside) after the step differs from before
+        held = []
+        for _, obs in sent:
+            held.append([obs[key][k] for key in items])
+            if obs["is_last"][k]:
+                break
+        changed = (np.diff(np.array(held), axis=0) != 0).any(-1)
+        assert [c.effect for c in own] == changed.tolist()
+    assert all(not c.effect for c in checks if c.action_name == "noop")
+    assert any(c.effect for c in checks)  # something was collected, e.g. the wood of the rewarded episode
 
     for ep in episodes:
         length = len(ep["is_first"])

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from reverie.agent import Dreamer
     from reverie.data import Dataset
 
-__all__ = ["Check", "RealPlay", "auroc", "correct", "exploit_report", "watch"]
+__all__ = ["Check", "RealPlay", "auroc", "correct", "exploit_report", "outcome", "watch"]
 
 log = logging.getLogger("reverie.correction")
 
@@ -66,6 +66,23 @@ class Check:
     uncertainty: float
     reward_uncertainty: float = 0.0
     exploit: bool = False
+    effect: bool | None = None
+    """Whether the step changed the inventory (vitals aside); None where the env logs no inventory."""
+
+
+VITALS = ("health", "food", "drink", "energy")
+
+
+def outcome(c: Check, margin: float = 0.5) -> str:
+    """What the game did at an exploit step: ``"damage"`` (the real reward fell ``margin`` or more below
+    zero: health lost where the model expected none), ``"no effect"`` (the craft or placement did
+    nothing: materials or table missing), ``"effect, no reward"`` (it worked, but its achievement was
+    unlocked before) or ``"unknown"`` (no inventory logged)."""
+    if c.real_reward <= -margin:
+        return "damage"
+    if c.effect is None:
+        return "unknown"
+    return "effect, no reward" if c.effect else "no effect"
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -118,6 +135,12 @@ def watch(
     finished: list[dict[str, np.ndarray]] = []
     episode_ids = np.arange(n)
 
+    inventory_keys = [k for k in envs.obs_space if k.startswith("log/inventory_") and k[14:] not in VITALS]
+    held = np.zeros((n, len(inventory_keys)))  # each env's inventory when its action was chosen
+
+    def inventory(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.stack([np.asarray(obs[k], np.float64) for k in inventory_keys], -1) if inventory_keys else held
+
     def record(obs: dict[str, np.ndarray], i: int, action: int) -> None:
         step = {k: np.asarray(obs[k][i]) for k in (*keys, *RECORD_KEYS)}
         open_eps[i].append({**step, "action": np.asarray(action), "promised_reward": promised[i].copy()})
@@ -134,6 +157,7 @@ def watch(
             doubt = learner.wm.doubt(latent, vec, following["deter"])
             u, ru = (d.cpu().numpy() for d in doubt) if doubt is not None else (np.zeros(n), np.zeros(n))
         pending = (np.asarray(action), reward, cont, u, ru)
+        held[:] = inventory(obs)
         tracker.promise(state, ~np.asarray(obs["is_last"], bool))
         for i in range(n):
             if first[i]:
@@ -147,6 +171,7 @@ def watch(
         tracker.observe(obs, live)
         action, reward, cont, u, ru = pending
         real_cont = 1.0 - np.asarray(obs["is_terminal"], np.float64)
+        changed = (inventory(obs) != held).any(-1)
         for i in map(int, np.flatnonzero(live)):
             a = int(action[i])
             name = names[a] if a < len(names) else str(a)
@@ -164,6 +189,7 @@ def watch(
                     float(real_cont[i]),
                     float(u[i]),
                     float(ru[i]),
+                    effect=bool(changed[i]) if inventory_keys else None,
                 )
             )
             if obs["is_last"][i]:
@@ -183,8 +209,8 @@ def exploit_report(checks: list[Check], margin: float = 0.5, examples: int = 3) 
     """Mark and count exploits: steps whose predicted reward exceeds the real one by ``margin`` or more.
 
     Returns ``exploit_rate`` (exploits per real step), ``exploits`` ({action name: count}),
-    ``examples`` ({action name: [step records]}), and the uncertainty on exploit steps vs the others
-    with its AUROC for flagging them.
+    ``outcomes`` ({:func:`outcome`: count} over the exploits), ``examples`` ({action name: [step
+    records]}), and the uncertainty on exploit steps vs the others with its AUROC for flagging them.
     """
     for c in checks:
         c.exploit = c.predicted_reward - c.real_reward >= margin
@@ -199,6 +225,7 @@ def exploit_report(checks: list[Check], margin: float = 0.5, examples: int = 3) 
         "steps": len(checks),
         "exploit_rate": len(flagged) / max(len(checks), 1),
         "exploits": dict(counts.most_common()),
+        "outcomes": dict(Counter(outcome(c, margin) for c in flagged).most_common()),
         "examples": by_class,
     }
     for name in ("uncertainty", "reward_uncertainty"):
