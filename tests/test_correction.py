@@ -547,7 +547,9 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert all(set(REPORT_KEYS) <= set(r) for r in written["rounds"])
     assert (out / "correction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = build_report(out)  # the HTML report's "Correction rounds" section: one row per round
-    assert "Correction rounds" in page and "AUROC reward" in page
+    assert "Correction rounds" in page and "AUROC reward" in page and "what the game did" in page
+    for r in written["rounds"]:  # Crafter logs its inventory: every exploit has an outcome, none unknown
+        assert sum(r["outcomes"].values()) == sum(r["exploits"].values()) and "unknown" not in r["outcomes"]
     assert page.count("<tr><td>") >= len(written["rounds"])
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}

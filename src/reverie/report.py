@@ -236,14 +236,15 @@ def _correction(run: Path, png: _PngMaker) -> str:
     rounds = data["rounds"]
     head = "<tr><th>round</th><th>score</th><th>promised</th><th>real</th><th>exploit rate</th>"
     head += "<th>AUROC latent</th><th>AUROC reward</th>"
-    head += "<th>top exploit classes</th></tr>"
+    head += "<th>top exploit classes</th><th>what the game did</th></tr>"
     cells = []
     for r in rounds:
         top = ", ".join(f"{k} ({v})" for k, v in list(r.get("exploits", {}).items())[:4])
+        did = ", ".join(f"{k} ({v})" for k, v in r.get("outcomes", {}).items())
         values = [r.get("round"), r.get("real_score"), r.get("imagined_return"), r.get("real_return_h")]
         values += [r.get("exploit_rate"), r.get("uncertainty_auroc"), r.get("reward_uncertainty_auroc")]
         row = "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{v}</td>" for v in values)
-        cells.append(f"<tr>{row}<td>{html.escape(top)}</td></tr>")
+        cells.append(f"<tr>{row}<td>{html.escape(top)}</td><td>{html.escape(did)}</td></tr>")
     examples = rounds[0].get("examples", {})
     listing = "".join(
         f"<li>{html.escape(name)}: step {e['step']} of episode {e['episode']}, promised reward "
