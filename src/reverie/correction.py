@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from reverie.envs.base import model_keys
+from reverie.envs.crafter import ITEMS
 from reverie.evaluation import EpisodeResults, PromiseTracker, run_episodes
 from reverie.learner import Head, PolicyState
 from reverie.offline import dataset_replay, imagination_update, model_update, start_rl
@@ -70,7 +71,8 @@ class Check:
     """Whether the step changed the inventory (vitals aside); None where the env logs no inventory."""
 
 
-VITALS = ("health", "food", "drink", "energy")
+VITALS = ITEMS[:4]
+"""Crafter's health, food, drink and energy: inventory entries that change without the agent crafting."""
 
 
 def outcome(c: Check, margin: float = 0.5) -> str:
@@ -135,7 +137,8 @@ def watch(
     finished: list[dict[str, np.ndarray]] = []
     episode_ids = np.arange(n)
 
-    inventory_keys = [k for k in envs.obs_space if k.startswith("log/inventory_") and k[14:] not in VITALS]
+    inventory_keys = [f"log/inventory_{name}" for name in ITEMS if name not in VITALS]
+    inventory_keys = [k for k in inventory_keys if k in envs.obs_space]  # none for envs without an inventory
     held = np.zeros((n, len(inventory_keys)))  # each env's inventory when its action was chosen
 
     def inventory(obs: dict[str, np.ndarray]) -> np.ndarray:
