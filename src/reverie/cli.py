@@ -218,9 +218,9 @@ def cmd_correct(args: argparse.Namespace) -> int:
     run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
     out = Path(args.out) if args.out else run
     set_key(agent.config, "run.logdir", str(out))
-    out.mkdir(parents=True, exist_ok=True)
 
     def save(reports: list[dict[str, Any]]) -> None:  # after every round: a crash loses at most one round
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no half-made folder
         write_text(out / "correction.json", json.dumps({"rounds": reports, "seeds": 1}, indent=1))
         agent.save(out / "checkpoint")
 

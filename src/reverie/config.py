@@ -76,8 +76,7 @@ class ModelConfig:
     cnn_stride: bool = False
     """Strided convs (k4, s2) instead of conv(k5) + max-pool: DreamerV2's layout, ~3x cheaper on a CPU."""
     vector_codec: Literal["mlp", "crafter_grid"] = "mlp"
-    """Vector encoder/decoder: symlog MLPs with squared error, or (crafter-symbolic) convs over the local map and
-    a per-cell categorical decoder (:mod:`reverie.symbolic`)."""
+    """Vector codec: symlog MLPs (squared error) or, for crafter-symbolic, map convs + per-cell categoricals."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0
