@@ -141,8 +141,10 @@ def watch(
     inventory_keys = [k for k in inventory_keys if k in envs.obs_space]  # none for envs without an inventory
     held = np.zeros((n, len(inventory_keys)))  # each env's inventory when its action was chosen
 
-    def inventory(obs: dict[str, np.ndarray]) -> np.ndarray:
-        return np.stack([np.asarray(obs[k], np.float64) for k in inventory_keys], -1) if inventory_keys else held
+    def inventory(obs: dict[str, np.ndarray]) -> np.ndarray:  # (N, items held), (N, 0) without an inventory
+        if not inventory_keys:
+            return np.zeros((n, 0))
+        return np.stack([np.asarray(obs[k], np.float64) for k in inventory_keys], -1)
 
     def record(obs: dict[str, np.ndarray], i: int, action: int) -> None:
         step = {k: np.asarray(obs[k][i]) for k in (*keys, *RECORD_KEYS)}
