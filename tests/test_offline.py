@@ -26,7 +26,7 @@ from reverie.cli import main
 from reverie.config import Config, ConfigError, make_config, set_key
 from reverie.data import Dataset, record
 from reverie.envs import Space
-from reverie.functional import pmpo_loss
+from reverie.functional import pmpo_loss, symexp
 from reverie.learner import Learner
 from reverie.logger import read_jsonl
 from reverie.world_model import Decoder, Encoder, LatentEnsemble, WorldModel
@@ -596,3 +596,84 @@ def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
     logged = [row for row in read_jsonl(logdir / "metrics.jsonl") if "train/ac/prior_kl" in row]
     assert logged and all(np.isfinite(row["train/ac/prior_kl"]) for row in logged)
     assert same(state_of(agent.learner.bc_prior), fitted["agent"].learner.bc_prior.state_dict())
+
+
+# ---------------------------------------------------------------------------------------------------
+# 12. Policy heads that read the observation (``ac.obs_input``)
+
+
+def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tmp_path: Path) -> None:
+    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "model.ensemble=0", "train.batch_size=8")
+    agent = Dreamer(cfg, rule_ds.obs_space, rule_ds.act_space["action"])
+    learner = agent.learner
+    assert learner.bc.obs_keys == ["vector"] and learner.ac.actor.obs_keys == ["vector"]
+    assert learner.bc.encoder is not learner.ac.actor.encoder  # each head has its own encoder
+    feat = torch.randn(5, learner.wm.rssm.feat_dim)
+    with pytest.raises(ValueError, match="ac.obs_input"):
+        learner.bc(feat)
+    # The observation changes the policy at the same model state.
+    vec = torch.randn(5, 4)
+    with torch.no_grad():
+        a, b = (learner.bc(feat, {"vector": v}).logits for v in (vec, -vec))
+    assert not torch.allclose(a, b)
+    # Without an observation, the head sees the model's decoded one (vectors back out of symlog space).
+    with torch.no_grad():
+        decoded = learner.decoded_obs(feat, ["vector"])
+        torch.testing.assert_close(decoded["vector"], symexp(learner.wm.decoder(feat)["vector"]))
+        torch.testing.assert_close(learner.head_policy(learner.bc, feat).logits, learner.bc(feat, decoded).logits)
+    # Imagined rollouts carry the decoded observations the policy saw at every step.
+    start = {k: v[:3] for k, v in learner.wm.rssm.initial(3, learner.device).items()}
+    traj = learner.imagine(start, 4, head="bc")
+    assert traj["obs/vector"].shape == (3, 5, 4)
+    torch.testing.assert_close(traj["obs/vector"], learner.decoded_obs(traj["feat"], ["vector"])["vector"])
+
+    # Behaviour cloning trains the head's own encoder on the recorded observations and learns the rule,
+    # which acting on real observations then follows.
+    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
+    encoder = state_of(learner.bc.encoder)
+    history = [offline.model_update(learner, replay.sample(8, 8)) for _ in range(120)]
+    assert not same(state_of(learner.bc.encoder), encoder)
+    assert np.mean([m["bc/accuracy"] for m in history[-20:]]) > 0.85
+    vector = np.random.default_rng(7).normal(0, 0.5, (30, 5, 4)).astype(np.float32)
+    state, hits = None, []
+    for t in range(len(vector)):
+        action, state, _ = learner.policy({"vector": vector[t], "is_first": np.full(5, t == 0)}, state, True, "bc")
+        clear = np.abs(vector[t, :, 2]) > 0.05
+        hits.extend((action == rule(vector[t]))[clear])
+    assert np.mean(hits) > 0.85
+
+    # RL starts from the head, encoder included, and the checkpoint keeps both encoders.
+    offline.start_rl(learner)
+    assert same(state_of(learner.ac.actor), state_of(learner.bc))
+    offline.imagination_update(learner, replay.sample(8, 8), np.random.default_rng(0))
+    assert not same(state_of(learner.ac.actor.encoder), state_of(learner.bc.encoder))
+    agent.save_run()
+    loaded = Dreamer.load(tmp_path / "run")
+    assert same(state_of(loaded.learner.ac.actor), state_of(learner.ac.actor))
+    assert same(state_of(loaded.learner.bc), state_of(learner.bc))
+
+
+def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="offline.data_prior_kl"):
+        offline_config(tmp_path / "bad", "offline.data_prior_kl=-1")
+    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "model.ensemble=0", "offline.data_prior_kl=1.0")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    batch_np = windows(rule_ds, 8)
+    offline.model_update(learner, batch_np)
+    offline.start_rl(learner)
+    batch = learner.sequences(batch_np)
+    with torch.no_grad():
+        states, _, _ = learner.wm.observe(batch)
+        feat = learner.wm.rssm.feat(states)
+        assert offline.data_prior_kl(learner, feat, batch).item() == pytest.approx(0.0, abs=1e-6)  # actor == prior
+        for p in learner.ac.actor.parameters():  # the actor drifts away from its prior
+            p.add_(0.3 * torch.randn_like(p))
+        actor = learner.ac.actor(feat, {"vector": batch["vector"]})
+        prior = learner.bc_prior(feat, {"vector": batch["vector"]})
+        p_a, p_b = actor.logits.exp(), prior.logits.exp()
+        by_hand = (p_a * (p_a.log() - p_b.log())).sum(-1).mean()
+        got = offline.data_prior_kl(learner, feat, batch)
+    assert got.item() > 1e-3
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-4)
+    metrics = offline.imagination_update(learner, batch_np, np.random.default_rng(0))
+    assert metrics["ac/data_prior_kl"] > 0

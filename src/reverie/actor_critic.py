@@ -1,14 +1,16 @@
 """Actor and critic, trained on rollouts imagined by the world model (DreamerV3).
 
 The actor maps model features to a policy: a categorical with 1% unimix over one-hot actions, or a
-bounded normal (mean ``tanh``, std in ``[min_std, max_std]``). The critic predicts a two-hot value
-distribution over symexp bins; a slow EMA copy regularises it.
+bounded normal (mean ``tanh``, std in ``[min_std, max_std]``). With ``ac.obs_input`` it also reads the
+current observation through its own encoder (the real one when acting, the decoded one in imagination).
+The critic predicts a two-hot value distribution over symexp bins; a slow EMA copy regularises it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +28,9 @@ from reverie.functional import (
     unimix_logits,
 )
 from reverie.nets import MLP, soft_update
+
+if TYPE_CHECKING:
+    from reverie.world_model import Encoder
 
 
 def action_dim(space: Space) -> int:
@@ -77,15 +82,36 @@ class Policy:
 
 
 class Actor(nn.Module):
-    """Features -> :class:`Policy`. The output layer starts at scale 0.01 (near-uniform policy)."""
+    """Features (and, with an ``encoder``, observations) -> :class:`Policy`.
 
-    def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig):
+    The output layer starts at scale 0.01 (near-uniform policy). ``encoder`` (an observation encoder
+    with ``out_dim``, ``images`` and ``vectors``) gives the policy its own sharp view of the present next
+    to the model state; ``forward`` then needs ``obs`` in env units (images 0-255, raw vectors).
+    """
+
+    def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig, encoder: Encoder | None = None):
         super().__init__()
         self.cfg, self.discrete = cfg, space.discrete
+        self.encoder = encoder
+        inp = feat_dim + (encoder.out_dim if encoder is not None else 0)
         out = action_dim(space) * (1 if space.discrete else 2)
-        self.net = MLP(feat_dim, cfg.units, cfg.layers, out=out, out_scale=0.01)
+        self.net = MLP(inp, cfg.units, cfg.layers, out=out, out_scale=0.01)
 
-    def forward(self, feat: Tensor) -> Policy:
+    @property
+    def obs_keys(self) -> list[str]:
+        """The observation keys the policy reads (none without an encoder)."""
+        if self.encoder is None:
+            return []
+        return [*self.encoder.images, *self.encoder.vectors]
+
+    def forward(self, feat: Tensor, obs: dict[str, Tensor] | None = None) -> Policy:
+        if self.encoder is not None:
+            if obs is None:
+                raise ValueError(
+                    "This policy reads observations (ac.obs_input=true): pass obs, or call Learner.head_policy, "
+                    "which decodes them from the features."
+                )
+            feat = torch.cat([feat, self.encoder(obs).to(feat.dtype)], -1)
         return Policy(self.net(feat), self.discrete, self.cfg)
 
 
@@ -121,10 +147,10 @@ class ActorCritic(nn.Module):
 
     bins: Tensor
 
-    def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig, bins: int):
+    def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig, bins: int, encoder: Encoder | None = None):
         super().__init__()
         self.cfg = cfg
-        self.actor = Actor(feat_dim, space, cfg)
+        self.actor = Actor(feat_dim, space, cfg, encoder)
         self.critic = Critic(feat_dim, cfg, bins)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.retnorm = ReturnNorm(cfg.retnorm_rate, cfg.retnorm_limit, cfg.retnorm_low, cfg.retnorm_high)
@@ -145,7 +171,8 @@ class ActorCritic(nn.Module):
         """Actor and critic losses on an imagined trajectory.
 
         Args:
-            traj: ``feat`` (N, H+1, F) and ``action`` (N, H+1, A) of the rollout (action t taken at t).
+            traj: ``feat`` (N, H+1, F) and ``action`` (N, H+1, A) of the rollout (action t taken at t), and
+                ``obs/<key>`` (N, H+1, ...) the decoded observations when the actor reads them.
             reward: (N, H+1) predicted reward arriving at each state.
             cont: (N, H+1) continue probability of each state (index 0: the real one).
             prior: a frozen behaviour-cloning actor; with ``cfg.prior_kl > 0`` the actor pays
@@ -162,7 +189,8 @@ class ActorCritic(nn.Module):
         weight = torch.cumprod(cont, 1)[:, :-1].detach()  # chance that state t is still in the episode
         scale = self.retnorm.update(ret)
         adv = (ret - value[:, :-1]) / scale  # (N, H)
-        policy = self.actor(feat[:, :-1].detach() if cfg.actor_grad == "reinforce" else feat[:, :-1])
+        obs = {k[4:]: v[:, :-1].detach() for k, v in traj.items() if k.startswith("obs/")} or None
+        policy = self.actor(feat[:, :-1].detach() if cfg.actor_grad == "reinforce" else feat[:, :-1], obs)
         entropy = policy.entropy()
         if cfg.objective == "pmpo":
             logp = policy.log_prob(action[:, :-1])
@@ -174,7 +202,7 @@ class ActorCritic(nn.Module):
         extra = {}
         if prior is not None and cfg.prior_kl > 0:
             with torch.no_grad():
-                prior_policy = prior(feat[:, :-1].detach())
+                prior_policy = prior(feat[:, :-1].detach(), obs)
             kl = (weight * policy.kl(prior_policy)).mean()
             actor_loss = actor_loss + cfg.prior_kl * kl
             extra["ac/prior_kl"] = kl.detach()

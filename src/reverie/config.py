@@ -135,6 +135,8 @@ class ActorCriticConfig:
     """PMPO weight of the positive-advantage set (1 - alpha on the negative set)."""
     prior_kl: float = 0.0
     """Scale of the reverse KL(policy || frozen behaviour-cloning prior); used once a prior exists."""
+    obs_input: bool = False
+    """Policy heads also read the observation via their own encoder (the decoded one in imagination)."""
     units: int = 64
     """Width of actor and critic MLPs."""
     layers: int = 3
@@ -243,6 +245,8 @@ class OfflineConfig:
     """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract from rewards, or cut above it."""
     pessimism_scale: float = 1.0
     """Penalty per unit of disagreement (pessimism=penalty)."""
+    data_prior_kl: float = 0.0
+    """Scale of KL(actor || BC prior) on the replayed real states and observations, beside the imagined one."""
     reward_doubt: float = 0.0
     """Imagined reward minus this times the ensemble's reward disagreement (std across members; 0: off)."""
     save_every: int = 500
@@ -445,6 +449,7 @@ def validate(cfg: Config) -> None:
             "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
         ),
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
+        (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
         (
             cfg.offline.reward_doubt == 0 or cfg.model.ensemble > 1,
             "offline.reward_doubt needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",

@@ -217,7 +217,7 @@ class DreamEnv(gymnasium.Env):
         if self.state is None:
             raise gymnasium.error.ResetNeeded("Call reset() before agent_action() on a DreamEnv.")
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
-            policy = self.learner.ac.actor(self.wm.rssm.feat(self.state))
+            policy = self.learner.head_policy(self.learner.ac.actor, self.wm.rssm.feat(self.state))
             vec = policy.mode() if deterministic else policy.sample()
         action = self.learner.decode_action(vec.float())[0]
         return int(action) if self.learner.act_space.discrete else action

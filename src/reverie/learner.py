@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim
 from reverie.config import Config
 from reverie.envs.base import Space
+from reverie.functional import symexp
 from reverie.nets import MLP
 from reverie.optim import make_optimizer
 from reverie.rssm import State
-from reverie.world_model import WorldModel
+from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
 Head = Literal["actor", "bc"]
@@ -49,8 +50,8 @@ class Learner(nn.Module):
         self.action_dim = action_dim(act_space)
         self.wm = WorldModel(obs_space, self.action_dim, cfg.model)
         feat = self.wm.rssm.feat_dim
-        self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins)
-        self.bc = Actor(feat, act_space, cfg.ac)
+        self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins, self._policy_encoder())
+        self.bc = Actor(feat, act_space, cfg.ac, self._policy_encoder())
         """Behaviour-cloning policy head on model features (trained offline on labelled steps)."""
         self.bc_prior = copy.deepcopy(self.bc).requires_grad_(False)
         """Frozen copy of ``bc`` taken when imagination RL starts: the prior the actor is kept near."""
@@ -73,6 +74,10 @@ class Learner(nn.Module):
         ]
         self.opt = make_optimizer(groups, o)
         self.updates = 0
+
+    def _policy_encoder(self) -> Encoder | None:
+        """A policy head's own observation encoder (``ac.obs_input``), built like the model's."""
+        return Encoder(self.obs_space, self.cfg.model) if self.cfg.ac.obs_input else None
 
     # ----------------------------------------------------------------- data conversion
     def to_tensors(self, data: dict[str, Any]) -> dict[str, Tensor]:
@@ -147,29 +152,53 @@ class Learner(nn.Module):
         """
         actor = self.actor(head)
         latent = self.filter(obs, state)
+        seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) if actor.obs_keys else None
         with self.autocast():
-            policy: Policy = actor(self.wm.rssm.feat(latent))
+            policy: Policy = actor(self.wm.rssm.feat(latent), seen)
             action = policy.mode() if deterministic else policy.sample()
         action = action.float().detach()
         new_state = {"deter": latent["deter"].float(), "stoch": latent["stoch"].float(), "action": action}
         return self.decode_action(action), new_state, action
 
+    @torch.no_grad()
+    def decoded_obs(self, feat: Tensor, keys: list[str]) -> dict[str, Tensor]:
+        """The model's picture of the observation behind ``feat`` (..., F), in env units: images 0-255
+        (float), vectors back out of symlog space. What a policy with ``ac.obs_input`` sees in imagination."""
+        pred = self.wm.decoder(feat)
+        return {
+            k: pred[k].float().clamp(0, 1) * 255.0 if k in self.wm.decoder.images else symexp(pred[k].float())
+            for k in keys
+        }
+
+    def head_policy(self, actor: Actor, feat: Tensor, obs: dict[str, Tensor] | None = None) -> Policy:
+        """``actor``'s policy at ``feat``; a policy that reads observations gets the decoded ones unless
+        ``obs`` is given."""
+        if actor.obs_keys and obs is None:
+            obs = self.decoded_obs(feat.detach(), actor.obs_keys)
+        return actor(feat, obs)
+
     # ----------------------------------------------------------------- learning
     def imagine(self, start: State, horizon: int, head: Head = "actor") -> dict[str, Tensor]:
-        """Roll the policy in the model from N start states: features and actions (N, H+1, ...)."""
+        """Roll the policy in the model from N start states: features and actions (N, H+1, ...), and
+        ``obs/<key>``, the decoded observations, when the policy reads them (``ac.obs_input``)."""
         rssm, actor = self.wm.rssm, self.actor(head)
         grad = self.cfg.ac.actor_grad == "dynamics"
         state = {k: v.detach() for k, v in start.items()}
         feats, actions = [], []
+        seen: dict[str, list[Tensor]] = {k: [] for k in actor.obs_keys}
         with torch.set_grad_enabled(grad):
             for t in range(horizon + 1):
                 feat = rssm.feat(state)
-                action = actor(feat if grad else feat.detach()).sample()
+                obs = self.decoded_obs(feat.detach(), actor.obs_keys) if seen else None
+                action = actor(feat if grad else feat.detach(), obs).sample()
                 feats.append(feat)
                 actions.append(action)
+                for k, v in (obs or {}).items():
+                    seen[k].append(v)
                 if t < horizon:
                     state = rssm.imagine_step(state, action)
-        return {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
+        traj = {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
+        return traj | {f"obs/{k}": torch.stack(v, 1) for k, v in seen.items()}
 
     def train_step(self, batch_np: dict[str, np.ndarray], prior: bool = False) -> dict[str, float]:
         """One update of all networks on a replayed batch (B, T, ...); returns metrics.

@@ -48,7 +48,8 @@ def bc_loss(actor: Actor, feat: Tensor, batch: dict[str, Tensor]) -> tuple[Tenso
         mask = mask * batch["action_mask"][:, 1:].float()
     if "bc_mask" in batch:  # rows of the agent's own play are not demonstrations
         mask = mask * batch["bc_mask"][:, 1:].float()
-    policy = actor(feat[:, :-1])
+    obs = {k: batch[k][:, :-1] for k in actor.obs_keys} or None  # a policy's own view (``ac.obs_input``)
+    policy = actor(feat[:, :-1], obs)
     target = batch["action"][:, 1:]
     loss = -masked_mean(policy.log_prob(target), mask)
     metrics = {"bc/loss": loss.detach(), "bc/labelled_frac": mask.mean()}
@@ -146,11 +147,26 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
         cont = torch.cat([1.0 - terminal[:, None], cont[:, 1:]], 1)
         reward, cont, pess = pessimism(learner, traj, reward, cont)
         actor_loss, critic_loss, _, metrics = learner.ac.imagine_loss(traj, reward, cont, prior=learner.bc_prior)
+        if cfg.offline.data_prior_kl > 0:  # stay near the prior where the actor will act: real states, real obs
+            kl = data_prior_kl(learner, wm.rssm.feat(states).detach(), batch)
+            actor_loss = actor_loss + cfg.offline.data_prior_kl * kl
+            metrics["ac/data_prior_kl"] = kl.detach()
     ac = learner.ac
     _step(learner, actor_loss + critic_loss, [*ac.actor.parameters(), *ac.critic.parameters()])
     metrics.update(pess)
     metrics.update({"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach()})
     return _floats(metrics)
+
+
+def data_prior_kl(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """Mean KL(actor || BC prior) over the replayed real states ``feat`` (B, T, F) with their recorded
+    observations. The imagined KL sees decoded observations only; an actor that reads observations
+    (``ac.obs_input``) can drift on real ones while staying close on those."""
+    actor = learner.ac.actor
+    obs = {k: batch[k] for k in actor.obs_keys} or None
+    with torch.no_grad():
+        prior = learner.bc_prior(feat, obs)
+    return actor(feat, obs).kl(prior).mean()
 
 
 def pessimism(

@@ -1,0 +1,121 @@
+"""Re-run only the imagination-RL phase of finished ``offline_crafter.py`` agents, with other RL settings.
+
+During RL the world model and the behaviour-cloning head are frozen, so a finished run's checkpoint holds
+them exactly as they were when RL began. This script copies each seed's agent, rewinds its offline-update
+counter to the start of the RL phase, lets ``Dreamer.fit`` start RL again from the BC head (actor and
+prior reset to it; the critic and the return normaliser keep what the first RL phase learned) with the
+``--set`` overrides, and evaluates the new actor in the real game as ``offline_crafter.py`` does.
+
+    python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
+
+Writes ``benchmarks/results/offline_rl_phase_<tag>.json``: per seed the new actor's score and success
+rates next to the source run's BC head and RL actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from offline_crafter import ENV_IDS, RESULTS, ROOT, _eval_summary, dataset_path
+
+
+def source_dir(obs: str, episodes: int, frac: float, tag: str, seed: int) -> Path:
+    suffix = f"_{tag}" if tag else ""
+    return ROOT / "runs" / f"{obs}_{episodes}_{frac:g}_wm{suffix}_s{seed}"
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import torch
+
+    torch.set_num_threads(1)
+    from reverie import Dreamer
+    from reverie.config import set_key
+    from reverie.data import Dataset
+
+    src = Path(job["source"])
+    logdir = src.with_name(f"{src.name}_rl_{job['tag']}")
+    start = time.time()
+    first = Dreamer.load(src)
+    cfg = first.config
+    set_key(cfg, "run.logdir", str(logdir))
+    for item in job["extra"]:
+        key, value = item.split("=", 1)
+        set_key(cfg, key, value)
+    total = first.counters["offline_updates"]
+    agent = Dreamer.load(src, config=cfg)
+    if not (logdir / "checkpoint").exists():  # otherwise: resume the rerun where it stopped
+        rl_start = int(round(total * (1.0 - cfg.offline.rl_frac)))
+        agent.counters.update(offline_updates=rl_start, updates=rl_start, rl_started=0)
+    else:
+        agent = Dreamer.load(logdir)
+    agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"])), steps=total)
+    metrics = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
+    return {**job, "wm_bc_rl": _eval_summary(metrics), "wall_s": time.time() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--obs", default="symbolic", choices=list(ENV_IDS))
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--frac", type=float, default=1.0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--source-tag", default="", help="the offline_crafter.py --tag of the agents")
+    parser.add_argument("--tag", required=True, help="name of this RL variant (logdir suffix, results file)")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for the new RL phase")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=3)
+    args = parser.parse_args()
+
+    jobs = []
+    for seed in args.seeds:
+        src = source_dir(args.obs, args.episodes, args.frac, args.source_tag, seed)
+        if not (src / "checkpoint").exists():
+            raise SystemExit(f"No finished run at {src}: run offline_crafter.py with --tag {args.source_tag} first.")
+        jobs.append(
+            {
+                "obs": args.obs,
+                "episodes": args.episodes,
+                "frac": args.frac,
+                "seed": seed,
+                "source": str(src),
+                "tag": args.tag,
+                "extra": args.set,
+                "eval_episodes": args.eval_episodes,
+            }
+        )
+    with ProcessPoolExecutor(args.workers) as pool:
+        rows = list(pool.map(run_job, jobs))
+    source_file = RESULTS / f"offline_crafter{'_' + args.source_tag if args.source_tag else ''}.json"
+    source = json.loads(source_file.read_text()) if source_file.exists() else {}
+    key = f"{args.obs}/{args.episodes}/{args.frac:g}"
+    before = source.get(key, {})
+    out: dict[str, Any] = {"setting": key, "source_tag": args.source_tag, "overrides": args.set, "seeds": {}}
+    for row in rows:
+        seed = row["seed"]
+        entry = {"wm_bc_rl": row["wm_bc_rl"], "wall_s": row["wall_s"]}
+        for method in ("wm_bc_head", "wm_bc_rl"):
+            seeds = before.get(method, {}).get("seeds", [])
+            if seed in seeds:
+                entry[f"source_{method}_score"] = before[method]["score"][seeds.index(seed)]
+        out["seeds"][str(seed)] = entry
+        print(
+            f"seed {seed}: {entry['wm_bc_rl']['score']:.2f} (source BC head {entry.get('source_wm_bc_head_score')}, "
+            f"source RL {entry.get('source_wm_bc_rl_score')})"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"offline_rl_phase_{args.tag}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
