@@ -8,8 +8,9 @@ prior reset to it; the critic and the return normaliser keep what the first RL p
 
     python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
 
-Writes ``benchmarks/results/offline_rl_phase_<tag>.json``: per seed the new actor's score and success
-rates next to the source run's BC head and RL actor.
+Writes ``benchmarks/results/offline_rl_phase_<tag>.json``, ``{"<obs>/<episodes>/<label fraction>": ...}`` (other
+settings already in the file are kept): per seed the new actor's score and success rates next to the
+source run's BC head and RL actor.
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def main() -> None:
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"offline_rl_phase_{args.tag}.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[key] = out
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
+    tmp.write_text(json.dumps(table, indent=2))
     tmp.replace(path)
     print(f"wrote {path}")
 
