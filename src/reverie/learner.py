@@ -52,7 +52,8 @@ class Learner(nn.Module):
         feat = self.wm.rssm.feat_dim
         self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins, self._policy_encoder())
         self.bc = Actor(feat, act_space, cfg.ac, self._policy_encoder())
-        """Behaviour-cloning policy head on model features (trained offline on labelled steps)."""
+        """Behaviour-cloning policy head on model features, and the observation with ``ac.obs_input`` (trained
+        offline on labelled steps)."""
         self.bc_prior = copy.deepcopy(self.bc).requires_grad_(False)
         """Frozen copy of ``bc`` taken when imagination RL starts: the prior the actor is kept near."""
         self.idm: MLP | None = None
