@@ -39,6 +39,12 @@ def dataset_path(obs: str, episodes: int, frac: float) -> Path:
     return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}"
 
 
+def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
+    """The run folder of one world-model job: ``<obs>_<episodes>_<frac>_<kind>[_<tag>]_s<seed>``."""
+    suffix = f"_{tag}" if tag else ""
+    return ROOT / "runs" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
+
+
 def prepare_data(obs: str, episodes: int, fracs: list[float], time_limit: int) -> dict[str, float]:
     """Record the fully labelled dataset (once) and its label-dropped copies; returns seconds spent."""
     from reverie.data import record, rewrite
@@ -89,8 +95,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         out["fit"] = policy.fit(data, steps=job["bc_steps"])
         out["bc"] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
-        tag = f"_{job['tag']}" if job.get("tag") else ""
-        logdir = ROOT / "runs" / f"{job['key'].replace('/', '_')}_{kind}{tag}_s{seed}"
+        logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
         overrides = [
             f"run.logdir={logdir}",
             f"train.seed={seed}",

@@ -23,12 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from offline_crafter import ENV_IDS, RESULTS, ROOT, _eval_summary, dataset_path
-
-
-def source_dir(obs: str, episodes: int, frac: float, tag: str, seed: int) -> Path:
-    suffix = f"_{tag}" if tag else ""
-    return ROOT / "runs" / f"{obs}_{episodes}_{frac:g}_wm{suffix}_s{seed}"
+from offline_crafter import ENV_IDS, RESULTS, _eval_summary, dataset_path, run_dir
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +71,7 @@ def main() -> None:
 
     jobs = []
     for seed in args.seeds:
-        src = source_dir(args.obs, args.episodes, args.frac, args.source_tag, seed)
+        src = run_dir(f"{args.obs}/{args.episodes}/{args.frac:g}", "wm", args.source_tag, seed)
         if not (src / "checkpoint").exists():
             raise SystemExit(f"No finished run at {src}: run offline_crafter.py with --tag {args.source_tag} first.")
         jobs.append(

@@ -318,10 +318,9 @@ def mixed_batch(
     n_real = int(round(real_frac * batch)) if real is not None and real.longest_stream() >= length else 0
     n_real = min(n_real, batch - 1)
     parts = [data.sample(batch - n_real, length)]
-    if n_real:
+    if n_real:  # the real rows weight their miss steps (RealPlay's miss_weight); recorded steps count 1
         assert real is not None
         parts.append(real.sample(n_real, length))
-    if n_real:  # the real rows weight their miss steps (RealPlay's miss_weight); recorded steps count 1
         parts[0]["loss_weight"] = np.ones(parts[0]["is_first"].shape, np.float32)
     keys = [k for k in parts[0] if all(k in p for p in parts)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
