@@ -1,11 +1,13 @@
 """The correction loop on Crafter: loopholes of an offline agent at round 0, and how few real rounds close them.
 
 Starts from the offline agents that ``benchmarks/offline_crafter.py`` trained on scripted play (their run
-folders, one per seed; ``--source-tag grid`` takes those of its ``--tag grid`` variant), and runs
+folders, one per seed; ``--source-tag grid`` takes those of its ``--tag grid`` variant, ``--source-rl datakl``
+the agents whose RL phase ``benchmarks/offline_rl_phase.py --tag datakl`` re-ran), and runs
 ``reverie.correction.correct`` on a copy of each: round 0 watches the agent as it came, then each round
 plays ``--episodes`` real episodes, fine-tunes the world model with them and trains the policy in
 imagination again. Writes ``benchmarks/results/correction_crafter.json``
-(``{"rounds": [...seed 0...], "per_seed": [[...], ...], "seeds": n}``) and ``correction_crafter.png``.
+(``{"rounds": [...seed 0...], "per_seed": [[...], ...], "seeds": n}``) and ``correction_crafter.png``
+(``correction_crafter_<tag>.*`` with ``--tag``, so a variant leaves the headline figures alone).
 
     python benchmarks/correction_crafter.py --obs symbolic --seeds 0 1 2 --rounds 3 --episodes 20
 """
@@ -37,11 +39,12 @@ def run_seed(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.correction import correct
 
     variant = f"_{job['source_tag']}" if job.get("source_tag") else ""
-    source = OFFLINE / "runs" / f"{job['obs']}_{job['episodes']}_1_wm{variant}_s{job['seed']}"
+    rerun = f"_rl_{job['source_rl']}" if job.get("source_rl") else ""
+    source = OFFLINE / "runs" / f"{job['obs']}_{job['episodes']}_1_wm{variant}_s{job['seed']}{rerun}"
     if not (source / "checkpoint").exists():
         raise SystemExit(f"No offline agent at {source}: run benchmarks/offline_crafter.py first.")
     weight = f"_w{job['miss_weight']:g}" if job.get("miss_weight", 1.0) != 1.0 else ""
-    tag = f"f{job['focus']}_d{job['reward_doubt']}_ft{job['finetune_steps']}{weight}{variant}"
+    tag = f"f{job['focus']}_d{job['reward_doubt']}_ft{job['finetune_steps']}{weight}{variant}{rerun}"
     work = ROOT / "correction_crafter" / f"{job['obs']}_s{job['seed']}_{tag}"
     if work.exists():
         shutil.rmtree(work)
@@ -83,6 +86,10 @@ def main() -> None:
     parser.add_argument(
         "--source-tag", default="", help="start from the offline agents of `offline_crafter.py --tag TAG` (e.g. grid)"
     )
+    parser.add_argument(
+        "--source-rl", default="", help="start from the agents that `offline_rl_phase.py --tag TAG` re-trained"
+    )
+    parser.add_argument("--tag", default="", help="write correction_crafter_<tag>.json/.png instead of the headline")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     from reverie.fileio import write_text
@@ -100,6 +107,7 @@ def main() -> None:
             "focus": args.focus,
             "reward_doubt": args.reward_doubt,
             **({"source_tag": args.source_tag} if args.source_tag else {}),
+            **({"source_rl": args.source_rl} if args.source_rl else {}),
             **({"miss_weight": args.miss_weight} if args.miss_weight != 1.0 else {}),
         }
         for seed in args.seeds
@@ -128,8 +136,9 @@ def main() -> None:
         "summary": [summarise_seed(r["rounds"]) for r in results],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / "correction_crafter.json", json.dumps(out, indent=1))
-    plot_rounds(per_seed, RESULTS / "correction_crafter.png")
+    name = f"correction_crafter_{args.tag}" if args.tag else "correction_crafter"
+    write_text(RESULTS / f"{name}.json", json.dumps(out, indent=1))
+    plot_rounds(per_seed, RESULTS / f"{name}.png")
     for r, summary in zip(results, out["summary"], strict=True):
         rates = [f"{x['exploit_rate']:.4f}" for x in r["rounds"]]
         scores = [f"{x['real_score']:.2f}" for x in r["rounds"]]

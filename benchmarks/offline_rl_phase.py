@@ -5,6 +5,9 @@ them exactly as they were when RL began. This script copies each seed's agent, r
 counter to the start of the RL phase, lets ``Dreamer.fit`` start RL again from the BC head (actor and
 prior reset to it; the critic and the return normaliser keep what the first RL phase learned) with the
 ``--set`` overrides, and evaluates the new actor in the real game as ``offline_crafter.py`` does.
+With ``--bc-steps N`` the rerun rewinds to the end of the model phase instead: the BC head first trains
+``N`` more updates alone on the frozen model (``offline.bc_frac``), then RL runs as many updates as before;
+the BC head is evaluated too.
 
     python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
 
@@ -34,6 +37,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from reverie import Dreamer
     from reverie.config import set_key
     from reverie.data import Dataset
+    from reverie.logger import read_jsonl
 
     src = Path(job["source"])
     logdir = src.with_name(f"{src.name}_rl_{job['tag']}")
@@ -45,15 +49,30 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         set_key(cfg, key, value)
     total = first.counters["offline_updates"]
+    rl_start = int(round(total * (1.0 - cfg.offline.rl_frac)))
+    restart = rl_start
+    if job.get("bc_steps"):  # model phase | BC alone for bc_steps | RL for as many updates as the source
+        restart = int(round(total * (1.0 - cfg.offline.rl_frac - cfg.offline.bc_frac)))
+        rl_steps, total = total - rl_start, restart + job["bc_steps"] + total - rl_start
+        set_key(cfg, "offline.rl_frac", str(rl_steps / total))
+        set_key(cfg, "offline.bc_frac", str(job["bc_steps"] / total))
     agent = Dreamer.load(src, config=cfg)
     if not (logdir / "checkpoint").exists():  # otherwise: resume the rerun where it stopped
-        rl_start = int(round(total * (1.0 - cfg.offline.rl_frac)))
-        agent.counters.update(offline_updates=rl_start, updates=rl_start, rl_started=0)
+        agent.counters.update(offline_updates=restart, updates=restart, rl_started=0)
     else:
         agent = Dreamer.load(logdir)
     agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"])), steps=total)
-    metrics = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
-    return {**job, "wm_bc_rl": _eval_summary(metrics), "wall_s": time.time() - start}
+    out = {**job, "wall_s": 0.0}
+    out["wm_bc_rl"] = _eval_summary(
+        agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
+    )
+    if job.get("bc_steps"):
+        head = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="bc", promise_every=25)
+        out["wm_bc_head"] = _eval_summary(head)
+        rows = [r for r in read_jsonl(logdir / "metrics.jsonl") if "offline/bc/accuracy" in r]
+        out["bc_accuracy"] = rows[-1]["offline/bc/accuracy"] if rows else None
+    out["wall_s"] = time.time() - start
+    return out
 
 
 def main() -> None:
@@ -65,6 +84,9 @@ def main() -> None:
     parser.add_argument("--source-tag", default="", help="the offline_crafter.py --tag of the agents")
     parser.add_argument("--tag", required=True, help="name of this RL variant (logdir suffix, results file)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for the new RL phase")
+    parser.add_argument(
+        "--bc-steps", type=int, default=0, help="first train the BC head alone this many updates (offline.bc_frac)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
@@ -84,6 +106,7 @@ def main() -> None:
                 "tag": args.tag,
                 "extra": args.set,
                 "eval_episodes": args.eval_episodes,
+                "bc_steps": args.bc_steps,
             }
         )
     with ProcessPoolExecutor(args.workers) as pool:
@@ -92,19 +115,24 @@ def main() -> None:
     source = json.loads(source_file.read_text()) if source_file.exists() else {}
     key = f"{args.obs}/{args.episodes}/{args.frac:g}"
     before = source.get(key, {})
-    out: dict[str, Any] = {"setting": key, "source_tag": args.source_tag, "overrides": args.set, "seeds": {}}
+    out: dict[str, Any] = {
+        "setting": key,
+        "source_tag": args.source_tag,
+        "overrides": args.set,
+        "bc_steps": args.bc_steps,
+        "seeds": {},
+    }
     for row in rows:
         seed = row["seed"]
-        entry = {"wm_bc_rl": row["wm_bc_rl"], "wall_s": row["wall_s"]}
+        entry = {k: row[k] for k in ("wm_bc_rl", "wm_bc_head", "bc_accuracy", "wall_s") if k in row}
         for method in ("wm_bc_head", "wm_bc_rl"):
             seeds = before.get(method, {}).get("seeds", [])
             if seed in seeds:
                 entry[f"source_{method}_score"] = before[method]["score"][seeds.index(seed)]
         out["seeds"][str(seed)] = entry
-        print(
-            f"seed {seed}: {entry['wm_bc_rl']['score']:.2f} (source BC head {entry.get('source_wm_bc_head_score')}, "
-            f"source RL {entry.get('source_wm_bc_rl_score')})"
-        )
+        head = f", BC head {entry['wm_bc_head']['score']:.2f}" if "wm_bc_head" in entry else ""
+        source = f"source BC head {entry.get('source_wm_bc_head_score')}, RL {entry.get('source_wm_bc_rl_score')}"
+        print(f"seed {seed}: {entry['wm_bc_rl']['score']:.2f}{head} ({source})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"offline_rl_phase_{args.tag}.json"
     table = json.loads(path.read_text()) if path.exists() else {}

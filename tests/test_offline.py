@@ -677,3 +677,28 @@ def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tm
     assert got.item() == pytest.approx(by_hand.item(), rel=1e-4)
     metrics = offline.imagination_update(learner, batch_np, np.random.default_rng(0))
     assert metrics["ac/data_prior_kl"] > 0
+
+
+def test_bc_phase_trains_only_the_head_between_model_and_rl(rule_ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="offline.bc_frac"):
+        offline_config(tmp_path / "bad", "offline.rl_frac=0.5", "offline.bc_frac=0.6")
+    cfg = offline_config(tmp_path / "unit", "model.ensemble=0", "ac.obs_input=true", "optim.warmup=0")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    batch_np = windows(rule_ds, 8)
+    offline.model_update(learner, batch_np)
+    wm, critic, actor = state_of(learner.wm), state_of(learner.ac.critic), state_of(learner.ac.actor)
+    head = state_of(learner.bc)
+    losses = [offline.bc_update(learner, batch_np)["bc/loss"] for _ in range(40)]
+    assert same(state_of(learner.wm), wm) and same(state_of(learner.ac.critic), critic)
+    assert same(state_of(learner.ac.actor), actor)
+    assert not same(state_of(learner.bc), head)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses  # the head learns the rule on frozen features
+
+    calls: list[str] = []  # the phases of fit, in order: model, BC alone, imagination RL
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("model_update", "bc_update", "imagination_update"):
+            real = getattr(offline, name)
+            mp.setattr(offline, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+        agent = Dreamer(offline_config(tmp_path / "fit", "offline.rl_frac=0.25", "offline.bc_frac=0.25"))
+        agent.fit(rule_ds, steps=12)
+    assert calls == ["model_update"] * 6 + ["bc_update"] * 3 + ["imagination_update"] * 3

@@ -235,6 +235,8 @@ class OfflineConfig:
     """Gradient updates in all (world model + behaviour cloning first, then imagination RL)."""
     rl_frac: float = 0.3
     """Share of the updates spent on RL in imagination, with the world model frozen (0: BC only)."""
+    bc_frac: float = 0.0
+    """Share of the updates, between the model phase and RL, that train only the BC head on the frozen model."""
     bc_scale: float = 1.0
     """Scale of the behaviour-cloning loss of the policy head on labelled steps."""
     label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
@@ -442,6 +444,10 @@ def validate(cfg: Config) -> None:
         (0 <= cfg.train.recent_frac <= 1, "train.recent_frac must lie in [0, 1]"),
         (cfg.model.bins % 2 == 1, "model.bins must be odd so that zero is a bin"),
         (0 <= cfg.offline.rl_frac <= 1, "offline.rl_frac must lie in [0, 1]"),
+        (
+            0 <= cfg.offline.bc_frac <= 1 - cfg.offline.rl_frac,
+            "offline.bc_frac must lie in [0, 1 - offline.rl_frac]: the model phase cannot be shorter than nothing",
+        ),
         (0 < cfg.model.uncertainty_quantile < 1, "model.uncertainty_quantile must lie in (0, 1)"),
         (cfg.model.ensemble != 1, "model.ensemble must be 0 (off) or at least 2: one member cannot disagree"),
         (

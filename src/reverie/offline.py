@@ -1,15 +1,17 @@
 """Offline learning from recorded play (the Dreamer 4 idea): ``Dreamer.fit(dataset, steps)``.
 
-Two phases over the same networks and checkpoint format as online training:
+Two phases (three with ``offline.bc_frac``) over the same networks and checkpoint format as online training:
 
-1. **Model + behaviour cloning** (first ``1 - offline.rl_frac`` of the updates): the world model learns
-   from every episode (a learned no-action input, or inverse-dynamics labels, where actions are missing;
-   the reward head only where rewards exist); the behaviour-cloning head ``bc`` learns the recorded
-   actions on model features; the critic learns the recorded play's lambda-returns.
-2. **Imagination RL** (the rest): the world model is frozen, the actor starts as a copy of ``bc`` and
-   a frozen copy becomes the prior; rollouts start from dataset states, and the actor is trained with
-   ``ac.objective`` (PMPO or DreamerV3's) plus ``ac.prior_kl * KL(actor || prior)``. With a latent
-   ensemble, ``offline.pessimism`` penalises or cuts transitions the ensemble disagrees on.
+1. **Model + behaviour cloning** (first ``1 - offline.rl_frac - offline.bc_frac`` of the updates): the
+   world model learns from every episode (a learned no-action input, or inverse-dynamics labels, where
+   actions are missing; the reward head only where rewards exist); the behaviour-cloning head ``bc``
+   learns the recorded actions on model features; the critic learns the recorded play's lambda-returns.
+   Optionally (``offline.bc_frac``) the head then goes on alone on the frozen model's features: a head
+   still learning when the model is done gets more updates at a fraction of a model update's cost.
+2. **Imagination RL** (the last ``offline.rl_frac``): the world model is frozen, the actor starts as a
+   copy of ``bc`` and a frozen copy becomes the prior; rollouts start from dataset states, and the actor
+   is trained with ``ac.objective`` (PMPO or DreamerV3's) plus ``ac.prior_kl * KL(actor || prior)``. With
+   a latent ensemble, ``offline.pessimism`` penalises or cuts transitions the ensemble disagrees on.
 
 The environment is never touched while training; it is used only to evaluate at the end.
 """
@@ -116,6 +118,27 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
     loss = wm_loss + idm_loss + bc_scale * bc + critic
     _step(learner, loss)
     metrics["loss/critic_data"] = critic.detach()
+    return _floats(metrics)
+
+
+def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
+    """Phase 1b (``offline.bc_frac``): one update of the behaviour-cloning head alone, on the frozen model's
+    features (with inverse dynamics, on its labels as in phase 1; the inverse model itself stays put)."""
+    batch = learner.sequences(batch_np)
+    learner.train()
+    wm = learner.wm
+    metrics: dict[str, Tensor] = {}
+    with learner.autocast():
+        with torch.no_grad():
+            if learner.idm is not None and "action_mask" in batch:
+                embed = wm.encoder({k: batch[k] for k in wm.obs_keys})
+                batch, _, idm_metrics = label_actions(learner, batch, embed)
+                metrics.update(idm_metrics)
+            states, _, _ = wm.observe(batch)
+            feat = wm.rssm.feat(states)
+        loss, bc_metrics = bc_loss(learner.bc, feat, batch)
+        metrics.update(bc_metrics)
+    _step(learner, loss, list(learner.bc.parameters()))
     return _floats(metrics)
 
 
@@ -231,6 +254,11 @@ class OfflineTrainer:
         """The offline update at which imagination RL begins."""
         return int(round(total * (1.0 - self.cfg.offline.rl_frac)))
 
+    def model_end(self, total: int) -> int:
+        """The offline update at which the world model freezes (the BC-only phase, if any, begins)."""
+        off = self.cfg.offline
+        return int(round(total * (1.0 - off.rl_frac - off.bc_frac)))
+
     def run(self, total: int) -> None:
         """Update until the agent's offline-update counter reaches ``total``."""
         agent, cfg, counters = self.agent, self.cfg, self.agent.counters
@@ -239,7 +267,7 @@ class OfflineTrainer:
             raise ValueError(
                 f"The dataset has no stretch of {t.batch_length} steps to train on; lower train.batch_length."
             )
-        rl_start = self.rl_start(total)
+        rl_start, model_end = self.rl_start(total), self.model_end(total)
         start_time, start_updates = time.time(), counters["offline_updates"]
         progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
         progress.update(counters["offline_updates"], counters["offline_updates"], None)
@@ -252,6 +280,8 @@ class OfflineTrainer:
                         counters["rl_started"] = 1
                         log.info("imagination RL starts at offline update %d", counters["offline_updates"])
                     metrics = imagination_update(agent.learner, batch, self.rng)
+                elif counters["offline_updates"] >= model_end:
+                    metrics = bc_update(agent.learner, batch)
                 else:
                     metrics = model_update(agent.learner, batch, off.bc_scale)
                 counters["offline_updates"] += 1
