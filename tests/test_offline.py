@@ -21,9 +21,9 @@ from torch.distributions import Categorical, Normal, kl_divergence
 
 import reverie.offline as offline
 from reverie import Dreamer
-from reverie.actor_critic import Policy
+from reverie.actor_critic import Policy, within_support
 from reverie.cli import main
-from reverie.config import Config, ConfigError, make_config, set_key
+from reverie.config import ActorCriticConfig, Config, ConfigError, make_config, set_key
 from reverie.data import Dataset, record
 from reverie.envs import Space
 from reverie.functional import pmpo_loss, symexp
@@ -702,3 +702,42 @@ def test_bc_phase_trains_only_the_head_between_model_and_rl(rule_ds: Dataset, tm
         agent = Dreamer(offline_config(tmp_path / "fit", "offline.rl_frac=0.25", "offline.bc_frac=0.25"))
         agent.fit(rule_ds, steps=12)
     assert calls == ["model_update"] * 6 + ["bc_update"] * 3 + ["imagination_update"] * 3
+
+
+def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds: Dataset, tmp_path: Path) -> None:
+    cfg = ActorCriticConfig(unimix=0.0)
+    prior = Policy(torch.log(torch.tensor([[0.5, 0.3, 0.04, 0.16]])), True, cfg)
+    policy = Policy(torch.log(torch.tensor([[0.1, 0.2, 0.6, 0.1]])), True, cfg)
+    kept = within_support(policy, prior, 0.1)  # allowed: prior probability >= 0.05
+    assert torch.allclose(kept.logits.exp(), torch.tensor([[0.25, 0.5, 0.0, 0.25]]), atol=1e-6)
+    assert torch.isfinite(kept.entropy()).all() and torch.isfinite(kept.kl(prior)).all()
+    assert within_support(policy, prior, 0.0) is policy
+    with pytest.raises(ConfigError, match="ac.prior_support"):
+        offline_config(tmp_path / "bad", "ac.prior_support=1")
+
+    cfg_run = offline_config(tmp_path / "run", "model.ensemble=0", "ac.prior_support=0.1", "ac.prior_kl=0.3")
+    learner = Learner(cfg_run, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    batch_np = windows(rule_ds, 8)
+    offline.model_update(learner, batch_np)
+    offline.start_rl(learner)
+    with torch.no_grad():  # the prior all but rules out action 1; the actor prefers it
+        learner.bc_prior.net[-1].bias.copy_(torch.tensor([0.0, -6.0]))
+        learner.ac.actor.net[-1].bias.copy_(torch.tensor([0.0, 6.0]))
+        states, _, _ = learner.wm.observe(learner.sequences(batch_np))
+        feat = learner.wm.rssm.feat(states)
+        assert learner.ac.actor(feat).logits.exp()[..., 1].mean() > 0.9
+        assert learner.head_policy(learner.ac.actor, feat).logits.exp()[..., 1].max() == 0.0
+        assert learner.head_policy(learner.bc, feat).logits.exp()[..., 1].min() > 0.0  # other heads: as they are
+        start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}
+        traj = learner.imagine(start, 5)
+    assert traj["action"][..., 1].sum() == 0  # imagination never takes the excluded action
+    obs = {"vector": batch_np["vector"][:, 0], "is_first": np.ones(len(batch_np["vector"]), bool)}
+    actions, _, _ = learner.policy(obs, None, deterministic=False)
+    assert (actions == 0).all()  # ... nor does acting
+    metrics = offline.imagination_update(learner, batch_np, np.random.default_rng(0))
+    assert np.isfinite(metrics["loss/actor"]) and np.isfinite(metrics["ac/prior_kl"])
+
+    agent = Dreamer(offline_config(tmp_path / "online", "ac.prior_support=0.1"))
+    with pytest.raises(ConfigError, match="fit\\(dataset\\) it first"):
+        agent.learn("CartPole-v1", steps=10)
+

@@ -50,6 +50,14 @@ class Policy:
             self.mean = torch.tanh(mean)
             self.std = (cfg.max_std - cfg.min_std) * torch.sigmoid(std + 2.0) + cfg.min_std
 
+    def restrict(self, allowed: Tensor) -> Policy:
+        """The discrete policy renormalised over the ``allowed`` actions (bool, same shape as the logits)."""
+        if not self.discrete:
+            raise ValueError("Only a discrete policy can be restricted to a set of actions.")
+        out = copy.copy(self)
+        out.logits = torch.log_softmax(self.logits.masked_fill(~allowed, -1e4), -1)  # exp(-1e4) is exactly 0
+        return out
+
     def sample(self) -> Tensor:
         if self.discrete:
             return sample_onehot(self.logits)
@@ -79,6 +87,15 @@ class Policy:
         if self.discrete:
             return -(self.logits.exp() * self.logits).sum(-1)
         return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.std)).sum(-1)
+
+
+def within_support(policy: Policy, prior: Policy, tau: float) -> Policy:
+    """``policy`` restricted to the actions ``prior`` gives at least ``tau`` times its top probability
+    (discrete BCQ's rule, Fujimoto et al. 2019); unchanged when ``tau`` is 0 or actions are continuous."""
+    if tau <= 0 or not policy.discrete:
+        return policy
+    top = prior.logits.detach().max(-1, keepdim=True).values
+    return policy.restrict(prior.logits.detach() >= top + math.log(tau))
 
 
 class Actor(nn.Module):
@@ -176,7 +193,8 @@ class ActorCritic(nn.Module):
             reward: (N, H+1) predicted reward arriving at each state.
             cont: (N, H+1) continue probability of each state (index 0: the real one).
             prior: a frozen behaviour-cloning actor; with ``cfg.prior_kl > 0`` the actor pays
-                ``prior_kl * KL(policy || prior)``.
+                ``prior_kl * KL(policy || prior)``; with ``cfg.prior_support > 0`` its policy is restricted
+                to the prior's likely actions (as it was when the rollout was imagined).
 
         Returns:
             ``(actor_loss, critic_loss, returns (N, H), metrics)``.
@@ -191,6 +209,11 @@ class ActorCritic(nn.Module):
         adv = (ret - value[:, :-1]) / scale  # (N, H)
         obs = {k[4:]: v[:, :-1].detach() for k, v in traj.items() if k.startswith("obs/")} or None
         policy = self.actor(feat[:, :-1].detach() if cfg.actor_grad == "reinforce" else feat[:, :-1], obs)
+        prior_policy = None
+        if prior is not None and (cfg.prior_kl > 0 or cfg.prior_support > 0):
+            with torch.no_grad():
+                prior_policy = prior(feat[:, :-1].detach(), obs)
+            policy = within_support(policy, prior_policy, cfg.prior_support)
         entropy = policy.entropy()
         if cfg.objective == "pmpo":
             logp = policy.log_prob(action[:, :-1])
@@ -200,9 +223,7 @@ class ActorCritic(nn.Module):
             objective = policy.log_prob(action[:, :-1]) * adv.detach() if cfg.actor_grad == "reinforce" else adv
             actor_loss = -(weight * (objective + cfg.entropy * entropy)).mean()
         extra = {}
-        if prior is not None and cfg.prior_kl > 0:
-            with torch.no_grad():
-                prior_policy = prior(feat[:, :-1].detach(), obs)
+        if prior_policy is not None and cfg.prior_kl > 0:
             kl = (weight * policy.kl(prior_policy)).mean()
             actor_loss = actor_loss + cfg.prior_kl * kl
             extra["ac/prior_kl"] = kl.detach()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from reverie.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from reverie.config import Config, make_config, set_key
+from reverie.config import Config, ConfigError, make_config, set_key
 from reverie.envs import BatchEnv, Env, ParallelEnv, make_batch_env, make_env
 from reverie.envs.base import Space, model_keys
 from reverie.learner import Head, Learner, PolicyState
@@ -171,6 +171,11 @@ class Dreamer:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
+        if self.config.ac.prior_support > 0 and not self.counters["rl_started"]:
+            raise ConfigError(
+                "ac.prior_support keeps the actor within a behaviour-cloning prior, and this agent has none: "
+                "fit(dataset) it first, or set ac.prior_support=0."
+            )
         _ = self.learner  # builds the networks (and checks the env) before anything is written
         self.logdir.mkdir(parents=True, exist_ok=True)
         (self.logdir / "config.json").write_text(self.config.to_json())

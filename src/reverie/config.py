@@ -135,6 +135,8 @@ class ActorCriticConfig:
     """PMPO weight of the positive-advantage set (1 - alpha on the negative set)."""
     prior_kl: float = 0.0
     """Scale of the reverse KL(policy || frozen behaviour-cloning prior); used once a prior exists."""
+    prior_support: float = 0.0
+    """Discrete actions: the actor takes only actions the BC prior gives >= this times its top probability."""
     obs_input: bool = False
     """Policy heads also read the observation via their own encoder (the decoded one in imagination)."""
     units: int = 64
@@ -456,6 +458,7 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
+        (0 <= cfg.ac.prior_support < 1, "ac.prior_support must lie in [0, 1) (0 turns it off; e.g. 0.1)"),
         (
             cfg.offline.reward_doubt == 0 or cfg.model.ensemble > 1,
             "offline.reward_doubt needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",

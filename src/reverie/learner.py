@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim
+from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim, within_support
 from reverie.config import Config
 from reverie.envs.base import Space
 from reverie.functional import symexp
@@ -155,7 +155,7 @@ class Learner(nn.Module):
         latent = self.filter(obs, state)
         seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) if actor.obs_keys else None
         with self.autocast():
-            policy: Policy = actor(self.wm.rssm.feat(latent), seen)
+            policy = self.head_policy(actor, self.wm.rssm.feat(latent), seen)
             action = policy.mode() if deterministic else policy.sample()
         action = action.float().detach()
         new_state = {"deter": latent["deter"].float(), "stoch": latent["stoch"].float(), "action": action}
@@ -173,10 +173,20 @@ class Learner(nn.Module):
 
     def head_policy(self, actor: Actor, feat: Tensor, obs: dict[str, Tensor] | None = None) -> Policy:
         """``actor``'s policy at ``feat``; a policy that reads observations gets the decoded ones unless
-        ``obs`` is given."""
+        ``obs`` is given. The RL actor's policy stays within the BC prior's support (``ac.prior_support``)."""
         if actor.obs_keys and obs is None:
             obs = self.decoded_obs(feat.detach(), actor.obs_keys)
-        return actor(feat, obs)
+        return self.supported(actor, actor(feat, obs), feat, obs)
+
+    def supported(self, actor: Actor, policy: Policy, feat: Tensor, obs: dict[str, Tensor] | None) -> Policy:
+        """With ``ac.prior_support`` and ``actor`` the RL actor: ``policy`` restricted to the actions the frozen
+        BC prior, at the same ``feat`` and ``obs``, gives at least that share of its top probability."""
+        tau = self.cfg.ac.prior_support
+        if tau <= 0 or actor is not self.ac.actor or not policy.discrete:
+            return policy
+        with torch.no_grad():
+            prior = self.bc_prior(feat.detach(), obs)
+        return within_support(policy, prior, tau)
 
     # ----------------------------------------------------------------- learning
     def imagine(self, start: State, horizon: int, head: Head = "actor") -> dict[str, Tensor]:
@@ -191,7 +201,8 @@ class Learner(nn.Module):
             for t in range(horizon + 1):
                 feat = rssm.feat(state)
                 obs = self.decoded_obs(feat.detach(), actor.obs_keys) if seen else None
-                action = actor(feat if grad else feat.detach(), obs).sample()
+                policy = actor(feat if grad else feat.detach(), obs)
+                action = self.supported(actor, policy, feat, obs).sample()
                 feats.append(feat)
                 actions.append(action)
                 for k, v in (obs or {}).items():

@@ -189,7 +189,7 @@ def data_prior_kl(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -> T
     obs = {k: batch[k] for k in actor.obs_keys} or None
     with torch.no_grad():
         prior = learner.bc_prior(feat, obs)
-    return actor(feat, obs).kl(prior).mean()
+    return learner.supported(actor, actor(feat, obs), feat, obs).kl(prior).mean()
 
 
 def pessimism(
