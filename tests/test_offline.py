@@ -679,6 +679,37 @@ def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tm
     assert metrics["ac/data_prior_kl"] > 0
 
 
+def test_policy_on_observations_alone(rule_ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ac.obs_input=true"):
+        offline_config(tmp_path / "bad", "ac.feat_input=false")
+    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "ac.feat_input=false", "model.ensemble=0")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    assert not learner.bc.reads_feat and not learner.ac.actor.reads_feat
+    vec = {"vector": torch.randn(5, 4)}
+    with torch.no_grad():  # the model state does not move the policy; the observation does
+        a, b = (learner.bc(torch.randn(5, learner.wm.rssm.feat_dim), vec).logits for _ in range(2))
+        c = learner.bc(torch.randn(5, learner.wm.rssm.feat_dim), {"vector": -vec["vector"]}).logits
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+    # Imagination shows the policy the real observation at the start, the decoded ones after.
+    start = learner.wm.rssm.initial(3, learner.device)
+    first = {"vector": torch.randn(3, 4)}
+    traj = learner.imagine(start, 4, head="bc", first_obs=first)
+    torch.testing.assert_close(traj["obs/vector"][:, 0], first["vector"])
+    decoded = learner.decoded_obs(traj["feat"][:, 1:], ["vector"])["vector"]
+    torch.testing.assert_close(traj["obs/vector"][:, 1:], decoded)
+
+    # Behaviour cloning alone needs no pass of the world model, and learns the rule.
+    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
+    model = state_of(learner.wm)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(learner.wm, "observe", lambda *a, **k: pytest.fail("the model was run for an observation policy"))
+        history = [offline.bc_update(learner, replay.sample(8, 8)) for _ in range(150)]
+    assert same(state_of(learner.wm), model)
+    assert np.mean([m["bc/accuracy"] for m in history[-20:]]) > 0.85
+
+
 def test_bc_phase_trains_only_the_head_between_model_and_rl(rule_ds: Dataset, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="offline.bc_frac"):
         offline_config(tmp_path / "bad", "offline.rl_frac=0.5", "offline.bc_frac=0.6")
@@ -740,4 +771,3 @@ def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds:
     agent = Dreamer(offline_config(tmp_path / "online", "ac.prior_support=0.1"))
     with pytest.raises(ConfigError, match="fit\\(dataset\\) it first"):
         agent.learn("CartPole-v1", steps=10)
-

@@ -52,6 +52,15 @@ def test_decoder_learns_each_cell_back_into_the_vector_layout(vectors: np.ndarra
     has = truth[..., 13:].max(-1) > 0
     assert has.any() and (cells[..., 13:].max(-1) > 0.5)[has].all() and (cells[..., 13:].max(-1) < 0.5)[~has].all()
     assert np.abs(recon[:, 1197:] - vectors[:, 1197:]).max() < 0.05  # inventory, facing, daylight, sleeping
+    # The sharp observation (what an observation-reading policy sees in imagination) is the real vector again:
+    # one-hot cells, whole inventory counts, one facing, sleeping 0/1; daylight stays a number.
+    sharp = dec.observation(feat).detach().numpy()
+    assert sharp.shape == vectors.shape
+    np.testing.assert_array_equal(sharp[:, :1197], vectors[:, :1197])
+    np.testing.assert_allclose(sharp[:, 1197:1217], vectors[:, 1197:1217], atol=1e-6)
+    np.testing.assert_array_equal(sharp[:, 1218], vectors[:, 1218])
+    assert np.abs(sharp[:, 1217] - vectors[:, 1217]).max() < 0.05
+    assert set(np.unique(sharp[:, :1197])) <= {0.0, 1.0} and (sharp[:, 1213:1217].sum(-1) == 1).all()
 
 
 def test_decoder_loss_is_cross_entropy_per_cell() -> None:

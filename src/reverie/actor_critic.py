@@ -103,14 +103,17 @@ class Actor(nn.Module):
 
     The output layer starts at scale 0.01 (near-uniform policy). ``encoder`` (an observation encoder
     with ``out_dim``, ``images`` and ``vectors``) gives the policy its own sharp view of the present next
-    to the model state; ``forward`` then needs ``obs`` in env units (images 0-255, raw vectors).
+    to the model state; ``forward`` then needs ``obs`` in env units (images 0-255, raw vectors). With an
+    encoder and ``cfg.feat_input`` false the policy reads the observation alone and ignores ``feat``: the
+    world model then serves it as a simulator of observations (MOPO/MOReL-style offline model-based RL).
     """
 
     def __init__(self, feat_dim: int, space: Space, cfg: ActorCriticConfig, encoder: Encoder | None = None):
         super().__init__()
         self.cfg, self.discrete = cfg, space.discrete
         self.encoder = encoder
-        inp = feat_dim + (encoder.out_dim if encoder is not None else 0)
+        self.reads_feat = encoder is None or cfg.feat_input
+        inp = (feat_dim if self.reads_feat else 0) + (encoder.out_dim if encoder is not None else 0)
         out = action_dim(space) * (1 if space.discrete else 2)
         self.net = MLP(inp, cfg.units, cfg.layers, out=out, out_scale=0.01)
 
@@ -128,7 +131,8 @@ class Actor(nn.Module):
                     "This policy reads observations (ac.obs_input=true): pass obs, or call Learner.head_policy, "
                     "which decodes them from the features."
                 )
-            feat = torch.cat([feat, self.encoder(obs).to(feat.dtype)], -1)
+            seen = self.encoder(obs).to(feat.dtype)
+            feat = torch.cat([feat, seen], -1) if self.reads_feat else seen
         return Policy(self.net(feat), self.discrete, self.cfg)
 
 

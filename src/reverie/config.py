@@ -139,6 +139,8 @@ class ActorCriticConfig:
     """Discrete actions: the actor takes only actions the BC prior gives >= this times its top probability."""
     obs_input: bool = False
     """Policy heads also read the observation via their own encoder (the decoded one in imagination)."""
+    feat_input: bool = True
+    """Policy heads read the model state; false (with obs_input) gives a policy on the observation alone."""
     units: int = 64
     """Width of actor and critic MLPs."""
     layers: int = 3
@@ -459,6 +461,10 @@ def validate(cfg: Config) -> None:
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
         (0 <= cfg.ac.prior_support < 1, "ac.prior_support must lie in [0, 1) (0 turns it off; e.g. 0.1)"),
+        (
+            cfg.ac.feat_input or cfg.ac.obs_input,
+            "ac.feat_input=false leaves the policy no input: set ac.obs_input=true as well (a policy on observations)",
+        ),
         (
             cfg.offline.reward_doubt == 0 or cfg.model.ensemble > 1,
             "offline.reward_doubt needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
@@ -77,8 +78,12 @@ class Learner(nn.Module):
         self.updates = 0
 
     def _policy_encoder(self) -> Encoder | None:
-        """A policy head's own observation encoder (``ac.obs_input``), built like the model's."""
-        return Encoder(self.obs_space, self.cfg.model) if self.cfg.ac.obs_input else None
+        """A policy head's own observation encoder (``ac.obs_input``), built like the model's but always with
+        the plain vector codec: on scripted Crafter play the grid codec's convolutions made a head that cloned
+        as accurately and played far worse (score 5.9 vs 12.7 after 3,000 updates, see docs/offline.md)."""
+        if not self.cfg.ac.obs_input:
+            return None
+        return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, vector_codec="mlp"))
 
     # ----------------------------------------------------------------- data conversion
     def to_tensors(self, data: dict[str, Any]) -> dict[str, Tensor]:
@@ -164,12 +169,20 @@ class Learner(nn.Module):
     @torch.no_grad()
     def decoded_obs(self, feat: Tensor, keys: list[str]) -> dict[str, Tensor]:
         """The model's picture of the observation behind ``feat`` (..., F), in env units: images 0-255
-        (float), vectors back out of symlog space. What a policy with ``ac.obs_input`` sees in imagination."""
-        pred = self.wm.decoder(feat)
-        return {
-            k: pred[k].float().clamp(0, 1) * 255.0 if k in self.wm.decoder.images else symexp(pred[k].float())
-            for k in keys
-        }
+        (float), vectors back out of symlog space, and with the grid codec the sharp likeliest symbolic
+        vector (:meth:`reverie.symbolic.GridDecoder.observation`). What a policy with ``ac.obs_input`` sees
+        in imagination."""
+        decoder = self.wm.decoder
+        pred = decoder.images_of(feat) if decoder.grid is not None else decoder(feat)
+        out = {}
+        for k in keys:
+            if k in decoder.images:
+                out[k] = pred[k].float().clamp(0, 1) * 255.0
+            elif decoder.grid is not None:
+                out[k] = decoder.grid.observation(feat).reshape(*feat.shape[:-1], *decoder.shapes[k])
+            else:
+                out[k] = symexp(pred[k].float())
+        return out
 
     def head_policy(self, actor: Actor, feat: Tensor, obs: dict[str, Tensor] | None = None) -> Policy:
         """``actor``'s policy at ``feat``; a policy that reads observations gets the decoded ones unless
@@ -189,9 +202,12 @@ class Learner(nn.Module):
         return within_support(policy, prior, tau)
 
     # ----------------------------------------------------------------- learning
-    def imagine(self, start: State, horizon: int, head: Head = "actor") -> dict[str, Tensor]:
+    def imagine(
+        self, start: State, horizon: int, head: Head = "actor", first_obs: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """Roll the policy in the model from N start states: features and actions (N, H+1, ...), and
-        ``obs/<key>``, the decoded observations, when the policy reads them (``ac.obs_input``)."""
+        ``obs/<key>``, the observations the policy read when it reads them (``ac.obs_input``): the real ones
+        at the start when ``first_obs`` gives them (N, ...), the decoded ones after."""
         rssm, actor = self.wm.rssm, self.actor(head)
         grad = self.cfg.ac.actor_grad == "dynamics"
         state = {k: v.detach() for k, v in start.items()}
@@ -200,7 +216,11 @@ class Learner(nn.Module):
         with torch.set_grad_enabled(grad):
             for t in range(horizon + 1):
                 feat = rssm.feat(state)
-                obs = self.decoded_obs(feat.detach(), actor.obs_keys) if seen else None
+                obs: dict[str, Tensor] | None = None
+                if seen and t == 0 and first_obs is not None:
+                    obs = {k: first_obs[k].float() for k in actor.obs_keys}
+                elif seen:
+                    obs = self.decoded_obs(feat.detach(), actor.obs_keys)
                 policy = actor(feat if grad else feat.detach(), obs)
                 action = self.supported(actor, policy, feat, obs).sample()
                 feats.append(feat)
@@ -225,7 +245,8 @@ class Learner(nn.Module):
             wm_loss, states, metrics = self.wm.loss(batch)
             feat = self.wm.rssm.feat(states)  # (B, T, F)
             start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-            traj = self.imagine(start, cfg.ac.horizon)
+            seen = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in self.ac.actor.obs_keys}
+            traj = self.imagine(start, cfg.ac.horizon, first_obs=seen)
             through_model = self.cfg.ac.actor_grad == "dynamics"
             with torch.set_grad_enabled(through_model):
                 reward = self.wm.reward(traj["feat"])  # (N, H+1)

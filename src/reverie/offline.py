@@ -134,8 +134,10 @@ def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, fl
                 embed = wm.encoder({k: batch[k] for k in wm.obs_keys})
                 batch, _, idm_metrics = label_actions(learner, batch, embed)
                 metrics.update(idm_metrics)
-            states, _, _ = wm.observe(batch)
-            feat = wm.rssm.feat(states)
+            if learner.bc.reads_feat:
+                feat = wm.rssm.feat(wm.observe(batch)[0])
+            else:  # a policy on observations alone needs no pass of the model
+                feat = batch["is_first"].new_zeros((*batch["is_first"].shape, 0), dtype=torch.float32)
         loss, bc_metrics = bc_loss(learner.bc, feat, batch)
         metrics.update(bc_metrics)
     _step(learner, loss, list(learner.bc.parameters()))
@@ -162,7 +164,8 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
         count = len(flat["deter"])
         idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
         start = {k: v[idx] for k, v in flat.items()}
-        traj = learner.imagine(start, cfg.ac.horizon)
+        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.ac.actor.obs_keys}
+        traj = learner.imagine(start, cfg.ac.horizon, first_obs=seen)  # the real observation at each start
         with torch.set_grad_enabled(cfg.ac.actor_grad == "dynamics"):  # the actor's gradient may run through
             reward = wm.reward(traj["feat"]).float()  # (N, H+1)
             cont = wm.cont(traj["feat"])

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reverie.config import ModelConfig
-from reverie.envs.crafter import MATERIALS, OBJECTS, symbolic_size
-from reverie.functional import symlog
+from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
+from reverie.functional import symexp, symlog
 from reverie.nets import MLP, ChannelNorm, Linear, init_fan_in
 
 __all__ = ["GRID_CHANNELS", "GridDecoder", "GridEncoder", "grid_layout"]
@@ -40,6 +40,7 @@ GRID_CHANNELS = 32
 """Channels of the grid encoder's two convolutions."""
 _MATS, _OBJS = 1 + len(MATERIALS), len(OBJECTS)  # "outside" + 12 materials; 6 objects
 _CELL = _MATS + _OBJS
+_MAX_COUNT = 9.0  # the symbolic vector holds inventory counts divided by this
 
 
 def grid_layout(size: int) -> tuple[int, int]:
@@ -105,6 +106,24 @@ class GridDecoder(nn.Module):
         mats, objs, tail = self.logits(feat)
         cells = torch.cat([mats.softmax(-1), objs.softmax(-1)[..., 1:]], -1)  # (..., cells, 19)
         return torch.cat([symlog(cells.flatten(-2)), tail], -1)
+
+    def observation(self, feat: Tensor) -> Tensor:
+        """The most likely observation behind ``feat``, sharp and in env units (..., N): each cell's likeliest
+        material and object one-hot, inventory counts rounded to whole items, facing one-hot, sleeping 0/1.
+
+        What a policy that reads observations (``ac.obs_input``) sees in imagination: the same kind of
+        vector as the real game gives, never a blur of probabilities it was not trained on.
+        """
+        mats, objs, tail = self.logits(feat)
+        lead = feat.shape[:-1]
+        mat = F.one_hot(mats.argmax(-1), _MATS).float()  # (..., cells, 13)
+        obj = F.one_hot(objs.argmax(-1), 1 + _OBJS).float()[..., 1:]  # class 0 is "no object"
+        cells = torch.cat([mat, obj], -1).reshape(*lead, -1)
+        tail = symexp(tail.float())
+        items, facing, daylight, sleeping = tail.split([len(ITEMS), 4, 1, 1], -1)
+        items = (items.clamp(0, 1) * _MAX_COUNT).round() / _MAX_COUNT
+        facing = F.one_hot(facing.argmax(-1), 4).float()
+        return torch.cat([cells, items, facing, daylight.clamp(0, 1), (sleeping > 0.5).float()], -1)
 
     def loss(self, feat: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy of each cell's material and object, plus the tail's squared error: (B, T)."""

@@ -92,14 +92,15 @@ class Decoder(nn.Module):
 
     def forward(self, feat: Tensor) -> dict[str, Tensor]:
         """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space."""
-        out = self._images(feat)
+        out = self.images_of(feat)
         if self.vectors:
             lead = feat.shape[:-1]
             vecs = (self.grid(feat) if self.grid is not None else self.mlp(feat).float()).split(self.sizes, -1)
             out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
         return out
 
-    def _images(self, feat: Tensor) -> dict[str, Tensor]:
+    def images_of(self, feat: Tensor) -> dict[str, Tensor]:
+        """The image predictions alone (..., H, W, C) in [0, 1]; empty without image keys."""
         if not self.images:
             return {}
         return dict(zip(self.images, self.cnn(feat).split(self.channels, -1), strict=True))
@@ -111,7 +112,7 @@ class Decoder(nn.Module):
         if self.grid is not None:
             key = self.vectors[0]
             losses[key] = self.grid.loss(feat, obs[key].reshape(*obs[key].shape[:2], -1))
-        preds = self(feat) if self.grid is None else self._images(feat)
+        preds = self(feat) if self.grid is None else self.images_of(feat)
         for key, pred in preds.items():
             if key in self.images:
                 target = obs[key].float() / 255.0
