@@ -653,14 +653,20 @@ def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tm
     assert same(state_of(loaded.learner.bc), state_of(learner.bc))
 
 
+def learner_at_rl_start(cfg: Config, dataset: Dataset) -> tuple[Learner, dict[str, np.ndarray]]:
+    """A vector-obs learner after one model update, at the start of imagination RL, and the batch it saw."""
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    batch_np = windows(dataset, 8)
+    offline.model_update(learner, batch_np)
+    offline.start_rl(learner)
+    return learner, batch_np
+
+
 def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="offline.data_prior_kl"):
         offline_config(tmp_path / "bad", "offline.data_prior_kl=-1")
     cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "model.ensemble=0", "offline.data_prior_kl=1.0")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    batch_np = windows(rule_ds, 8)
-    offline.model_update(learner, batch_np)
-    offline.start_rl(learner)
+    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
     batch = learner.sequences(batch_np)
     with torch.no_grad():
         states, _, _ = learner.wm.observe(batch)
@@ -747,10 +753,7 @@ def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds:
         offline_config(tmp_path / "bad", "ac.prior_support=1")
 
     cfg_run = offline_config(tmp_path / "run", "model.ensemble=0", "ac.prior_support=0.1", "ac.prior_kl=0.3")
-    learner = Learner(cfg_run, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    batch_np = windows(rule_ds, 8)
-    offline.model_update(learner, batch_np)
-    offline.start_rl(learner)
+    learner, batch_np = learner_at_rl_start(cfg_run, rule_ds)
     with torch.no_grad():  # the prior all but rules out action 1; the actor prefers it
         learner.bc_prior.net[-1].bias.copy_(torch.tensor([0.0, -6.0]))
         learner.ac.actor.net[-1].bias.copy_(torch.tensor([0.0, 6.0]))
