@@ -9,9 +9,9 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
 * ``wm_bc_rl_idm`` (label fractions < 1, with ``--idm``): the same with inverse-dynamics labels instead
   of the no-action input.
 
-Datasets are recorded once with the scripted player (episodes cut at ``--time-limit`` steps; evaluation
-uses the same limit) and the partially labelled ones are copies with actions dropped. Every
-(setting, seed) job runs in its own process with one torch thread; finished jobs are kept in
+Datasets are recorded once with the scripted player (``--policy``; episodes cut at ``--time-limit``
+steps; evaluation uses the same limit) and the partially labelled ones are copies with actions dropped.
+Every (setting, seed) job runs in its own process with one torch thread; finished jobs are kept in
 ``benchmarks/runs/offline_crafter/jobs.jsonl``, so an interrupted run continues where it stopped.
 Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
 
@@ -35,8 +35,10 @@ ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
 
 
-def dataset_path(obs: str, episodes: int, frac: float) -> Path:
-    return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}"
+def dataset_path(obs: str, episodes: int, frac: float, policy: str = "scripted") -> Path:
+    """``<obs>-<episodes>-a<frac>``, with ``-curious`` for the ``scripted-curious`` player's recordings."""
+    suffix = "" if policy == "scripted" else "-" + policy.removeprefix("scripted-")
+    return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}{suffix}"
 
 
 def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
@@ -45,18 +47,20 @@ def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
     return ROOT / "runs" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
 
 
-def prepare_data(obs: str, episodes: int, fracs: list[float], time_limit: int) -> dict[str, float]:
+def prepare_data(
+    obs: str, episodes: int, fracs: list[float], time_limit: int, policy: str = "scripted"
+) -> dict[str, float]:
     """Record the fully labelled dataset (once) and its label-dropped copies; returns seconds spent."""
     from reverie.data import record, rewrite
 
     times = {}
-    full = dataset_path(obs, episodes, 1.0)
+    full = dataset_path(obs, episodes, 1.0, policy)
     if not (full / "dataset.json").exists():
         start = time.time()
-        record(ENV_IDS[obs], "scripted", episodes, full, seed=0, time_limit=time_limit)
+        record(ENV_IDS[obs], policy, episodes, full, seed=0, time_limit=time_limit)
         times["record_s"] = time.time() - start
     for frac in fracs:
-        path = dataset_path(obs, episodes, frac)
+        path = dataset_path(obs, episodes, frac, policy)
         if frac < 1.0 and not (path / "dataset.json").exists():
             rewrite(full, path, action_frac=frac, seed=0)
     return times
@@ -85,7 +89,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.data import Dataset
 
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
-    data = Dataset(dataset_path(obs, job["episodes"], job["frac"]))
+    data = Dataset(dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted")))
     env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
@@ -189,6 +193,13 @@ def main() -> None:
         "--kinds", nargs="+", default=["wm", "bc"], choices=["wm", "bc"], help="which jobs: world model, raw BC"
     )
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
+    parser.add_argument(
+        "--policy",
+        default="scripted",
+        choices=["scripted", "scripted-curious"],
+        help="the recording player; scripted-curious also presses random craft and place actions (most fail); "
+        "use a --tag of its own",
+    )
     parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
     parser.add_argument(
         "--tag",
@@ -209,9 +220,10 @@ def main() -> None:
     if not args.no_run:
         for obs in args.obs:
             for episodes in args.episodes:
-                times = prepare_data(obs, episodes, args.fracs, args.time_limit)
+                times = prepare_data(obs, episodes, args.fracs, args.time_limit, args.policy)
                 if "record_s" in times:
-                    meta["record_s"][f"{obs}/{episodes}"] = times["record_s"]
+                    name = f"{obs}/{episodes}" + ("" if args.policy == "scripted" else f"/{args.policy}")
+                    meta["record_s"][name] = times["record_s"]
                 meta_file.write_text(json.dumps(meta, indent=1))
                 for frac in args.fracs:
                     key = f"{obs}/{episodes}/{frac:g}"
@@ -234,6 +246,7 @@ def main() -> None:
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),
                                     "tag": args.tag,
+                                    "policy": args.policy,
                                 }
                             )
     print(f"{len(jobs)} jobs to run ({len(rows)} already done)", flush=True)

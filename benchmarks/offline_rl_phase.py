@@ -61,7 +61,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         agent.counters.update(offline_updates=restart, updates=restart, rl_started=0)
     else:
         agent = Dreamer.load(logdir)
-    agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"])), steps=total)
+    agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
     out = {**job, "wall_s": 0.0}
     out["wm_bc_rl"] = _eval_summary(
         agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--frac", type=float, default=1.0)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--policy", default="scripted", help="the recording player of the source runs (offline_crafter.py --policy)"
+    )
     parser.add_argument("--source-tag", default="", help="the offline_crafter.py --tag of the agents")
     parser.add_argument("--tag", required=True, help="name of this RL variant (logdir suffix, results file)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for the new RL phase")
@@ -107,6 +110,7 @@ def main() -> None:
                 "extra": args.set,
                 "eval_episodes": args.eval_episodes,
                 "bc_steps": args.bc_steps,
+                "policy": args.policy,
             }
         )
     with ProcessPoolExecutor(args.workers) as pool:

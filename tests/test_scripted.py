@@ -42,6 +42,17 @@ def outcome_checker(game: Any, action: int) -> Callable[[], bool]:
     return lambda: player.achievements[name] == count + 1 and world[target][0] == item
 
 
+def failed_crafts(episode: dict[str, np.ndarray]) -> list[int]:
+    """Steps of a recorded Crafter episode whose craft or place action did not raise its achievement count."""
+    names = [ACTIONS[int(a)] for a in episode["action"]]
+    return [
+        t
+        for t in range(1, len(names))
+        if names[t].startswith(("make_", "place_"))
+        and episode[LOG_PREFIX + names[t]][t] == episode[LOG_PREFIX + names[t]][t - 1]
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -156,6 +167,27 @@ def test_player_walls_itself_in_to_sleep_in_open_grass() -> None:
     assert sealed(Snapshot(game, player.rules, player.grid, player.memory, player.step))
 
 
+def test_curious_player_presses_crafts_that_fail_and_some_that_work() -> None:
+    """``tries``: random craft and place presses past the guard; the recording shows failures as well."""
+    env, obs = crafter_env(seed=0)
+    game = crafter_game(env)
+    player = ScriptedPlayer(env, seed=0, tries=0.2)
+    failed, worked = 0, 0
+    for _ in range(600):
+        action = player(obs)
+        if action in CRAFTS:
+            check = outcome_checker(game, action)
+            obs = env.step({"action": action})
+            failed, worked = failed + (not check()), worked + check()
+        else:
+            obs = env.step({"action": action})
+        if obs["is_last"]:
+            obs = env.step({"action": 0, "reset": True})
+    assert failed >= 40 and worked >= 3, (failed, worked)
+    with pytest.raises(ValueError, match="tries"):
+        ScriptedPlayer(env, tries=-0.1)
+
+
 def test_player_arguments_and_styles() -> None:
     env, _ = crafter_env(seed=0)
     with pytest.raises(ValueError, match="skill"):
@@ -177,8 +209,7 @@ def test_registry_records_scripted_play(tmp_path: Path) -> None:
     episode = ds.episode(0)
     assert ds.info["creation"]["policy"] == "scripted" and len(episode["action"]) == 201
     assert episode[LOG_PREFIX + "collect_wood"][-1] > 0
-    for t in range(1, len(episode["action"])):  # every recorded craft or place took effect
-        name = ACTIONS[int(episode["action"][t])]
-        if name.startswith(("make_", "place_")):
-            assert episode[LOG_PREFIX + name][t] == episode[LOG_PREFIX + name][t - 1] + 1, (t, name)
+    assert failed_crafts(episode) == []  # every recorded craft or place took effect
     assert isinstance(Dataset(tmp_path / "ds"), Dataset)
+    curious = record("crafter-symbolic", "scripted-curious", episodes=1, folder=tmp_path / "cu", seed=1, time_limit=200)
+    assert curious.info["creation"]["policy"] == "scripted-curious" and failed_crafts(curious.episode(0))

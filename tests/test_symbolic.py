@@ -74,7 +74,7 @@ def test_decoder_loss_is_cross_entropy_per_cell() -> None:
         dec.out.bias.zero_()  # uniform: 13 materials, 7 object classes, tail predicted 0
     tail = torch.log1p(target[..., 1197:])
     expected = 63 * (np.log(13) + np.log(7)) + float((tail**2).sum())
-    assert float(dec.loss(torch.zeros(1, 1, 4), target)) == pytest.approx(expected, rel=1e-5)
+    assert float(dec.loss(torch.zeros(1, 1, 4), target).detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_encoder_shares_its_filters_across_the_map(vectors: np.ndarray) -> None:

@@ -5,12 +5,15 @@
 diamond), drinks, eats, sleeps walled in, fights, plants saplings; ``skill`` sets how often it slips
 and the seed draws its :class:`Style` (what it builds, how it explores, how eagerly it eats).
 
-It never takes a craft or place action that would fail, as recorded human play never shows one: the
-guard :func:`action_succeeds` replicates crafter's checks and turns such an action into ``noop``.
+Its own choices never include a craft or place action that would fail: the guard
+:func:`action_succeeds` replicates crafter's checks and turns such an action into ``noop``. Its
+``tries`` option adds random craft and place presses past the guard (most fail), so that recordings
+also show what those actions need.
 
 Importing this package registers the player in :data:`reverie.data.POLICIES` as ``"scripted"`` (a
-``factory(env, seed)``), so ``reverie data record --env crafter --policy scripted`` works; crafter
-itself is imported only when a player is built.
+``factory(env, seed)``) and, pressing a random craft or place action on 3% of its steps, as
+``"scripted-curious"``, so ``reverie data record --env crafter --policy scripted`` works; crafter itself
+is imported only when a player is built.
 
 Example:
     >>> from reverie.data import record
@@ -22,6 +25,8 @@ Example:
     >>> obs = env.step({"action": player(obs)})                                       # doctest: +SKIP
 """
 
+from functools import partial
+
 from reverie.data.record import POLICIES
 from reverie.scripted.player import ScriptedPlayer
 from reverie.scripted.rules import ACTIONS, Rules, action_succeeds, crafter_game
@@ -30,3 +35,4 @@ from reverie.scripted.style import Style
 __all__ = ["ACTIONS", "Rules", "ScriptedPlayer", "Style", "action_succeeds", "crafter_game"]
 
 POLICIES.setdefault("scripted", ScriptedPlayer)
+POLICIES.setdefault("scripted-curious", partial(ScriptedPlayer, tries=0.03))

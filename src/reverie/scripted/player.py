@@ -30,6 +30,7 @@ NEEDS = ("drink", "food", "sleep")
 HOSTILE = ("zombie", "skeleton")
 VALUABLE = ("diamond", "iron", "coal")
 PLACE_PLANT = ACTIONS.index("place_plant")
+CRAFTS = tuple(i for i, name in enumerate(ACTIONS) if name.startswith(("place_", "make_")))
 
 
 class ScriptedPlayer:
@@ -41,9 +42,11 @@ class ScriptedPlayer:
     out of skeletons' line of fire. It plans paths (digging through rock once it has a pickaxe) over the
     cells it has seen and explores the rest.
 
-    It never takes a ``place_*`` or ``make_*`` action that the game would ignore: a final guard
-    (:func:`~reverie.scripted.rules.action_succeeds`, crafter's own checks) turns any such action into
-    ``noop``. Nor does it ever step into lava.
+    Its own choices never include a ``place_*`` or ``make_*`` action that the game would ignore: a final
+    guard (:func:`~reverie.scripted.rules.action_succeeds`, crafter's own checks) turns any such action
+    into ``noop``. Nor does it ever step into lava. With ``tries`` it also presses a random ``place_*`` or
+    ``make_*`` action now and then, past the guard, as a curious player tries what a button does: a
+    recording then shows what each of those actions needs, not only the times it worked.
 
     Args:
         env: a Reverie Crafter env (``CrafterEnv``, wrapped or not) or a ``crafter.Env``; the player
@@ -52,10 +55,13 @@ class ScriptedPlayer:
         skill: in ``[0, 1]``; lower skill makes more mistakes: random moves and noops, wandering off,
             less well chosen targets. At 1 the player is still imperfect by design (it explores).
         style: a fixed :class:`Style` for every episode; None draws a new style at each episode.
+        tries: the chance per step (awake) of pressing a random ``place_*`` or ``make_*`` action whatever
+            the inventory and surroundings; most such presses change nothing in the game. 0 never does
+            (and draws nothing extra from the player's random generator).
 
     Raises:
         PolicyError: ``env`` is not a Crafter env.
-        ValueError: ``skill`` outside ``[0, 1]``.
+        ValueError: ``skill`` or ``tries`` outside ``[0, 1]``.
 
     Example:
         >>> from reverie.envs import CrafterEnv
@@ -66,15 +72,19 @@ class ScriptedPlayer:
         ...     obs = env.step({"action": player(obs)})
     """
 
-    def __init__(self, env: Any, seed: int = 0, skill: float = 0.8, style: Style | None = None) -> None:
-        if not 0.0 <= skill <= 1.0:
-            raise ValueError(f"skill must lie in [0, 1], got {skill}.")
+    def __init__(
+        self, env: Any, seed: int = 0, skill: float = 0.8, style: Style | None = None, tries: float = 0.0
+    ) -> None:
+        for name, value in (("skill", skill), ("tries", tries)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}.")
         try:
             self.game = crafter_game(env)
         except TypeError as err:
             raise PolicyError(f"Policy 'scripted' plays Crafter only: {err}") from None
         self.rules = Rules()
         self.skill = skill
+        self.tries = tries
         self.rng = np.random.default_rng(seed)
         self.fixed_style = style
         self.style = style or Style.sample(self.rng)
@@ -108,7 +118,10 @@ class ScriptedPlayer:
         action = self._mistake(snap, action)
         self.step += 1
         action = self._guard(snap, action)
-        if action == PLACE_PLANT:
+        pressed = bool(self.tries) and not snap.player.sleeping and self.rng.random() < self.tries
+        if pressed:
+            action = int(self.rng.choice(CRAFTS))  # a curious press, past the guard: it may well fail
+        if action == PLACE_PLANT and (not pressed or action_succeeds(self.game, action, self.rules)):
             self.memory.plants.append(snap.front)
         return action
 
