@@ -155,7 +155,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     keys = [k for k in result if k != "meta"]
-    methods = ["bc", "wm_bc", "wm_bc_rl", "wm_bc_rl_idm"]
+    methods = ["bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm"]
     fig = Figure(figsize=(max(6, 2.2 * len(keys)), 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
