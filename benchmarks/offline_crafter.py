@@ -208,6 +208,8 @@ def main() -> None:
         "results/offline_crafter_<tag>.json",
     )
     args = parser.parse_args()
+    if args.policy != "scripted" and not args.tag:
+        parser.error(f"--policy {args.policy} needs a --tag of its own (its runs must not mix with the scripted ones)")
 
     ROOT.mkdir(parents=True, exist_ok=True)
     suffix = f"_{args.tag}" if args.tag else ""
