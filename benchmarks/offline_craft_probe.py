@@ -4,8 +4,8 @@ The scripted player's own choices never include a ``place_*`` or ``make_*`` acti
 ignore, so a model fitted on its recordings has never seen one fail. This probe plays recorded presses
 through fitted models, on held-out episodes of the ``scripted-curious`` player (which presses random
 craft and place actions now and then, mostly in vain): for each press, the model filters the episode up
-to the step before it, takes the recorded action, and predicts the reward of the next step (the prior's
-likeliest latent, as imagination would see it). Presses are split into
+to the step before it, takes the recorded action, and predicts the reward of the next step (a latent
+sampled from the prior, as in imagination). Presses are split into
 
 * ``failed``: the game ignored the press (the achievement count did not move); the real reward is ~0;
 * ``unlocked``: the press took effect and unlocked an achievement (real reward ~1);
@@ -41,26 +41,23 @@ def probe(run: Path, data: Any) -> dict[str, Any]:
     """Predicted next-step reward of every recorded craft or place press in ``data``, by outcome."""
     import torch
 
+    torch.manual_seed(0)
     from reverie import Dreamer
     from reverie.crafter_eval import LOG_PREFIX
     from reverie.scripted import ACTIONS
 
     agent = Dreamer.load(run)
-    learner = agent.learner
-    wm, rssm = learner.wm, learner.wm.rssm
+    learner, cfg = agent.learner, agent.config.model
     groups: dict[str, list[float]] = {"failed": [], "unlocked": [], "repeated": []}
     for i in range(len(data)):
         episode = data.episode(i)
-        batch = {k: np.asarray(episode[k])[None] for k in learner.obs_space}
-        batch |= {"is_first": np.asarray(episode["is_first"], bool)[None], "action": episode["action"][None]}
-        tensors = learner.to_tensors(batch)
-        with torch.no_grad(), learner.autocast():
-            states, _, _ = wm.observe(tensors)
-            before = {k: v[0, :-1] for k, v in states.items()}  # the state at t - 1 ...
-            deter = rssm.core(before, tensors["action"][0, 1:])  # ... takes the action recorded at t
-            logits = rssm.prior_logits(deter)
-            stoch = torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(deter.dtype)
-            predicted = wm.reward(rssm.feat({"deter": deter, "stoch": stoch})).float().reshape(-1).cpu().numpy()
+        feat = torch.as_tensor(agent.encode(episode))  # (T, F) posterior features
+        action = learner.to_tensors({"action": episode["action"][None]})["action"][0]
+        shape = (len(feat) - 1, cfg.stoch, cfg.classes)
+        before = {"deter": feat[:-1, : cfg.deter], "stoch": feat[:-1, cfg.deter :].reshape(shape)}
+        with torch.no_grad():  # the state at t - 1 takes the action recorded at t, as in imagination
+            following = learner.wm.rssm.imagine_step(before, action[1:])
+            predicted = learner.wm.reward(learner.wm.rssm.feat(following)).float().numpy().reshape(-1)
         names = [ACTIONS[int(a)] for a in episode["action"]]
         for t in range(1, len(names)):
             if not names[t].startswith(("make_", "place_")):
