@@ -685,6 +685,30 @@ def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tm
     assert metrics["ac/data_prior_kl"] > 0
 
 
+def test_rl_critic_data_keeps_the_critic_on_the_recorded_returns(rule_ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="offline.rl_critic_data"):
+        offline_config(tmp_path / "bad", "offline.rl_critic_data=-1")
+    losses = {}
+    for scale in (0.0, 1.0):
+        torch.manual_seed(0)
+        cfg = offline_config(tmp_path / f"run{scale}", "model.ensemble=0", f"offline.rl_critic_data={scale}")
+        learner, batch_np = learner_at_rl_start(cfg, rule_ds)
+        batch = learner.sequences(batch_np)
+        with torch.no_grad():
+            states, _, _ = learner.wm.observe(batch)
+            feat = learner.wm.rssm.feat(states)
+            before = offline.data_critic_loss(learner, feat, batch).item()
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            metrics = offline.imagination_update(learner, batch_np, rng)
+        with torch.no_grad():
+            losses[scale] = offline.data_critic_loss(learner, feat, batch).item()
+        assert ("loss/critic_data" in metrics) == (scale > 0)
+    # The imagined returns alone bring the critic only part of the way to the recorded ones.
+    assert losses[1.0] < before
+    assert losses[1.0] < 0.9 * losses[0.0]
+
+
 def test_policy_on_observations_alone(rule_ds: Dataset, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ac.obs_input=true"):
         offline_config(tmp_path / "bad", "ac.feat_input=false")

@@ -253,6 +253,9 @@ class OfflineConfig:
     """Penalty per unit of disagreement (pessimism=penalty)."""
     data_prior_kl: float = 0.0
     """Scale of KL(actor || BC prior) on the replayed real states and observations, beside the imagined one."""
+    rl_critic_data: float = 0.0
+    """Scale of the critic's loss on the recorded returns during RL, beside the imagined ones (the model phase
+    always trains it there): keeps the values, and so the advantages, tied to what the recordings earned."""
     reward_doubt: float = 0.0
     """Imagined reward minus this times the ensemble's reward disagreement (std across members; 0: off)."""
     save_every: int = 500
@@ -460,6 +463,7 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
+        (cfg.offline.rl_critic_data >= 0, "offline.rl_critic_data must be >= 0 (0 turns it off; e.g. 1.0)"),
         (0 <= cfg.ac.prior_support < 1, "ac.prior_support must lie in [0, 1) (0 turns it off; e.g. 0.1)"),
         (
             cfg.ac.feat_input or cfg.ac.obs_input,

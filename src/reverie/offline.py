@@ -95,7 +95,7 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
     """Phase 1: one update of world model, behaviour-cloning head, inverse dynamics and critic."""
     batch = learner.sequences(batch_np)
     learner.train()
-    wm, ac = learner.wm, learner.ac
+    wm = learner.wm
     metrics: dict[str, Tensor] = {}
     with learner.autocast():
         embed = wm.encoder({k: batch[k] for k in wm.obs_keys})
@@ -108,17 +108,22 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
         feat = wm.rssm.feat(states)
         bc, bc_metrics = bc_loss(learner.bc, feat, batch)
         metrics.update(bc_metrics)
-        # The critic learns the recorded play's returns; unrewarded episodes use the reward head's guess.
-        reward = batch["reward"].float()
-        if "reward_mask" in batch:
-            known = batch["reward_mask"].float()
-            reward = known * reward + (1.0 - known) * wm.reward(feat.detach()).float()
-        boot = ac.value(feat.detach(), slow=True)
-        critic = ac.repval_loss(feat.detach(), {**batch, "reward": reward}, boot)
+        critic = data_critic_loss(learner, feat.detach(), batch)
     loss = wm_loss + idm_loss + bc_scale * bc + critic
     _step(learner, loss)
     metrics["loss/critic_data"] = critic.detach()
     return _floats(metrics)
+
+
+def data_critic_loss(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """The critic's loss on the recorded returns of the replayed sequences ``feat`` (B, T, F), bootstrapped
+    from the slow critic; unrewarded episodes use the reward head's guess."""
+    reward = batch["reward"].float()
+    if "reward_mask" in batch:
+        known = batch["reward_mask"].float()
+        reward = known * reward + (1.0 - known) * learner.wm.reward(feat).float()
+    boot = learner.ac.value(feat, slow=True)
+    return learner.ac.repval_loss(feat, {**batch, "reward": reward}, boot)
 
 
 def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
@@ -173,10 +178,15 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
         cont = torch.cat([1.0 - terminal[:, None], cont[:, 1:]], 1)
         reward, cont, pess = pessimism(learner, traj, reward, cont)
         actor_loss, critic_loss, _, metrics = learner.ac.imagine_loss(traj, reward, cont, prior=learner.bc_prior)
+        real_feat = wm.rssm.feat(states).detach()
         if cfg.offline.data_prior_kl > 0:  # stay near the prior where the actor will act: real states, real obs
-            kl = data_prior_kl(learner, wm.rssm.feat(states).detach(), batch)
+            kl = data_prior_kl(learner, real_feat, batch)
             actor_loss = actor_loss + cfg.offline.data_prior_kl * kl
             metrics["ac/data_prior_kl"] = kl.detach()
+        if cfg.offline.rl_critic_data > 0:  # the critic keeps learning what the recordings earned
+            data_critic = data_critic_loss(learner, real_feat, batch)
+            critic_loss = critic_loss + cfg.offline.rl_critic_data * data_critic
+            metrics["loss/critic_data"] = data_critic.detach()
     ac = learner.ac
     _step(learner, actor_loss + critic_loss, [*ac.actor.parameters(), *ac.critic.parameters()])
     metrics.update(pess)
