@@ -19,7 +19,9 @@ where the actions' real values differ at all) where the model's best action is a
 within 0.1 of it, next to the share a random action would get, and the same correlation between two
 halves of the real samples (how much of the real advantage the sample count can resolve at all).
 Beside them, ``next_obs_*`` (:func:`action_effects`): how far the model's picture of the next observation
-is from the game's, after the same action and after the others, against simply keeping the present one.
+is from the game's, after the same action and after the others, against simply keeping the present one;
+``present_cells_right_*``: the share of the view's cells whose material the model's picture of the present
+(decoded from the filtered state, which has seen it) gets right, against the previous frame's.
 
 Needs run folders of ``benchmarks/offline_crafter.py`` (symbolic). Writes
 ``benchmarks/results/offline_advantage_probe.json``.
@@ -62,14 +64,19 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
     keys = sorted({*learner.wm.obs_keys, *learner.actor(head).obs_keys, "is_first", "is_last", "reward"})
     env = CrafterEnv(seed=seed, symbolic=True, length=500)
     model_q, real_q, support = [], [], []
+    cells: dict[str, list[float]] = {"posterior": [], "previous_frame": []}
     effect: dict[str, list[float]] = {"real": [], "model": [], "error_same": [], "error_other": [], "error_copy": []}
     obs = env.step({"reset": True})
+    previous = np.asarray(obs["vector"])  # the frame before the current one (probes start at t > 0)
     state = None
     t = 0
     while len(model_q) < states:
         batch = _stack([obs], keys)
         if t > 0 and t % every == 0:  # probe this state before acting on it
             latent = learner.filter(batch, state)
+            now_pic = learner.decoded_obs(learner.wm.rssm.feat(latent), ["vector"])["vector"][0].cpu().numpy()
+            cells["posterior"].append(_materials_match(now_pic, batch["vector"][0]))
+            cells["previous_frame"].append(_materials_match(previous, batch["vector"][0]))
             acts = torch.arange(n_actions).repeat_interleave(samples)  # (17 * S,)
             onehot = learner.encode_action(acts)
             with torch.no_grad(), learner.autocast():
@@ -113,12 +120,21 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
             support.append(allowed.cpu().numpy())
             print(f"  state {len(model_q)}/{states} (t={t})", flush=True)
         action, state, _ = learner.policy(batch, state, False, head)
+        previous = batch["vector"][0]
         obs = env.step({"action": action[0]})
         t += 1
         if obs["is_last"]:
             obs, state, t = env.step({"reset": True}), None, 0
     out = summarise(np.array(model_q), np.array(real_q), np.array(support))
+    out |= {f"present_cells_right_{k}": float(np.mean(v)) for k, v in cells.items()}
     return out | {f"next_obs_{k}": float(np.mean(v)) for k, v in effect.items()}
+
+
+def _materials_match(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the local view's cells whose material (argmax of the first 13 channels) two symbolic vectors
+    agree on (the crafter-symbolic layout of ``reverie.envs.crafter``: 7 x 9 cells of 19 channels first)."""
+    cells = 7 * 9 * 19
+    return float((a[:cells].reshape(63, 19)[:, :13].argmax(-1) == b[:cells].reshape(63, 19)[:, :13].argmax(-1)).mean())
 
 
 def action_effects(

@@ -254,8 +254,7 @@ class OfflineConfig:
     data_prior_kl: float = 0.0
     """Scale of KL(actor || BC prior) on the replayed real states and observations, beside the imagined one."""
     rl_critic_data: float = 0.0
-    """Scale of the critic's loss on the recorded returns during RL, beside the imagined ones (the model phase
-    always trains it there): keeps the values, and so the advantages, tied to what the recordings earned."""
+    """Scale of the critic's loss on the recorded returns during RL, beside the imagined ones (0: imagined only)."""
     reward_doubt: float = 0.0
     """Imagined reward minus this times the ensemble's reward disagreement (std across members; 0: off)."""
     save_every: int = 500
