@@ -49,6 +49,11 @@ def _stack(obs: list[dict[str, Any]], keys: list[str]) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(o[k]) for o in obs]) for k in keys}
 
 
+def _tile(state: dict[str, Any], n: int) -> dict[str, Any]:
+    """A batch of one latent (or policy) state repeated ``n`` times along the batch axis."""
+    return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in state.items()}
+
+
 def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int, horizon: int) -> dict[str, Any]:
     """Model and real advantages of all 17 actions at ``states`` states of the head's own play."""
     import torch
@@ -56,6 +61,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
     torch.manual_seed(seed)
     from reverie import Dreamer
     from reverie.envs import CrafterEnv
+    from reverie.evaluation import promised_return
 
     agent = Dreamer.load(run)
     learner = agent.learner
@@ -74,31 +80,27 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
         batch = _stack([obs], keys)
         if t > 0 and t % every == 0:  # probe this state before acting on it
             latent = learner.filter(batch, state)
-            now_pic = learner.decoded_obs(learner.wm.rssm.feat(latent), ["vector"])["vector"][0].cpu().numpy()
+            feat = learner.wm.rssm.feat(latent)
+            now_pic = learner.decoded_obs(feat, ["vector"])["vector"][0].cpu().numpy()
             cells["posterior"].append(_materials_match(now_pic, batch["vector"][0]))
             cells["previous_frame"].append(_materials_match(previous, batch["vector"][0]))
             acts = torch.arange(n_actions).repeat_interleave(samples)  # (17 * S,)
             onehot = learner.encode_action(acts)
             with torch.no_grad(), learner.autocast():
-                start = {k: v.repeat(len(acts), *([1] * (v.dim() - 1))) for k, v in latent.items()}
-                nxt = learner.wm.rssm.imagine_step(start, onehot)
-                traj = learner.imagine(nxt, horizon - 1, head)
-                reward = learner.wm.reward(traj["feat"]).float()  # (N, H): reward on reaching each state
-                cont = learner.wm.cont(traj["feat"]).float()
-                alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)
-                promised = (alive * reward).sum(1).reshape(n_actions, samples).cpu().numpy()
+                nxt = learner.wm.rssm.imagine_step(_tile(latent, len(acts)), onehot)
+                traj = learner.imagine(nxt, horizon - 1, head)  # feat (N, H): the states reached after each step
+                promised = promised_return(learner, traj["feat"]).reshape(n_actions, samples).cpu().numpy()
                 pictured = learner.decoded_obs(traj["feat"][:, 0], ["vector"])["vector"].cpu().numpy()
-                actor = learner.actor(head)
-                seen = learner.to_tensors({k: batch[k] for k in actor.obs_keys}) if actor.obs_keys else None
-                feat = learner.wm.rssm.feat(latent)
+                bc_keys = learner.bc.obs_keys
+                seen = learner.to_tensors({k: batch[k] for k in bc_keys}) if bc_keys else None
                 logits = learner.head_policy(learner.bc, feat, seen).logits[0].float()
                 allowed = logits >= logits.max() + np.log(0.1)  # the ac.prior_support rule at 0.1
             envs = [copy.deepcopy(env) for _ in range(len(acts))]
             got = np.zeros(len(acts))
             live = np.ones(len(acts), bool)
             last_obs: list[dict[str, Any]] = []
-            policy_state = {k: v.repeat(len(acts), *([1] * (v.dim() - 1))) for k, v in (state or {}).items()} or None
             taken = acts.numpy()
+            policy_state = None
             for k in range(horizon):
                 seen_obs = []
                 for i, e in enumerate(envs):
@@ -111,8 +113,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
                 if k == 0:  # the filter state after the probed step: the probed action was taken
                     nxt_obs = _stack(seen_obs, ["vector"])["vector"]
                     action_effects(effect, batch["vector"][0], nxt_obs, pictured, n_actions, samples)
-                    base = {kk: v.repeat(len(acts), *([1] * (v.dim() - 1))) for kk, v in latent.items()}
-                    policy_state = {**base, "action": onehot}
+                    policy_state = {**_tile(latent, len(acts)), "action": onehot}
                 if k < horizon - 1 and live.any():
                     taken, policy_state, _ = learner.policy(_stack(seen_obs, keys), policy_state, False, head)
             model_q.append(promised.mean(1))
@@ -131,10 +132,18 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
 
 
 def _materials_match(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of the local view's cells whose material (argmax of the first 13 channels) two symbolic vectors
-    agree on (the crafter-symbolic layout of ``reverie.envs.crafter``: 7 x 9 cells of 19 channels first)."""
-    cells = 7 * 9 * 19
-    return float((a[:cells].reshape(63, 19)[:, :13].argmax(-1) == b[:cells].reshape(63, 19)[:, :13].argmax(-1)).mean())
+    """Share of the local view's cells whose material two crafter-symbolic vectors agree on (the layout of
+    ``reverie.envs.crafter``: the view's cells first, each "outside" + materials, then objects)."""
+    from reverie.envs.crafter import MATERIALS, OBJECTS
+    from reverie.symbolic import grid_layout
+
+    rows, cols = grid_layout(len(a))
+    channels, mats = 1 + len(MATERIALS) + len(OBJECTS), 1 + len(MATERIALS)
+
+    def material(v: np.ndarray) -> np.ndarray:
+        return v[: rows * cols * channels].reshape(rows * cols, channels)[:, :mats].argmax(-1)
+
+    return float((material(a) == material(b)).mean())
 
 
 def action_effects(
@@ -148,14 +157,13 @@ def action_effects(
     """How much the next observation depends on the action, in the game and in the model's picture of it.
 
     ``now`` (D,): the current symbolic vector; ``real`` and ``pictured`` (17 * S, D): the game's next symbolic
-    vectors and the model's likeliest ones,
-    ``S`` per action. Adds, as L1 distances between vectors (2 per changed one-hot cell): ``real`` and
-    ``model``, the mean distance between the next observations of two different actions (how far the action
-    moves the next step); ``error_same``, the distance between the model's picture after an action and the
-    game's next observation after the same action; ``error_other``, after the other actions; ``error_copy``,
-    the distance of the present observation to the game's next (a model that predicts "nothing changes"). A
-    model that
-    ignores its action input has ``model`` near 0 and ``error_same`` no smaller than ``error_other``.
+    vectors and the model's likeliest ones, ``S`` per action. Adds, as L1 distances between vectors (2 per
+    changed one-hot cell): ``real`` and ``model``, the mean distance between the next observations of two
+    different actions (how far the action moves the next step); ``error_same``, the distance between the
+    model's picture after an action and the game's next observation after the same action;
+    ``error_other``, after the other actions; ``error_copy``, the distance of the present observation to the
+    game's next (a model that predicts "nothing changes"). A model that ignores its action input has
+    ``model`` near 0 and ``error_same`` no smaller than ``error_other``.
     """
     real = real.reshape(n_actions, samples, -1)[:, 0]  # (A, D): one sample per action
     pictured = pictured.reshape(n_actions, samples, -1)[:, 0]

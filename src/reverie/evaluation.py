@@ -24,10 +24,12 @@ import torch
 from reverie.envs import BatchEnv, ParallelEnv
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from reverie.agent import Dreamer
     from reverie.learner import Head, Learner, PolicyState
 
-__all__ = ["ActFn", "EpisodeResults", "PromiseTracker", "StepHook", "evaluate_agent", "run_episodes"]
+__all__ = ["ActFn", "EpisodeResults", "PromiseTracker", "StepHook", "evaluate_agent", "promised_return", "run_episodes"]
 
 ActFn = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
 """``act_fn(obs, first) -> actions``: batched observations ``(N, ...)`` and ``first`` (N,) bool -> ``(N, ...)``."""
@@ -118,6 +120,15 @@ class _Promise:
     real: float = 0.0
 
 
+def promised_return(learner: Learner, feat: Tensor) -> Tensor:
+    """The return the model promises over imagined states ``feat`` (N, H, F), the states reached after each
+    step: predicted rewards weighted by the predicted chance that the episode is still going. (N,)"""
+    reward = learner.wm.reward(feat).float()  # (N, H): reward on reaching state k
+    cont = learner.wm.cont(feat).float()
+    alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)
+    return (alive * reward).sum(1).detach()
+
+
 class PromiseTracker:
     """Imagined vs real returns over ``horizon`` steps, from every ``every``-th step of each episode.
 
@@ -173,10 +184,7 @@ class PromiseTracker:
         with torch.no_grad(), learner.autocast():
             rows = torch.as_tensor(idx, device=learner.device)
             traj = learner.imagine({k: state[k][rows] for k in ("deter", "stoch")}, self.horizon, self.head)
-            reward = learner.wm.reward(traj["feat"][:, 1:]).float()  # (N, H): reward on reaching state k
-            cont = learner.wm.cont(traj["feat"][:, 1:]).float()  # (N, H)
-            alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)
-            promised = (alive * reward).sum(1).detach().cpu().numpy()  # (N,)
+            promised = promised_return(learner, traj["feat"][:, 1:]).cpu().numpy()  # (N,)
         for i, p in zip(idx, promised, strict=True):
             self.add(int(i), float(p))
 
