@@ -8,6 +8,10 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
 * ``wm_bc_rl``: world model + BC prior + imagination RL (``Dreamer.fit``, PMPO + KL to the prior);
 * ``wm_bc_rl_idm`` (label fractions < 1, with ``--idm``): the same with inverse-dynamics labels instead
   of the no-action input.
+* ``wm_bc_rl_relabel`` (label fractions < 1, with ``--idm-data``): the same on a copy of the dataset whose
+  unlabelled episodes were labelled beforehand by :class:`reverie.baselines.InverseDynamics` (an
+  inverse-dynamics model on raw observations, trained on the labelled episodes; ``<dataset>-idm``);
+  ``wm_bc_head_relabel`` is its BC head. The labelling's held-out accuracy and time go to ``meta``.
 
 Datasets are recorded once with the scripted player (``--policy``; episodes cut at ``--time-limit``
 steps; evaluation uses the same limit) and the partially labelled ones are copies with actions dropped.
@@ -33,12 +37,18 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
 ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
+METHODS = ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm", "wm_bc_head_relabel", "wm_bc_rl_relabel")
 
 
 def dataset_path(obs: str, episodes: int, frac: float, policy: str = "scripted") -> Path:
     """``<obs>-<episodes>-a<frac>``, with ``-curious`` for the ``scripted-curious`` player's recordings."""
     suffix = "" if policy == "scripted" else "-" + policy.removeprefix("scripted-")
     return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}{suffix}"
+
+
+def relabelled(folder: Path) -> Path:
+    """The copy of a partially labelled dataset that :class:`reverie.baselines.InverseDynamics` labelled."""
+    return folder.with_name(folder.name + "-idm")
 
 
 def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
@@ -48,12 +58,13 @@ def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
 
 
 def prepare_data(
-    obs: str, episodes: int, fracs: list[float], time_limit: int, policy: str = "scripted"
-) -> dict[str, float]:
-    """Record the fully labelled dataset (once) and its label-dropped copies; returns seconds spent."""
-    from reverie.data import record, rewrite
+    obs: str, episodes: int, fracs: list[float], time_limit: int, policy: str = "scripted", idm_steps: int = 0
+) -> dict[str, Any]:
+    """Record the fully labelled dataset (once), its label-dropped copies and (``idm_steps`` > 0) their
+    inverse-dynamics-labelled copies; returns seconds spent (``record_s``) and the labelling reports (``idm``)."""
+    from reverie.data import Dataset, record, rewrite
 
-    times = {}
+    times: dict[str, Any] = {}
     full = dataset_path(obs, episodes, 1.0, policy)
     if not (full / "dataset.json").exists():
         start = time.time()
@@ -63,6 +74,14 @@ def prepare_data(
         path = dataset_path(obs, episodes, frac, policy)
         if frac < 1.0 and not (path / "dataset.json").exists():
             rewrite(full, path, action_frac=frac, seed=0)
+        if frac < 1.0 and idm_steps and not (relabelled(path) / "dataset.json").exists():
+            from reverie.baselines import InverseDynamics
+
+            start = time.time()
+            source = Dataset(path)
+            idm = InverseDynamics(source.obs_space, source.act_space, seed=0)
+            _, report = idm.label(source, relabelled(path), steps=idm_steps)
+            times.setdefault("idm", {})[path.name] = {**report, "label_s": time.time() - start}
     return times
 
 
@@ -79,7 +98,8 @@ def _eval_summary(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One (setting, seed, kind) job in a fresh process: ``kind`` is ``bc`` or ``wm`` (or ``wm_idm``)."""
+    """One (setting, seed, kind) job in a fresh process: ``kind`` is ``bc`` or ``wm`` (or ``wm_idm``,
+    ``wm_relabel``)."""
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     import torch
 
@@ -89,7 +109,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.data import Dataset
 
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
-    data = Dataset(dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted")))
+    folder = dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted"))
+    data = Dataset(relabelled(folder) if kind == "wm_relabel" else folder)
     env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
@@ -116,12 +137,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         agent = Dreamer.load(logdir) if resume else Dreamer(make_config(PRESETS[obs], overrides))
         agent.fit(data, steps=job["steps"])
         out["fit_s"] = time.time() - start
-        name = "wm_bc_rl" if kind == "wm" else "wm_bc_rl_idm"
+        suffix = {"wm": "", "wm_idm": "_idm", "wm_relabel": "_relabel"}[kind]
         metrics = agent.evaluate(episodes=episodes, deterministic=False, head="actor", promise_every=25)
-        out[name] = _eval_summary(metrics)
-        if kind == "wm":
+        out["wm_bc_rl" + suffix] = _eval_summary(metrics)
+        if kind in ("wm", "wm_relabel"):
             head = agent.evaluate(episodes=episodes, deterministic=False, head="bc", promise_every=25)
-            out["wm_bc_head"] = _eval_summary(head)
+            out["wm_bc_head" + suffix] = _eval_summary(head)
+        if kind == "wm":
             feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
             feature_bc.fit(data, steps=job["bc_steps"])
             out["wm_bc"] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
@@ -134,7 +156,7 @@ def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any
     table: dict[str, Any] = {}
     for row in sorted(rows, key=lambda r: (r["key"], r["seed"])):
         entry = table.setdefault(row["key"], {})
-        for method in ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm"):
+        for method in METHODS:
             if method not in row:
                 continue
             res = entry.setdefault(method, {"seeds": [], "score": [], "return": [], "success": {}})
@@ -155,7 +177,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     keys = [k for k in result if k != "meta"]
-    methods = ["bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm"]
+    methods = [m for m in METHODS if any(m in result[k] for k in keys)]
     fig = Figure(figsize=(max(6, 2.2 * len(keys)), 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -188,9 +210,19 @@ def main() -> None:
     parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
+    parser.add_argument(
+        "--idm-data",
+        action="store_true",
+        help="also run on copies of the fracs < 1 datasets labelled by a raw-observation inverse-dynamics model",
+    )
+    parser.add_argument("--idm-steps", type=int, default=5000, help="training steps of that inverse-dynamics model")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--kinds", nargs="+", default=["wm", "bc"], choices=["wm", "bc"], help="which jobs: world model, raw BC"
+        "--kinds",
+        nargs="+",
+        default=["wm", "bc"],
+        choices=["wm", "bc", "wm_idm", "wm_relabel"],
+        help="which jobs (see above)",
     )
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
     parser.add_argument(
@@ -222,14 +254,19 @@ def main() -> None:
     if not args.no_run:
         for obs in args.obs:
             for episodes in args.episodes:
-                times = prepare_data(obs, episodes, args.fracs, args.time_limit, args.policy)
+                idm_steps = args.idm_steps if args.idm_data or "wm_relabel" in args.kinds else 0
+                times = prepare_data(obs, episodes, args.fracs, args.time_limit, args.policy, idm_steps)
+                meta.setdefault("idm", {}).update(times.get("idm", {}))
                 if "record_s" in times:
                     name = f"{obs}/{episodes}" + ("" if args.policy == "scripted" else f"/{args.policy}")
                     meta["record_s"][name] = times["record_s"]
                 meta_file.write_text(json.dumps(meta, indent=1))
                 for frac in args.fracs:
                     key = f"{obs}/{episodes}/{frac:g}"
-                    kinds = list(args.kinds) + (["wm_idm"] if args.idm and frac < 1 else [])
+                    kinds = (
+                        list(args.kinds) + (["wm_idm"] if args.idm else []) + (["wm_relabel"] if args.idm_data else [])
+                    )
+                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc")]
                     for seed in args.seeds:
                         for kind in kinds:
                             if (key, kind, seed) in done:
@@ -259,7 +296,7 @@ def main() -> None:
             rows.append(row)
             with jobs_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            scores = {m: row[m]["score"] for m in ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm") if m in row}
+            scores = {m: row[m]["score"] for m in METHODS if m in row}
             print(f"{row['key']} seed {row['seed']} {row['kind']}: {scores} ({row['wall_s'] / 60:.1f} min)", flush=True)
             write_results(rows, meta, suffix)
     write_results(rows, meta, suffix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reverie.baselines import BCPolicy, FeatureBC
+from reverie.baselines import BCPolicy, FeatureBC, InverseDynamics
 from reverie.checkpoint import CheckpointError
 from reverie.data import Dataset, DatasetWriter, record
 from reverie.envs import Space, reserved_spaces
@@ -177,3 +178,81 @@ def test_feature_bc_learns_the_rule_and_keeps_state(rule_ds: Dataset) -> None:
     metrics = bc.evaluate("CartPole-v1", episodes=2, time_limit=20)
     assert {"eval/return", "eval/return_std", "eval/length"} == set(metrics)
     assert featurizer.calls[0] == (True, None) and all(call == (False, (2,)) for call in featurizer.calls[1:])
+
+
+MOVES = np.array([[0, 0], [1, 0], [0, 1]], np.float32)  # what actions 0, 1, 2 do to the walker's position
+
+
+def walker_dataset(folder: Path, labelled: list[bool], image: bool = False) -> tuple[Dataset, list[np.ndarray]]:
+    """Episodes of a random walker whose position moves by MOVES[action]; returns the dataset and every
+    episode's true actions (also those the dataset leaves out)."""
+    space = Space(np.uint8, (8, 8, 1), 0, 255) if image else Space(np.float32, (4,))
+    key = "image" if image else "vector"
+    truth = []
+    with DatasetWriter(
+        folder, "walker", {key: space, **reserved_spaces()}, Space(np.int64, (), 0, 3, discrete=True)
+    ) as w:
+        for i, has_actions in enumerate(labelled):
+            rng = np.random.default_rng(i)
+            action = rng.integers(0, 3, 30)
+            action[0] = 0
+            pos = np.cumsum(MOVES[action], 0) + rng.integers(0, 3, 2)  # (30, 2)
+            if image:
+                obs = np.zeros((30, 8, 8, 1), np.uint8)
+                obs[np.arange(30), pos[:, 0].astype(int) % 8, pos[:, 1].astype(int) % 8] = 255
+            else:
+                obs = np.concatenate([pos, rng.normal(0, 1, (30, 2))], 1).astype(np.float32)  # plus noise features
+            last = np.arange(30) == 29
+            steps = {key: obs, "reward": np.zeros(30, np.float32), "is_first": np.arange(30) == 0}
+            w.add_episode(steps | {"is_last": last, "is_terminal": last, "action": action}, has_actions=has_actions)
+            truth.append(action)
+    return Dataset(folder), truth
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_inverse_dynamics_fills_in_the_missing_actions(tmp_path: Path, image: bool) -> None:
+    source, truth = walker_dataset(tmp_path / "src", [True] * 6 + [False] * 4, image)
+    idm = InverseDynamics(source.obs_space, source.act_space, **SMALL)
+    out, report = idm.label(source, tmp_path / "dst", steps=1000, held_out=0.34)
+    assert report["idm/inferred_episodes"] == 4
+    if image:  # both frames side by side in the channels; one bright pixel moving on 8 x 8 is harder to read
+        pair = idm._inputs(source.episode(0))["image"]
+        np.testing.assert_array_equal(pair[:-1, ..., 1], pair[1:, ..., 0])
+        assert report["idm/held_out_accuracy"] > 0.5  # chance: 1/3
+        return
+    assert report["idm/held_out_accuracy"] > 0.9
+    assert out.info["creation"]["inferred_episodes"] == [6, 7, 8, 9]
+    assert len(out.info["creation"]["held_out_episodes"]) == 2
+    for i in range(10):
+        episode = out.episode(i)
+        assert episode["action_mask"].all()  # every episode is labelled now
+        if i < 6:  # recorded actions are kept as they were
+            np.testing.assert_array_equal(episode["action"], truth[i])
+        else:  # inferred ones are mostly right, and the first step keeps the recorded zero
+            assert episode["action"][0] == 0 and (episode["action"][1:] == truth[i][1:]).mean() > 0.9
+        np.testing.assert_array_equal(
+            episode["image" if image else "vector"], source.episode(i)["image" if image else "vector"]
+        )
+
+
+def test_inverse_dynamics_refuses_data_without_labels_and_is_no_policy(tmp_path: Path) -> None:
+    source, _ = walker_dataset(tmp_path / "none", [False, False])
+    idm = InverseDynamics(source.obs_space, source.act_space, **SMALL)
+    with pytest.raises(ValueError, match="no episode with actions"):
+        idm.label(source, tmp_path / "dst")
+    assert not (tmp_path / "dst" / "dataset.json").exists()
+    with pytest.raises(TypeError, match="not a policy"):
+        idm.evaluate("CartPole-v1", episodes=1)
+
+
+def test_cli_data_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reverie.cli import main
+
+    walker_dataset(tmp_path / "src", [True, True, True, False])
+    assert main(["data", "label", str(tmp_path / "src"), str(tmp_path / "dst"), "--steps", "200"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["episodes"] == 4 and report["idm/inferred_episodes"] == 1
+    assert Dataset(tmp_path / "dst").episode_info(3)["has_actions"]
+    walker_dataset(tmp_path / "bare", [False])
+    assert main(["data", "label", str(tmp_path / "bare"), str(tmp_path / "out")]) == 2
+    assert "no episode with actions" in capsys.readouterr().err

@@ -4,6 +4,8 @@
   symlog for vector keys, then an MLP with a categorical (discrete) or tanh-mean (Box, MSE) head.
 * :class:`FeatureBC` clones them from the features of a trained world model (any :class:`Featurizer`),
   the "world model as features for other learners" use.
+* :class:`InverseDynamics` learns which action led from one observation to the next on the labelled
+  episodes and fills in the actions of the unlabelled ones (as VPT labels video), writing a new dataset.
 
 Both share one core (:class:`_Cloner`): the training loop on ``(input[t], action[t + 1])`` pairs (in the
 dataset format ``action[t]`` is the action that *led to* step ``t``), acting, and evaluation in envs
@@ -47,7 +49,7 @@ from reverie.fileio import replace_folder, write_text, write_torch
 from reverie.functional import symlog
 from reverie.nets import MLP
 
-__all__ = ["BCPolicy", "FeatureBC", "Featurizer"]
+__all__ = ["BCPolicy", "FeatureBC", "Featurizer", "InverseDynamics"]
 
 log = logging.getLogger("reverie.baselines")
 
@@ -168,13 +170,14 @@ class _Cloner:
         low, high = self._bounds
         return low + (torch.tanh(mean) + 1) / 2 * (high - low)
 
-    def _pairs(self, dataset: Dataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode, loaded once."""
+    def _pairs(self, dataset: Dataset, episodes: list[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode (of ``episodes``, if
+        given), loaded once."""
         where = f"dataset {dataset.folder}"
         _check_spaces({**self.obs_space, "action": self.act_space}, {**dataset.obs_space, **dataset.act_space}, where)
         inputs: list[dict[str, np.ndarray]] = []
         targets: list[np.ndarray] = []
-        for i in range(len(dataset)):
+        for i in range(len(dataset)) if episodes is None else episodes:
             if dataset.episode_info(i)["has_actions"]:
                 episode = dataset.episode(i)
                 inputs.append({k: v[:-1] for k, v in self._inputs(episode).items()})
@@ -184,7 +187,13 @@ class _Cloner:
         return {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}, np.concatenate(targets)
 
     def fit(
-        self, dataset: Dataset, steps: int = 2000, batch_size: int = 256, lr: float = 3e-4, log_every: int = 0
+        self,
+        dataset: Dataset,
+        steps: int = 2000,
+        batch_size: int = 256,
+        lr: float = 3e-4,
+        log_every: int = 0,
+        episodes: list[int] | None = None,
     ) -> dict[str, float]:
         """Train with Adam on ``(input[t], action[t + 1])`` of the dataset's labelled episodes.
 
@@ -193,6 +202,7 @@ class _Cloner:
             steps: gradient steps, each on ``batch_size`` pairs drawn uniformly with replacement.
             lr: Adam learning rate.
             log_every: log the metrics on ``reverie.baselines`` every this many steps (0: never).
+            episodes: train on these episode indices only (default: all).
 
         Returns:
             ``bc/loss`` (cross-entropy, or MSE for Box actions) and ``bc/accuracy`` (discrete), averaged over the
@@ -201,7 +211,7 @@ class _Cloner:
         Raises:
             ValueError: no labelled episode, or dataset spaces that differ from the policy's (the keys are named).
         """
-        inputs, targets = self._pairs(dataset)
+        inputs, targets = self._pairs(dataset, episodes)
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         recent: deque[tuple[float, float]] = deque(maxlen=100)
         for step in range(1, steps + 1):
@@ -388,3 +398,145 @@ class FeatureBC(_Cloner):
     def act(self, feats: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Env actions ``(N, ...)`` for features ``(N, F)``; as :meth:`BCPolicy.act`."""
         return self._act({"feat": feats}, deterministic)
+
+
+class InverseDynamics(_Cloner):
+    """Which action led from observation ``t`` to ``t + 1``, learned on a dataset's labelled episodes and used
+    to label the others (:meth:`label`): the inverse-dynamics labelling of VPT, on raw observations.
+
+    The net is :class:`BCPolicy`'s on both observations of a step: image keys stacked along the channels,
+    vector keys as ``[o_t, o_t+1 - o_t]`` (the change is what an action shows).
+
+    Args:
+        obs_space, act_space, units, layers, cnn_depth, seed, device: as for :class:`BCPolicy`.
+
+    Example:
+        >>> idm = InverseDynamics(ds.obs_space, ds.act_space)                         # doctest: +SKIP
+        >>> labelled, report = idm.label(ds, "data/crafter-idm", steps=3000)           # doctest: +SKIP
+        >>> report["idm/held_out_accuracy"]                                           # doctest: +SKIP
+        0.88
+    """
+
+    def __init__(
+        self,
+        obs_space: dict[str, Space],
+        act_space: Space | dict[str, Space],
+        units: int = 256,
+        layers: int = 2,
+        cnn_depth: int = 16,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        seen = {k: obs_space[k] for k in model_keys(obs_space)}
+        spaces = {}
+        for key, space in seen.items():
+            if space.is_image:
+                spaces[key] = Space(space.dtype, (*space.shape[:-1], 2 * space.shape[-1]), 0, 255)
+            else:
+                spaces[key] = Space(np.float32, (2 * math.prod(space.shape),))
+        args = {"units": units, "layers": layers, "cnn_depth": cnn_depth, "seed": seed}
+        super().__init__(spaces, seen, act_space, args, device)
+
+    def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Entry ``t`` holds observations ``t`` and ``t + 1`` (the last entry repeats the last observation)."""
+        out = {}
+        for key in self.spaces:
+            now = episode[key]
+            nxt = np.concatenate([now[1:], now[-1:]])
+            if self.obs_space[key].is_image:
+                out[key] = np.concatenate([now, nxt], -1)
+            else:
+                now, nxt = (x.reshape(len(x), -1).astype(np.float32) for x in (now, nxt))
+                out[key] = np.concatenate([now, nxt - now], -1)
+        return out
+
+    def evaluate(
+        self, env_id: str, episodes: int = 10, seed: int = 0, time_limit: int = 0, deterministic: bool = False
+    ) -> dict[str, float]:
+        """Not available: an inverse-dynamics model labels recorded steps; it is not a policy."""
+        raise TypeError("An inverse-dynamics model labels recorded steps; it is not a policy to evaluate in an env.")
+
+    def predict(self, episode: dict[str, np.ndarray]) -> np.ndarray:
+        """The likeliest action behind each step of a recorded episode ``{key: (T, *shape)}``: ``(T, ...)`` in the
+        dataset's layout (``action[t]`` led to step ``t``; ``action[0]`` is zero, as recorded)."""
+        inputs = {k: v[:-1] for k, v in self._inputs(episode).items()}
+        steps, block = len(episode["is_first"]) - 1, 4096  # blocks bound the memory of long episodes
+        guesses = [self._act({k: v[i : i + block] for k, v in inputs.items()}, True) for i in range(0, steps, block)]
+        first = np.zeros((1, *self.act_space.shape), self.act_space.dtype)
+        return np.concatenate([first, *guesses]).astype(self.act_space.dtype)
+
+    def accuracy(self, dataset: Dataset, episodes: list[int]) -> float:
+        """Share of the recorded actions of ``episodes`` (labelled ones) that :meth:`predict` gets right
+        (discrete actions; a Box action counts as right within 0.1 in every dimension)."""
+        hits, total = 0, 0
+        for i in episodes:
+            episode = dataset.episode(i)
+            guess, truth = self.predict(episode)[1:], episode["action"][1:]
+            right = (
+                guess == truth
+                if self.act_space.discrete
+                else (np.abs(guess - truth) <= 0.1).reshape(len(truth), -1).all(-1)
+            )
+            hits, total = hits + int(right.sum()), total + len(truth)
+        return hits / max(total, 1)
+
+    def label(
+        self,
+        dataset: str | os.PathLike[str] | Dataset,
+        dst: str | os.PathLike[str],
+        steps: int = 5000,
+        held_out: float = 0.2,
+        seed: int = 0,
+    ) -> tuple[Dataset, dict[str, float]]:
+        """Fit on the labelled episodes, then write a copy of ``dataset`` to ``dst`` where every episode has actions.
+
+        A share ``held_out`` of the labelled episodes (at least one, when there are two or more) is kept out of
+        training to measure the model's accuracy; labelled episodes keep their recorded actions, the others get
+        :meth:`predict`'s. ``dst``'s ``creation`` names the inferred episodes and the accuracy.
+
+        Returns:
+            the new dataset and ``idm/held_out_accuracy``, ``idm/train_accuracy``, ``idm/inferred_episodes``.
+
+        Raises:
+            ValueError: the dataset has no labelled episode.
+        """
+        from reverie.data.writer import DatasetWriter
+
+        source = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+        labelled = [i for i in range(len(source)) if source.episode_info(i)["has_actions"]]
+        if not labelled:
+            raise ValueError(
+                f"Dataset {source.folder} has no episode with actions; an inverse-dynamics model needs some labelled "
+                "episodes to learn from (record or convert with --action-frac > 0)."
+            )
+        order = np.random.default_rng(seed).permutation(labelled).tolist()
+        n_test = min(max(1, round(held_out * len(order))), len(order) - 1) if held_out > 0 and len(order) > 1 else 0
+        test, train = sorted(order[:n_test]), sorted(order[n_test:])
+        metrics = self.fit(source, steps=steps, episodes=train)
+        report = {
+            "idm/train_accuracy": metrics.get("bc/accuracy", math.nan),
+            "idm/held_out_accuracy": self.accuracy(source, test) if test else math.nan,
+        }
+        inferred = [i for i in range(len(source)) if not source.episode_info(i)["has_actions"]]
+        creation = {
+            "source": "inverse_dynamics",
+            "from": str(source.folder),
+            "inferred_episodes": inferred,
+            "held_out_episodes": test,
+            **{k.removeprefix("idm/"): v for k, v in report.items()},
+            "original": source.info["creation"],
+        }
+        writer = DatasetWriter(dst, source.env_id, source.obs_space, source.act_space, source.chunk, creation)
+        for index, episode in enumerate(source.episodes(masks=False)):
+            info = source.episode_info(index)
+            if not info["has_actions"]:
+                episode["action"] = self.predict(episode).astype(episode["action"].dtype)
+            writer.add_episode(episode, True, bool(info["has_rewards"]))
+        writer.close()
+        report["idm/inferred_episodes"] = float(len(inferred))
+        log.info(
+            "inverse dynamics: held-out accuracy %.3f, %d episodes labelled",
+            report["idm/held_out_accuracy"],
+            len(inferred),
+        )
+        return Dataset(dst), report

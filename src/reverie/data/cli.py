@@ -1,4 +1,4 @@
-"""``reverie data record | info | convert``: the dataset commands of the ``reverie`` CLI.
+"""``reverie data record | info | convert | label``: the dataset commands of the ``reverie`` CLI.
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     reverie data convert data/crafter-random data/crafter-30pct --action-frac 0.3
     reverie data convert data/crafter-random crafter-random --to minari   # Minari id reverie/crafter-random-v0
     reverie data convert reverie/crafter-random-v0 data/crafter-back      # Minari -> Reverie
+    reverie data label data/crafter-10pct data/crafter-10pct-idm          # fill in actions (inverse dynamics)
 """
 
 from __future__ import annotations
@@ -57,13 +58,26 @@ def add_parser(sub: Any) -> None:
     conv.add_argument("--reward-frac", type=float, default=1.0, help="share of episodes that keep their rewards")
     conv.add_argument("--seed", type=int, default=0, help="seed of the choice of unlabeled episodes")
 
+    lab = cmds.add_parser(
+        "label",
+        help="copy a dataset with its missing actions filled in by an inverse-dynamics model",
+        description="Trains reverie.baselines.InverseDynamics (which action led from one observation to the next) "
+        "on SRC's labelled episodes, minus a held-out share that measures its accuracy, and writes DST with every "
+        "episode labelled: recorded actions kept, the others inferred.",
+    )
+    lab.add_argument("src", help="Reverie dataset folder with some labelled episodes")
+    lab.add_argument("dst", help="dataset folder to create (new or empty)")
+    lab.add_argument("--steps", type=int, default=5000, help="training steps of the inverse-dynamics model")
+    lab.add_argument("--held-out", type=float, default=0.2, help="share of labelled episodes kept to measure accuracy")
+    lab.add_argument("--seed", type=int, default=0, help="seed of the weights, batches and held-out choice")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run ``reverie data <command>``; dataset, policy and missing-Minari errors print one line and return 2."""
     from reverie.data.minari_io import MinariMissing
     from reverie.data.record import PolicyError
 
-    commands = {"record": _record, "info": _info, "convert": _convert}
+    commands = {"record": _record, "info": _info, "convert": _convert, "label": _label}
     try:
         return commands[args.data_command](args)
     except (DatasetError, PolicyError, MinariMissing) as err:
@@ -93,6 +107,21 @@ def _convert(args: argparse.Namespace) -> int:
 
     out = convert(args.src, args.dst, args.to, args.action_frac, args.reward_frac, args.seed)
     print(json.dumps({"from": args.src, "to": out, "format": args.to}))
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from reverie.baselines import InverseDynamics
+
+    source = Dataset(args.src)
+    idm = InverseDynamics(source.obs_space, source.act_space, seed=args.seed)
+    try:
+        out, report = idm.label(source, args.dst, steps=args.steps, held_out=args.held_out, seed=args.seed)
+    except ValueError as err:  # no labelled episode
+        print(f"reverie: error: {err}", file=sys.stderr)
+        return 2
+    shown = {k: None if np.isnan(v) else v for k, v in report.items()}  # no held-out episode: no accuracy
+    print(json.dumps({"dataset": str(out.folder), "episodes": len(out), **shown}))
     return 0
 
 
