@@ -12,7 +12,7 @@ import pytest
 
 from reverie.baselines import BCPolicy, FeatureBC, InverseDynamics
 from reverie.checkpoint import CheckpointError
-from reverie.data import Dataset, DatasetWriter, record
+from reverie.data import Dataset, DatasetError, DatasetWriter, record
 from reverie.envs import Space, reserved_spaces
 
 OBS_SPACE = {"vector": Space(np.float32, (4,)), **reserved_spaces()}  # CartPole's
@@ -243,6 +243,11 @@ def test_inverse_dynamics_refuses_data_without_labels_and_is_no_policy(tmp_path:
     assert not (tmp_path / "dst" / "dataset.json").exists()
     with pytest.raises(TypeError, match="not a policy"):
         idm.evaluate("CartPole-v1", episodes=1)
+    labelled, _ = walker_dataset(tmp_path / "some", [True, False])
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="already holds files"):  # refused before any training
+        InverseDynamics(labelled.obs_space, labelled.act_space, **SMALL).label(labelled, tmp_path / "busy", steps=10**9)
 
 
 def test_cli_data_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -509,30 +509,25 @@ class InverseDynamics(_Cloner):
                 f"Dataset {source.folder} has no episode with actions; an inverse-dynamics model needs some labelled "
                 "episodes to learn from (record or convert with --action-frac > 0)."
             )
+        inferred = [i for i in range(len(source)) if not source.episode_info(i)["has_actions"]]
         order = np.random.default_rng(seed).permutation(labelled).tolist()
         n_test = min(max(1, round(held_out * len(order))), len(order) - 1) if held_out > 0 and len(order) > 1 else 0
         test, train = sorted(order[:n_test]), sorted(order[n_test:])
-        metrics = self.fit(source, steps=steps, episodes=train)
-        report = {
-            "idm/train_accuracy": metrics.get("bc/accuracy", math.nan),
-            "idm/held_out_accuracy": self.accuracy(source, test) if test else math.nan,
-        }
-        inferred = [i for i in range(len(source)) if not source.episode_info(i)["has_actions"]]
-        creation = {
-            "source": "inverse_dynamics",
-            "from": str(source.folder),
-            "inferred_episodes": inferred,
-            "held_out_episodes": test,
-            **{k.removeprefix("idm/"): v for k, v in report.items()},
-            "original": source.info["creation"],
-        }
-        writer = DatasetWriter(dst, source.env_id, source.obs_space, source.act_space, source.chunk, creation)
-        for index, episode in enumerate(source.episodes(masks=False)):
-            info = source.episode_info(index)
-            if not info["has_actions"]:
-                episode["action"] = self.predict(episode).astype(episode["action"].dtype)
-            writer.add_episode(episode, True, bool(info["has_rewards"]))
-        writer.close()
+        creation = {"source": "inverse_dynamics", "from": str(source.folder), "inferred_episodes": inferred}
+        # Opened first, so that a folder already in use fails before minutes of training.
+        with DatasetWriter(dst, source.env_id, source.obs_space, source.act_space, source.chunk, creation) as writer:
+            metrics = self.fit(source, steps=steps, episodes=train)
+            report = {
+                "idm/train_accuracy": metrics.get("bc/accuracy", math.nan),
+                "idm/held_out_accuracy": self.accuracy(source, test) if test else math.nan,
+            }
+            writer.creation |= {k.removeprefix("idm/"): None if math.isnan(v) else v for k, v in report.items()}
+            writer.creation |= {"held_out_episodes": test, "original": source.info["creation"]}
+            for index, episode in enumerate(source.episodes(masks=False)):
+                info = source.episode_info(index)
+                if not info["has_actions"]:
+                    episode["action"] = self.predict(episode).astype(episode["action"].dtype)
+                writer.add_episode(episode, True, bool(info["has_rewards"]))
         report["idm/inferred_episodes"] = float(len(inferred))
         log.info(
             "inverse dynamics: held-out accuracy %.3f, %d episodes labelled",
