@@ -221,6 +221,9 @@ def test_inverse_dynamics_fills_in_the_missing_actions(tmp_path: Path, image: bo
         assert report["idm/held_out_accuracy"] > 0.5  # chance: 1/3
         return
     assert report["idm/held_out_accuracy"] > 0.9
+    # each entry of the change is read in units of its largest step: moves of 1 stay, the noise is scaled down
+    np.testing.assert_allclose(idm.change_scale["vector"][:2], 1.0)
+    assert (idm.change_scale["vector"][2:] < 0.5).all()
     assert out.info["creation"]["inferred_episodes"] == [6, 7, 8, 9]
     assert len(out.info["creation"]["held_out_episodes"]) == 2
     for i in range(10):

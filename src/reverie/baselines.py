@@ -405,7 +405,9 @@ class InverseDynamics(_Cloner):
     to label the others (:meth:`label`): the inverse-dynamics labelling of VPT, on raw observations.
 
     The net is :class:`BCPolicy`'s on both observations of a step: image keys stacked along the channels,
-    vector keys as ``[o_t, o_t+1 - o_t]`` (the change is what an action shows).
+    vector keys as ``[o_t, o_t+1 - o_t]`` (the change is what an action shows), each entry of the change
+    divided by the largest change it shows in the training episodes, so that a count stored in small
+    steps (Crafter's inventory, in ninths) speaks as loudly as a one-hot cell that flips.
 
     Args:
         obs_space, act_space, units, layers, cnn_depth, seed, device: as for :class:`BCPolicy`.
@@ -436,6 +438,30 @@ class InverseDynamics(_Cloner):
                 spaces[key] = Space(np.float32, (2 * math.prod(space.shape),))
         args = {"units": units, "layers": layers, "cnn_depth": cnn_depth, "seed": seed}
         super().__init__(spaces, seen, act_space, args, device)
+        self.change_scale = {k: np.ones(math.prod(s.shape), np.float32) for k, s in seen.items() if not s.is_image}
+        """Per vector key, what each entry of ``o_t+1 - o_t`` is multiplied by (set by :meth:`fit`)."""
+
+    def fit(
+        self,
+        dataset: Dataset,
+        steps: int = 2000,
+        batch_size: int = 256,
+        lr: float = 3e-4,
+        log_every: int = 0,
+        episodes: list[int] | None = None,
+    ) -> dict[str, float]:
+        """:meth:`BCPolicy.fit`, after setting :attr:`change_scale` from the same episodes."""
+        largest = {k: np.zeros_like(v) for k, v in self.change_scale.items()}
+        for i in range(len(dataset)) if episodes is None else episodes:
+            if dataset.episode_info(i)["has_actions"]:
+                episode = dataset.episode(i, masks=False)
+                for key in largest:
+                    change = np.abs(np.diff(episode[key].reshape(len(episode[key]), -1).astype(np.float32), axis=0))
+                    largest[key] = np.maximum(largest[key], change.max(0, initial=0.0))
+        self.change_scale = {
+            k: np.where(v > 0, 1.0 / np.maximum(v, 1e-8), 1.0).astype(np.float32) for k, v in largest.items()
+        }
+        return super().fit(dataset, steps, batch_size, lr, log_every, episodes)
 
     def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Entry ``t`` holds observations ``t`` and ``t + 1`` (the last entry repeats the last observation)."""
@@ -447,7 +473,7 @@ class InverseDynamics(_Cloner):
                 out[key] = np.concatenate([now, nxt], -1)
             else:
                 now, nxt = (x.reshape(len(x), -1).astype(np.float32) for x in (now, nxt))
-                out[key] = np.concatenate([now, nxt - now], -1)
+                out[key] = np.concatenate([now, (nxt - now) * self.change_scale[key]], -1)
         return out
 
     def evaluate(
