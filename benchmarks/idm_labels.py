@@ -69,10 +69,10 @@ def main() -> None:
         "count": {name: int(counts[a]) for a, name in enumerate(names)},
         "label_s": seconds,
     }
+    from reverie.fileio import write_text
+
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{args.out}.json"
-    path.with_suffix(".json.tmp").write_text(json.dumps(result, indent=1))
-    path.with_suffix(".json.tmp").replace(path)
+    write_text(RESULTS / f"{args.out}.json", json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k not in ("recall", "count")}))
     print({k: round(v, 2) for k, v in result["recall"].items() if v is not None})
 

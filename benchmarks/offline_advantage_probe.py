@@ -132,18 +132,10 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
 
 
 def _materials_match(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of the local view's cells whose material two crafter-symbolic vectors agree on (the layout of
-    ``reverie.envs.crafter``: the view's cells first, each "outside" + materials, then objects)."""
-    from reverie.envs.crafter import MATERIALS, OBJECTS
-    from reverie.symbolic import grid_layout
+    """Share of the local view's cells whose material two crafter-symbolic vectors agree on."""
+    from reverie.symbolic import cell_materials
 
-    rows, cols = grid_layout(len(a))
-    channels, mats = 1 + len(MATERIALS) + len(OBJECTS), 1 + len(MATERIALS)
-
-    def material(v: np.ndarray) -> np.ndarray:
-        return v[: rows * cols * channels].reshape(rows * cols, channels)[:, :mats].argmax(-1)
-
-    return float((material(a) == material(b)).mean())
+    return float((cell_materials(a) == cell_materials(b)).mean())
 
 
 def action_effects(

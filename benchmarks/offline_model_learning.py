@@ -53,20 +53,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [kv for kv in rest.split(",") if kv]
 
 
-def view_materials(vectors: np.ndarray) -> np.ndarray:
-    """(..., 1219) crafter-symbolic vectors -> (..., 63) material index of each cell of the local view."""
-    from reverie.envs.crafter import MATERIALS, OBJECTS
-    from reverie.symbolic import grid_layout
-
-    rows, cols = grid_layout(vectors.shape[-1])
-    channels, mats = 1 + len(MATERIALS) + len(OBJECTS), 1 + len(MATERIALS)
-    cells = vectors[..., : rows * cols * channels].reshape(*vectors.shape[:-1], rows * cols, channels)
-    return cells[..., :mats].argmax(-1)
-
-
 def measure(learner: Any, batch_np: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
     """The module docstring's shares on a (B, T) batch of held-out sequences."""
     import torch
+
+    from reverie.symbolic import cell_materials
 
     learner.eval()
     with torch.no_grad(), learner.autocast():
@@ -85,13 +76,13 @@ def measure(learner: Any, batch_np: dict[str, np.ndarray], rng: np.random.Genera
             pictures[name] = learner.decoded_obs(rssm.feat(nxt), ["vector"])["vector"]
         present = learner.decoded_obs(feat, ["vector"])["vector"]
     learner.train()
-    truth = view_materials(batch_np["vector"])  # (B, T, 63)
+    truth = cell_materials(batch_np["vector"])  # (B, T, 63)
     valid = ~batch_np["is_first"][:, 1:].astype(bool).reshape(-1)  # transitions inside one episode
     now, before = truth[:, 1:].reshape(-1, truth.shape[-1])[valid], truth[:, :-1].reshape(-1, truth.shape[-1])[valid]
     changed = now != before
-    nxt = view_materials(pictures["next"].cpu().numpy())[valid]
-    wrong_pic = view_materials(pictures["wrong"].cpu().numpy())[valid]
-    pres = view_materials(present.cpu().numpy())[:, 1:].reshape(-1, truth.shape[-1])[valid]
+    nxt = cell_materials(pictures["next"].cpu().numpy())[valid]
+    wrong_pic = cell_materials(pictures["wrong"].cpu().numpy())[valid]
+    pres = cell_materials(present.cpu().numpy())[:, 1:].reshape(-1, truth.shape[-1])[valid]
     return {
         "present": float((pres == now).mean()),
         "next": float((nxt == now).mean()),
@@ -208,11 +199,10 @@ def main() -> None:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "variants": {run["name"]: run for run in runs},
     }
+    from reverie.fileio import write_text
+
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{args.out}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    write_text(RESULTS / f"{args.out}.json", json.dumps(result, indent=1))
     plot(result, RESULTS / f"{args.out}.png")
     for name, run in result["variants"].items():
         last = run["curve"][-1]

@@ -11,7 +11,7 @@ import torch
 from reverie.config import ConfigError, ModelConfig, make_config
 from reverie.envs.base import Space
 from reverie.functional import symexp
-from reverie.symbolic import GridDecoder, GridEncoder
+from reverie.symbolic import GridDecoder, GridEncoder, cell_materials
 from reverie.world_model import WorldModel
 
 CFG = ModelConfig(units=64, layers=1)
@@ -61,6 +61,16 @@ def test_decoder_learns_each_cell_back_into_the_vector_layout(vectors: np.ndarra
     np.testing.assert_array_equal(sharp[:, 1218], vectors[:, 1218])
     assert np.abs(sharp[:, 1217] - vectors[:, 1217]).max() < 0.05
     assert set(np.unique(sharp[:, :1197])) <= {0.0, 1.0} and (sharp[:, 1213:1217].sum(-1) == 1).all()
+
+
+def test_cell_materials_reads_the_materials_of_the_view(vectors: np.ndarray) -> None:
+    from reverie.envs.crafter import MATERIALS, OBJECTS
+
+    cells = vectors[:, : 63 * (1 + len(MATERIALS) + len(OBJECTS))].reshape(40, 63, -1)
+    got = cell_materials(vectors)
+    assert got.shape == (40, 63)
+    np.testing.assert_array_equal(cells[np.arange(40)[:, None], np.arange(63), got], 1.0)  # the hot channel
+    assert len(np.unique(got)) > 2  # grass, sand, trees, water...: a real mix, not one constant
 
 
 def test_decoder_loss_is_cross_entropy_per_cell() -> None:

@@ -441,27 +441,16 @@ class InverseDynamics(_Cloner):
         self.change_scale = {k: np.ones(math.prod(s.shape), np.float32) for k, s in seen.items() if not s.is_image}
         """Per vector key, what each entry of ``o_t+1 - o_t`` is multiplied by (set by :meth:`fit`)."""
 
-    def fit(
-        self,
-        dataset: Dataset,
-        steps: int = 2000,
-        batch_size: int = 256,
-        lr: float = 3e-4,
-        log_every: int = 0,
-        episodes: list[int] | None = None,
-    ) -> dict[str, float]:
-        """:meth:`BCPolicy.fit`, after setting :attr:`change_scale` from the same episodes."""
-        largest = {k: np.zeros_like(v) for k, v in self.change_scale.items()}
-        for i in range(len(dataset)) if episodes is None else episodes:
-            if dataset.episode_info(i)["has_actions"]:
-                episode = dataset.episode(i, masks=False)
-                for key in largest:
-                    change = np.abs(np.diff(episode[key].reshape(len(episode[key]), -1).astype(np.float32), axis=0))
-                    largest[key] = np.maximum(largest[key], change.max(0, initial=0.0))
-        self.change_scale = {
-            k: np.where(v > 0, 1.0 / np.maximum(v, 1e-8), 1.0).astype(np.float32) for k, v in largest.items()
-        }
-        return super().fit(dataset, steps, batch_size, lr, log_every, episodes)
+    def _pairs(self, dataset: Dataset, episodes: list[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training pairs, with :attr:`change_scale` set from the changes they show (and applied to them)."""
+        self.change_scale = {k: np.ones_like(v) for k, v in self.change_scale.items()}
+        inputs, targets = super()._pairs(dataset, episodes)
+        for key, scale in self.change_scale.items():
+            change = inputs[key][:, len(scale) :]  # a view: scaled in place
+            largest = np.abs(change).max(0, initial=0.0)
+            scale[:] = np.where(largest > 0, 1.0 / np.maximum(largest, 1e-8), 1.0)
+            change *= scale
+        return inputs, targets
 
     def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Entry ``t`` holds observations ``t`` and ``t + 1`` (the last entry repeats the last observation)."""

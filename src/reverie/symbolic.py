@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
 from reverie.functional import symexp, symlog
 from reverie.nets import MLP, ChannelNorm, Linear, init_fan_in
 
-__all__ = ["GRID_CHANNELS", "GridDecoder", "GridEncoder", "grid_layout"]
+__all__ = ["GRID_CHANNELS", "GridDecoder", "GridEncoder", "cell_materials", "grid_layout"]
 
 GRID_CHANNELS = 32
 """Channels of the grid encoder's two convolutions."""
@@ -55,6 +56,14 @@ def grid_layout(size: int) -> tuple[int, int]:
             f"(view 9x9), got a vector of {size}; use model.vector_codec=mlp for other observations."
         )
     return 7, 9
+
+
+def cell_materials(vectors: np.ndarray) -> np.ndarray:
+    """(..., N) crafter-symbolic vectors -> (..., rows * columns) material index of each cell of the local view
+    (0 is "outside" the world)."""
+    rows, cols = grid_layout(vectors.shape[-1])
+    cells = vectors[..., : rows * cols * _CELL].reshape(*vectors.shape[:-1], rows * cols, _CELL)
+    return cells[..., :_MATS].argmax(-1)
 
 
 class GridEncoder(nn.Module):
