@@ -81,16 +81,18 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
         if t > 0 and t % every == 0:  # probe this state before acting on it
             latent = learner.filter(batch, state)
             feat = learner.wm.rssm.feat(latent)
-            now_pic = learner.decoded_obs(feat, ["vector"])["vector"][0].cpu().numpy()
+            before = {"vector": torch.as_tensor(previous, dtype=torch.float32)[None]}  # read by model.decoder_prev
+            now_pic = learner.decoded_obs(feat, ["vector"], before)["vector"][0].cpu().numpy()
             cells["posterior"].append(_materials_match(now_pic, batch["vector"][0]))
             cells["previous_frame"].append(_materials_match(previous, batch["vector"][0]))
             acts = torch.arange(n_actions).repeat_interleave(samples)  # (17 * S,)
             onehot = learner.encode_action(acts)
             with torch.no_grad(), learner.autocast():
                 nxt = learner.wm.rssm.imagine_step(_tile(latent, len(acts)), onehot)
-                traj = learner.imagine(nxt, horizon - 1, head)  # feat (N, H): the states reached after each step
+                now = {"vector": torch.as_tensor(batch["vector"], dtype=torch.float32).expand(len(acts), -1)}
+                traj = learner.imagine(nxt, horizon - 1, head, prev_obs=now)  # feat (N, H): states after each step
                 promised = promised_return(learner, traj["feat"]).reshape(n_actions, samples).cpu().numpy()
-                pictured = learner.decoded_obs(traj["feat"][:, 0], ["vector"])["vector"].cpu().numpy()
+                pictured = learner.decoded_obs(traj["feat"][:, 0], ["vector"], now)["vector"].cpu().numpy()
                 bc_keys = learner.bc.obs_keys
                 seen = learner.to_tensors({k: batch[k] for k in bc_keys}) if bc_keys else None
                 logits = learner.head_policy(learner.bc, feat, seen).logits[0].float()

@@ -70,11 +70,16 @@ def measure(learner: Any, batch_np: dict[str, np.ndarray], rng: np.random.Genera
         n = actions.shape[-1]
         wrong_idx = (actions.argmax(-1) + torch.from_numpy(rng.integers(1, n, len(actions)))) % n
         wrong = torch.nn.functional.one_hot(wrong_idx, n).to(actions.dtype)
+        # a decoder that reads the frame before (model.decoder_prev) gets the real one; others ignore it
+        seen = batch["vector"].float()
+        before = {"vector": seen[:, :-1].flatten(0, 1)}
         pictures = {}
         for name, act in (("next", actions), ("wrong", wrong)):
             nxt = rssm.imagine_step(prev, act)
-            pictures[name] = learner.decoded_obs(rssm.feat(nxt), ["vector"])["vector"]
-        present = learner.decoded_obs(feat, ["vector"])["vector"]
+            pictures[name] = learner.decoded_obs(rssm.feat(nxt), ["vector"], before)["vector"]
+        earlier = torch.cat([torch.zeros_like(seen[:, :1]), seen[:, :-1]], 1)
+        earlier = earlier * (1.0 - batch["is_first"].float()).unsqueeze(-1)
+        present = learner.decoded_obs(feat, ["vector"], {"vector": earlier})["vector"]
     learner.train()
     truth = cell_materials(batch_np["vector"])  # (B, T, 63)
     valid = ~batch_np["is_first"][:, 1:].astype(bool).reshape(-1)  # transitions inside one episode

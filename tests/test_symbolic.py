@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from reverie.config import ConfigError, ModelConfig, make_config
 from reverie.envs.base import Space
@@ -113,11 +114,16 @@ def test_codec_errors_name_the_fix(one_line) -> None:
         make_config([], ["model.vector_codec=grid"])
 
 
-def test_world_model_with_the_codec_trains_and_reloads(vectors: np.ndarray, tmp_path: Path, debug_config) -> None:
+@pytest.mark.parametrize("reads_prev", [False, True])
+def test_world_model_with_the_codec_trains_and_reloads(
+    vectors: np.ndarray, tmp_path: Path, debug_config, reads_prev: bool
+) -> None:
     from reverie import Dreamer
     from reverie.envs.crafter import symbolic_size
 
-    cfg = debug_config(tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid")
+    cfg = debug_config(
+        tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid", f"model.decoder_prev={reads_prev}"
+    )
     obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
     agent = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True))
     wm = agent.learner.wm
@@ -141,7 +147,85 @@ def test_world_model_with_the_codec_trains_and_reloads(vectors: np.ndarray, tmp_
     assert losses[-1] < 0.5 * losses[0], losses[::10]
     again = Dreamer.load(agent.save(tmp_path / "ckpt"))
     assert again.config.model.vector_codec == "crafter_grid"
+    assert again.config.model.decoder_prev is reads_prev and again.learner.wm.decoder.grid.reads_prev is reads_prev
     with torch.no_grad():  # the same latent samples for both
         a = torch.manual_seed(1) and wm.loss(batch)[0]
         b = torch.manual_seed(1) and again.learner.wm.loss(batch)[0]
     assert float(a) == pytest.approx(float(b), rel=1e-4)
+
+
+def test_decoder_reading_the_previous_frame_predicts_the_next_one(vectors: np.ndarray) -> None:
+    """With ``model.decoder_prev`` the decoder sees the frame before: features that carry only the action
+    (one of 5 moves) then suffice to picture each next view, which they cannot on their own."""
+    from reverie.envs import CrafterEnv
+
+    env = CrafterEnv(seed=0, symbolic=True)
+    rng = np.random.default_rng(0)
+    frames, actions = [env.step({"action": 0, "reset": True})["vector"]], []
+    for _ in range(60):
+        actions.append(int(rng.integers(1, 6)))
+        frames.append(env.step({"action": actions[-1], "reset": False})["vector"])
+    x = torch.as_tensor(np.stack(frames))
+    feat = torch.nn.functional.one_hot(torch.as_tensor(actions), 6).float()[None]  # (1, 60, 6)
+    target, prev = x[None, 1:], x[None, :-1]
+    scores = {}
+    for reads_prev in (False, True):
+        torch.manual_seed(0)
+        dec = GridDecoder(6, x.shape[-1], ModelConfig(units=64, layers=1, decoder_prev=reads_prev))
+        opt = torch.optim.Adam(dec.parameters(), 3e-3)
+        for _ in range(300):
+            loss = dec.loss(feat, target, prev).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            picture = dec.observation(feat, prev)[0].numpy()
+        truth, before = cell_materials(target[0].numpy()), cell_materials(prev[0].numpy())
+        changed = truth != before  # the cells a step changed: "nothing changes" gets none of them
+        scores[reads_prev] = float((cell_materials(picture) == truth)[changed].mean())
+    assert scores[True] > 0.9 and scores[False] < 0.6, scores
+    # an all-zero previous frame is "none": the decoder falls back on the features, no error
+    none = GridDecoder(6, x.shape[-1], ModelConfig(units=16, layers=1, decoder_prev=True))
+    assert none(feat, torch.zeros_like(prev)).shape == none(feat).shape == target.shape
+
+
+def test_decoder_prev_needs_the_grid_codec(one_line) -> None:
+    spaces = {"vector": Space(np.float32, (8,))}
+    with pytest.raises(ValueError) as err:
+        WorldModel(spaces, 3, ModelConfig(decoder_prev=True, units=16, layers=1))
+    one_line(str(err.value), "model.decoder_prev", "crafter_grid")
+
+
+def test_imagination_pictures_each_step_from_the_picture_before(tmp_path: Path, debug_config, monkeypatch) -> None:
+    """With ``model.decoder_prev`` an observation-reading policy's imagined view at step t is decoded from the
+    one at t-1: the real observation at the start, the decoded ones after."""
+    from reverie import Dreamer
+    from reverie.envs.crafter import symbolic_size
+
+    cfg = debug_config(
+        tmp_path,
+        "env.id=crafter-symbolic",
+        "model.vector_codec=crafter_grid",
+        "model.decoder_prev=true",
+        "ac.obs_input=true",
+        "ac.feat_input=false",
+    )
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
+    calls: list[tuple[Tensor | None, Tensor]] = []
+    decode = learner.decoded_obs
+
+    def recording(feat: Tensor, keys: list[str], prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        out = decode(feat, keys, prev)
+        calls.append((None if prev is None else prev["vector"], out["vector"]))
+        return out
+
+    monkeypatch.setattr(learner, "decoded_obs", recording)
+    start = learner.wm.rssm.initial(3)
+    first = torch.rand(3, symbolic_size()).round()
+    traj = learner.imagine(start, 3, first_obs={"vector": first})
+    assert len(calls) == 3  # steps 1-3; step 0 reads the real observation
+    assert torch.equal(calls[0][0], first)
+    for (_, before), (prev, _) in zip(calls[:-1], calls[1:], strict=True):
+        assert prev is not None and torch.equal(prev, before)
+    assert torch.equal(traj["obs/vector"][:, 0], first) and torch.equal(traj["obs/vector"][:, 3], calls[-1][1])

@@ -77,6 +77,8 @@ class ModelConfig:
     """Strided convs (k4, s2) instead of conv(k5) + max-pool: DreamerV2's layout, ~3x cheaper on a CPU."""
     vector_codec: Literal["mlp", "crafter_grid"] = "mlp"
     """Vector codec: symlog MLPs (squared error) or, for crafter-symbolic, map convs + per-cell categoricals."""
+    decoder_prev: bool = False
+    """Grid codec only: the decoder also reads the previous observation, so it predicts what changes."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0

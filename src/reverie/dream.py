@@ -170,6 +170,7 @@ class DreamEnv(gymnasium.Env):
             self.real_env.close()
             self.real_env = make_env(self.agent.config.env, self._env_seed(seed))
         self.steps = 0
+        self._last_obs = {}  # the first picture has no frame before it
         window = self._dataset_window(*self._choose_start(**chosen)) if self.dataset is not None else None
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
             if window is not None:
@@ -435,7 +436,9 @@ class DreamEnv(gymnasium.Env):
         transition that led here, see :meth:`_doubt`; None after a reset)."""
         assert self.state is not None
         feat = self.wm.rssm.feat(self.state)  # (1, F)
-        preds = self.wm.decoder(feat)
+        device = feat.device
+        before = {k: torch.as_tensor(v, dtype=torch.float32, device=device)[None] for k, v in self._last_obs.items()}
+        preds = self.wm.decoder(feat, before or None)  # a decoder with model.decoder_prev reads the last picture
         obs: dict[str, np.ndarray] = {}
         for key in self.keys:
             pred = preds[key][0].float()

@@ -168,11 +168,12 @@ class Learner(nn.Module):
         return self.decode_action(action), new_state, action
 
     @torch.no_grad()
-    def decoded_obs(self, feat: Tensor, keys: list[str]) -> dict[str, Tensor]:
+    def decoded_obs(self, feat: Tensor, keys: list[str], prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The model's picture of the observation behind ``feat`` (..., F), in env units: images 0-255
         (float), vectors back out of symlog space, and with the grid codec the sharp likeliest symbolic
         vector (:meth:`reverie.symbolic.GridDecoder.observation`). What a policy with ``ac.obs_input`` sees
-        in imagination."""
+        in imagination. ``prev``: the observations one step before (env units), which a decoder with
+        ``model.decoder_prev`` reads."""
         decoder = self.wm.decoder
         pred = decoder.images_of(feat) if decoder.grid is not None else decoder(feat)
         out = {}
@@ -180,7 +181,8 @@ class Learner(nn.Module):
             if k in decoder.images:
                 out[k] = pred[k].float().clamp(0, 1) * 255.0
             elif decoder.grid is not None:
-                out[k] = decoder.grid.observation(feat).reshape(*feat.shape[:-1], *decoder.shapes[k])
+                vec = decoder.grid.observation(feat, decoder.prev_vector(prev))
+                out[k] = vec.reshape(*feat.shape[:-1], *decoder.shapes[k])
             else:
                 out[k] = symexp(pred[k].float())
         return out
@@ -204,11 +206,18 @@ class Learner(nn.Module):
 
     # ----------------------------------------------------------------- learning
     def imagine(
-        self, start: State, horizon: int, head: Head = "actor", first_obs: dict[str, Tensor] | None = None
+        self,
+        start: State,
+        horizon: int,
+        head: Head = "actor",
+        first_obs: dict[str, Tensor] | None = None,
+        prev_obs: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Roll the policy in the model from N start states: features and actions (N, H+1, ...), and
         ``obs/<key>``, the observations the policy read when it reads them (``ac.obs_input``): the real ones
-        at the start when ``first_obs`` gives them (N, ...), the decoded ones after."""
+        at the start when ``first_obs`` gives them (N, ...), the decoded ones after. Each decoded one is
+        pictured from the one before (read by ``model.decoder_prev``); ``prev_obs`` is the one before the
+        start, when the start's own is decoded."""
         rssm, actor = self.wm.rssm, self.actor(head)
         grad = self.cfg.ac.actor_grad == "dynamics"
         state = {k: v.detach() for k, v in start.items()}
@@ -220,8 +229,9 @@ class Learner(nn.Module):
                 obs: dict[str, Tensor] | None = None
                 if seen and t == 0 and first_obs is not None:
                     obs = {k: first_obs[k].float() for k in actor.obs_keys}
-                elif seen:
-                    obs = self.decoded_obs(feat.detach(), actor.obs_keys)
+                elif seen:  # the picture after the step, from the picture before it
+                    before = {k: v[-1] for k, v in seen.items()} if t > 0 else prev_obs
+                    obs = self.decoded_obs(feat.detach(), actor.obs_keys, before)
                 policy = actor(feat if grad else feat.detach(), obs)
                 action = self.supported(actor, policy, feat, obs).sample()
                 feats.append(feat)

@@ -10,6 +10,11 @@
   objects, trained by cross-entropy; the tail by squared error in symlog space as before. A flat
   squared error over 1,197 mostly-zero entries barely notices a missed cow or table; the per-cell
   cross-entropy charges ``-log p`` of the true class in every cell.
+* With ``model.decoder_prev=true`` the decoder also reads the previous observation: three 3x3 convolutions
+  over its map, with the features broadcast to every cell, add to each cell's logits, and its tail joins the
+  MLP's input. Most of a step's view is the previous one, shifted when the player moves; the features only
+  have to carry what changed (as frame-conditioned video models such as DIAMOND's do). An all-zero previous
+  vector means "none" (episode starts): a real one has a material in every cell.
 
 Both keep the vector contract of :class:`reverie.world_model.Decoder`: ``forward`` returns the vector
 in symlog space (cell probabilities in the vector's one-hot layout), ``loss`` returns (B, T).
@@ -100,30 +105,63 @@ class GridDecoder(nn.Module):
         self.rows, self.cols = grid_layout(size)
         self.n_cells = self.rows * self.cols
         self.tail = size - self.n_cells * _CELL
-        self.mlp = MLP(feat_dim, cfg.units, cfg.layers)
+        self.reads_prev = cfg.decoder_prev
+        self.mlp = MLP(feat_dim + (self.tail + 1 if self.reads_prev else 0), cfg.units, cfg.layers)
         self.out = Linear(self.mlp.out_dim, self.n_cells * (_MATS + 1 + _OBJS) + self.tail)
+        if self.reads_prev:
+            self.broadcast = Linear(feat_dim, GRID_CHANNELS)
+            convs: list[nn.Module] = []
+            inp = _CELL + 1 + GRID_CHANNELS  # previous cell, "there is a previous frame", features
+            for _ in range(3):
+                conv = nn.Conv2d(inp, GRID_CHANNELS, 3, padding=1, bias=False)
+                init_fan_in(conv.weight, inp * 9)
+                convs += [conv, ChannelNorm(GRID_CHANNELS), nn.SiLU()]
+                inp = GRID_CHANNELS
+            self.change = nn.Sequential(*convs, nn.Conv2d(GRID_CHANNELS, _MATS + 1 + _OBJS, 1))
 
-    def logits(self, feat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(materials (..., cells, 13), objects (..., cells, 7: none first), tail in symlog space (..., 22))."""
-        out = self.out(self.mlp(feat)).float()
-        mats, objs, tail = out.split([self.n_cells * _MATS, self.n_cells * (1 + _OBJS), self.tail], -1)
+    def logits(self, feat: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(materials (..., cells, 13), objects (..., cells, 7: none first), tail in symlog space (..., 22)).
+
+        ``prev``: the previous observation (..., N) in env units, all zeros where there is none; read only
+        with ``model.decoder_prev`` (None: none anywhere).
+        """
         lead = feat.shape[:-1]
-        return mats.reshape(*lead, self.n_cells, _MATS), objs.reshape(*lead, self.n_cells, 1 + _OBJS), tail
+        cells = self.n_cells * _CELL
+        if self.reads_prev:
+            if prev is None:
+                prev = torch.zeros(*lead, cells + self.tail, device=feat.device)
+            prev = prev.reshape(*lead, -1).float()
+            has = (prev[..., :cells].amax(-1, keepdim=True) > 0).float()  # (..., 1)
+            out = self.out(self.mlp(torch.cat([feat, (symlog(prev[..., cells:]) * has).to(feat.dtype), has], -1)))
+        else:
+            out = self.out(self.mlp(feat))
+        mats, objs, tail = out.float().split([self.n_cells * _MATS, self.n_cells * (1 + _OBJS), self.tail], -1)
+        mats, objs = mats.reshape(*lead, self.n_cells, _MATS), objs.reshape(*lead, self.n_cells, 1 + _OBJS)
+        if self.reads_prev:
+            assert prev is not None
+            grid = prev[..., :cells].reshape(-1, self.rows, self.cols, _CELL).permute(0, 3, 1, 2)
+            n = grid.shape[0]
+            flag = has.reshape(n, 1, 1, 1).expand(n, 1, self.rows, self.cols)
+            wide = self.broadcast(feat.reshape(n, -1)).float()[:, :, None, None].expand(-1, -1, self.rows, self.cols)
+            change = self.change(torch.cat([grid, flag, wide], 1)).float()  # (n, 20, rows, cols)
+            change = change.permute(0, 2, 3, 1).reshape(*lead, self.n_cells, _MATS + 1 + _OBJS)
+            mats, objs = mats + change[..., :_MATS], objs + change[..., _MATS:]
+        return mats, objs, tail
 
-    def forward(self, feat: Tensor) -> Tensor:
+    def forward(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
         """The vector in symlog space: cell probabilities in the one-hot layout, then the tail."""
-        mats, objs, tail = self.logits(feat)
+        mats, objs, tail = self.logits(feat, prev)
         cells = torch.cat([mats.softmax(-1), objs.softmax(-1)[..., 1:]], -1)  # (..., cells, 19)
         return torch.cat([symlog(cells.flatten(-2)), tail], -1)
 
-    def observation(self, feat: Tensor) -> Tensor:
+    def observation(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
         """The most likely observation behind ``feat``, sharp and in env units (..., N): each cell's likeliest
         material and object one-hot, inventory counts rounded to whole items, facing one-hot, sleeping 0/1.
 
         What a policy that reads observations (``ac.obs_input``) sees in imagination: the same kind of
         vector as the real game gives, never a blur of probabilities it was not trained on.
         """
-        mats, objs, tail = self.logits(feat)
+        mats, objs, tail = self.logits(feat, prev)
         lead = feat.shape[:-1]
         mat = F.one_hot(mats.argmax(-1), _MATS).float()  # (..., cells, 13)
         obj = F.one_hot(objs.argmax(-1), 1 + _OBJS).float()[..., 1:]  # class 0 is "no object"
@@ -134,9 +172,9 @@ class GridDecoder(nn.Module):
         facing = F.one_hot(facing.argmax(-1), 4).float()
         return torch.cat([cells, items, facing, daylight.clamp(0, 1), (sleeping > 0.5).float()], -1)
 
-    def loss(self, feat: Tensor, target: Tensor) -> Tensor:
+    def loss(self, feat: Tensor, target: Tensor, prev: Tensor | None = None) -> Tensor:
         """Cross-entropy of each cell's material and object, plus the tail's squared error: (B, T)."""
-        mats, objs, tail = self.logits(feat)
+        mats, objs, tail = self.logits(feat, prev)
         lead = target.shape[:-1]
         cells = target[..., : self.n_cells * _CELL].reshape(*lead, self.n_cells, _CELL).float()
         mat_class = cells[..., :_MATS].argmax(-1)

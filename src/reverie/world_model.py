@@ -72,7 +72,8 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """Features -> reconstructions: images in [0, 1] (MSE), vectors in symlog space (MSE; with
-    ``model.vector_codec=crafter_grid``, per-cell cross-entropy by :class:`reverie.symbolic.GridDecoder`)."""
+    ``model.vector_codec=crafter_grid``, per-cell cross-entropy by :class:`reverie.symbolic.GridDecoder`, which
+    with ``model.decoder_prev`` also reads the previous observation)."""
 
     def __init__(self, obs_space: dict[str, Space], feat_dim: int, cfg: ModelConfig):
         super().__init__()
@@ -89,15 +90,34 @@ class Decoder(nn.Module):
                 self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
             else:
                 self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
+        if cfg.decoder_prev and self.grid is None:
+            raise ValueError(
+                "model.decoder_prev=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
+                "set model.decoder_prev=false for other observations."
+            )
 
-    def forward(self, feat: Tensor) -> dict[str, Tensor]:
-        """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space."""
+    def forward(self, feat: Tensor, prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space.
+
+        ``prev``: the previous observations in env units (all zeros where there is none), which the grid
+        codec reads with ``model.decoder_prev``; None: none anywhere.
+        """
         out = self.images_of(feat)
         if self.vectors:
             lead = feat.shape[:-1]
-            vecs = (self.grid(feat) if self.grid is not None else self.mlp(feat).float()).split(self.sizes, -1)
+            if self.grid is not None:
+                vec = self.grid(feat, self.prev_vector(prev))
+            else:
+                vec = self.mlp(feat).float()
+            vecs = vec.split(self.sizes, -1)
             out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
         return out
+
+    def prev_vector(self, prev: dict[str, Tensor] | None) -> Tensor | None:
+        """The grid codec's vector among ``prev`` (None when absent or not read)."""
+        if self.grid is None or not self.grid.reads_prev or prev is None or self.vectors[0] not in prev:
+            return None
+        return prev[self.vectors[0]]
 
     def images_of(self, feat: Tensor) -> dict[str, Tensor]:
         """The image predictions alone (..., H, W, C) in [0, 1]; empty without image keys."""
@@ -111,7 +131,13 @@ class Decoder(nn.Module):
         losses = {}
         if self.grid is not None:
             key = self.vectors[0]
-            losses[key] = self.grid.loss(feat, obs[key].reshape(*obs[key].shape[:2], -1))
+            target = obs[key].reshape(*obs[key].shape[:2], -1)
+            prev = None
+            if self.grid.reads_prev:  # the step before, inside the same episode; zeros for "none"
+                prev = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], 1).float()
+                if "is_first" in obs:
+                    prev = prev * (1.0 - obs["is_first"].float()).unsqueeze(-1)
+            losses[key] = self.grid.loss(feat, target, prev)
         preds = self(feat) if self.grid is None else self.images_of(feat)
         for key, pred in preds.items():
             if key in self.images:
