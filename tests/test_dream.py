@@ -303,3 +303,31 @@ def test_mismatched_dataset_is_one_clear_error(
     one_line(str(err.value), "CartPole-v1", "no observation key 'image'", "image (64, 64, 3) uint8", "vector (4,)")
     with pytest.raises(ValueError, match="not a Reverie dataset"):
         DreamEnv(str(vector_run), real_env=False, dataset=tmp_path_factory.mktemp("empty"))
+
+
+def test_decoder_reading_the_previous_frame_gets_the_last_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``model.decoder_prev`` each dreamed observation is decoded from the one shown before it; after a
+    reset there is none."""
+    from reverie.config import make_config
+    from reverie.envs.crafter import symbolic_size
+
+    overrides = ["model.vector_codec=crafter_grid", "model.decoder_prev=true"]
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    agent = Dreamer(make_config(["debug"], overrides), obs_space, Space(np.int64, (), 0, 17, discrete=True))
+    env = DreamEnv(agent, seed=0, real_env=False)
+    seen: list[torch.Tensor | None] = []
+    decode = env.wm.decoder.forward
+
+    def spy(feat: torch.Tensor, prev: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        seen.append(None if prev is None else prev["vector"])
+        return decode(feat, prev)
+
+    monkeypatch.setattr(env.wm.decoder, "forward", spy)
+    first, _ = env.reset()
+    second, *_ = env.step(3)
+    env.step(3)
+    assert seen[0] is None
+    np.testing.assert_allclose(seen[1][0].numpy(), first, rtol=1e-6)
+    np.testing.assert_allclose(seen[2][0].numpy(), second, rtol=1e-6)
+    env.reset()
+    assert seen[3] is None

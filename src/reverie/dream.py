@@ -436,9 +436,10 @@ class DreamEnv(gymnasium.Env):
         transition that led here, see :meth:`_doubt`; None after a reset)."""
         assert self.state is not None
         feat = self.wm.rssm.feat(self.state)  # (1, F)
-        device = feat.device
-        before = {k: torch.as_tensor(v, dtype=torch.float32, device=device)[None] for k, v in self._last_obs.items()}
-        preds = self.wm.decoder(feat, before or None)  # a decoder with model.decoder_prev reads the last picture
+        before = None
+        if self.wm.decoder.reads_prev and self._last_obs:  # model.decoder_prev: pictured from the last picture
+            before = {k: torch.as_tensor(v, device=feat.device).float()[None] for k, v in self._last_obs.items()}
+        preds = self.wm.decoder(feat, before)
         obs: dict[str, np.ndarray] = {}
         for key in self.keys:
             pred = preds[key][0].float()

@@ -113,9 +113,14 @@ class Decoder(nn.Module):
             out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
         return out
 
+    @property
+    def reads_prev(self) -> bool:
+        """Whether predictions read the previous observation (the grid codec with ``model.decoder_prev``)."""
+        return self.grid is not None and self.grid.reads_prev
+
     def prev_vector(self, prev: dict[str, Tensor] | None) -> Tensor | None:
         """The grid codec's vector among ``prev`` (None when absent or not read)."""
-        if self.grid is None or not self.grid.reads_prev or prev is None or self.vectors[0] not in prev:
+        if not self.reads_prev or prev is None or self.vectors[0] not in prev:
             return None
         return prev[self.vectors[0]]
 
