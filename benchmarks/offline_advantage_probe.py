@@ -91,7 +91,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
                 nxt = learner.wm.rssm.imagine_step(_tile(latent, len(acts)), onehot)
                 now = {"vector": torch.as_tensor(batch["vector"], dtype=torch.float32).expand(len(acts), -1)}
                 traj = learner.imagine(nxt, horizon - 1, head, prev_obs=now)  # feat (N, H): states after each step
-                promised = promised_return(learner, traj["feat"]).reshape(n_actions, samples).cpu().numpy()
+                promised = promised_return(learner, traj, now, start=0).reshape(n_actions, samples).cpu().numpy()
                 pictured = learner.decoded_obs(traj["feat"][:, 0], ["vector"], now)["vector"].cpu().numpy()
                 bc_keys = learner.bc.obs_keys
                 seen = learner.to_tensors({k: batch[k] for k in bc_keys}) if bc_keys else None

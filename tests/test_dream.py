@@ -331,3 +331,33 @@ def test_decoder_reading_the_previous_frame_gets_the_last_picture(monkeypatch: p
     np.testing.assert_allclose(seen[2][0].numpy(), second, rtol=1e-6)
     env.reset()
     assert seen[3] is None
+
+
+def test_reward_reading_the_change_gets_the_last_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``model.reward_change`` (and a decoder that does not read the frame before) the predicted reward of
+    each dreamed step reads the change from the picture shown before it; the members' reward doubt too."""
+    from reverie.config import make_config
+    from reverie.envs.crafter import symbolic_size
+
+    overrides = ["model.vector_codec=crafter_grid", "model.reward_change=true", "model.ensemble=3"]
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    agent = Dreamer(make_config(["debug"], overrides), obs_space, Space(np.int64, (), 0, 17, discrete=True))
+    env = DreamEnv(agent, seed=0, real_env=False)
+    seen: list[torch.Tensor | None] = []
+    reward = env.wm.reward
+
+    def spy(feat: torch.Tensor, obs=None, prev: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        seen.append(None if prev is None else prev["vector"])
+        return reward(feat, obs, prev)
+
+    monkeypatch.setattr(env.wm, "reward", spy)
+    first, info = env.reset()
+    second, _, _, _, info = env.step(3)
+    assert seen[0] is None
+    with torch.no_grad():
+        want = reward(env.wm.rssm.feat(env.state), None, {"vector": torch.as_tensor(first)[None]})
+    assert info["reward_pred"] == pytest.approx(float(want[0]), rel=1e-5)
+    np.testing.assert_allclose(seen[1][0].numpy(), first, rtol=1e-6)
+    assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
+    env.step(3)
+    np.testing.assert_allclose(seen[2][0].numpy(), second, rtol=1e-6)

@@ -120,3 +120,31 @@ def test_evaluate_bc_head_and_unknown_head(agent: Dreamer) -> None:
     assert math.isfinite(metrics["eval/return"]) and metrics["eval/promises"] > 0
     with pytest.raises(ValueError, match="'actor'.*'bc'"):
         agent.evaluate(episodes=1, head="critic")  # type: ignore[arg-type]
+
+
+def test_promises_imagine_from_the_observation_the_policy_acted_on(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy that reads observations starts each imagined rollout from the real one, not a decoded one."""
+    logdir = tmp_path_factory.mktemp("obs_eval")
+    agent = Dreamer(make_config(["debug"], [f"run.logdir={logdir}", "ac.obs_input=true"]))
+    learner = agent.learner
+    acted: list[np.ndarray] = []
+    starts: list[tuple[np.ndarray, np.ndarray]] = []  # (rollout starts, what the policy acted on this step)
+    policy, imagine = learner.policy, learner.imagine
+
+    def policy_spy(obs, *args, **kwargs):  # noqa: ANN001, ANN202
+        acted.append(np.array(obs["vector"]))
+        return policy(obs, *args, **kwargs)
+
+    def imagine_spy(*args, first_obs=None, **kwargs):  # noqa: ANN001, ANN202
+        assert first_obs is not None
+        starts.append((first_obs["vector"].cpu().numpy(), acted[-1]))
+        return imagine(*args, first_obs=first_obs, **kwargs)
+
+    monkeypatch.setattr(learner, "policy", policy_spy)
+    monkeypatch.setattr(learner, "imagine", imagine_spy)
+    agent.evaluate(episodes=2, promise_every=4)
+    assert starts and len(starts) <= len(acted)
+    for start, now in starts:  # each start is the observation one of the envs acted on at that step
+        assert all(np.isclose(now, row, atol=1e-6).all(-1).any() for row in start)

@@ -351,7 +351,8 @@ def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path
 def test_browser_header_shows_the_dataset_start(vector_agent: Dreamer, cartpole_data: Path, tmp_path: Path) -> None:
     with chromium_page() as page, studio_url(vector_agent, tmp_path, start=cartpole_data) as url:
         page.goto(url)
-        page.wait_for_function("document.getElementById('start').textContent.includes('episode')")
+        # before the first dream the header names the dataset ("(4 episodes)"); then the episode it started from
+        page.wait_for_function("/episode \\d/.test(document.getElementById('start').textContent)")
         text = page.text_content("#start")
         assert re.fullmatch(r"start: dataset data-cartpole, episode \d, steps \d+-\d+", text), text
         assert page.get_attribute("#start", "title") == str(cartpole_data)

@@ -11,8 +11,8 @@ from torch import Tensor
 
 from reverie.config import ConfigError, ModelConfig, make_config
 from reverie.envs.base import Space
-from reverie.functional import symexp
-from reverie.symbolic import GridDecoder, GridEncoder, cell_materials
+from reverie.functional import symexp, twohot_decode, twohot_loss
+from reverie.symbolic import GridDecoder, GridEncoder, cell_materials, change_features
 from reverie.world_model import WorldModel
 
 CFG = ModelConfig(units=64, layers=1)
@@ -114,7 +114,7 @@ def test_codec_errors_name_the_fix(one_line) -> None:
         make_config([], ["model.vector_codec=grid"])
 
 
-@pytest.mark.parametrize("reads_prev", [False, True])
+@pytest.mark.parametrize("reads_prev", [False, True])  # with the frame before, the reward reads the change too
 def test_world_model_with_the_codec_trains_and_reloads(
     vectors: np.ndarray, tmp_path: Path, debug_config, reads_prev: bool
 ) -> None:
@@ -122,7 +122,11 @@ def test_world_model_with_the_codec_trains_and_reloads(
     from reverie.envs.crafter import symbolic_size
 
     cfg = debug_config(
-        tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid", f"model.decoder_prev={reads_prev}"
+        tmp_path,
+        "env.id=crafter-symbolic",
+        "model.vector_codec=crafter_grid",
+        f"model.decoder_prev={reads_prev}",
+        f"model.reward_change={reads_prev}",
     )
     obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
     agent = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True))
@@ -148,6 +152,7 @@ def test_world_model_with_the_codec_trains_and_reloads(
     again = Dreamer.load(agent.save(tmp_path / "ckpt"))
     assert again.config.model.vector_codec == "crafter_grid"
     assert again.config.model.decoder_prev is reads_prev and again.learner.wm.decoder.grid.reads_prev is reads_prev
+    assert again.learner.wm.change_key == ("vector" if reads_prev else None)
     with torch.no_grad():  # the same latent samples for both
         a = torch.manual_seed(1) and wm.loss(batch)[0]
         b = torch.manual_seed(1) and again.learner.wm.loss(batch)[0]
@@ -232,3 +237,90 @@ def test_imagination_pictures_each_step_from_the_picture_before(tmp_path: Path, 
     for (_, before), (prev, _) in zip(calls[:-1], calls[1:], strict=True):
         assert prev is not None and torch.equal(prev, before)
     assert torch.equal(traj["obs/vector"][:, 0], first) and torch.equal(traj["obs/vector"][:, 3], calls[-1][1])
+
+
+@pytest.fixture(scope="module")
+def scripted_episode(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """One 300-step episode of the scripted player (wood, a table, tools: rewards at a few steps)."""
+    pytest.importorskip("crafter")
+    from reverie.data import record
+
+    folder = tmp_path_factory.mktemp("scripted") / "ds"
+    return record("crafter-symbolic", "scripted", episodes=1, folder=folder, seed=1, time_limit=300).episode(0)
+
+
+def test_change_features_read_what_a_step_changed(scripted_episode: dict[str, np.ndarray]) -> None:
+    from reverie.envs.crafter import ITEMS
+    from reverie.symbolic import CHANGE_FEATURES
+
+    obs = torch.as_tensor(scripted_episode["vector"])
+    change = change_features(obs[1:], obs[:-1])  # (T - 1, 64)
+    assert change.shape == (len(obs) - 1, CHANGE_FEATURES)
+    assert torch.equal(change[:, -1], torch.ones(len(obs) - 1))  # there is a frame before
+    assert torch.allclose(change[:, :13].sum(-1), torch.zeros(len(obs) - 1))  # one material per cell
+    wood = torch.as_tensor(scripted_episode["log/inventory_wood"]).float()
+    column = 19 + ITEMS.index("wood")  # the tail's change, in whole items
+    assert torch.allclose(change[:, column], wood[1:] - wood[:-1], atol=1e-4)
+    assert (wood[1:] > wood[:-1]).any()  # the player collected wood
+    assert torch.equal(change_features(obs, torch.zeros_like(obs)), torch.zeros(len(obs), CHANGE_FEATURES))
+    assert torch.equal(change_features(obs, None), torch.zeros(len(obs), CHANGE_FEATURES))
+
+
+def test_reward_head_reading_the_change_ties_the_reward_to_its_step(scripted_episode: dict[str, np.ndarray]) -> None:
+    """Features that carry nothing leave a latent-only reward head at the mean reward on every step; with
+    ``model.reward_change`` the head finds the rewarded steps from what changed (the inventory, the view)."""
+    obs = torch.as_tensor(scripted_episode["vector"])[None]  # (1, T, N)
+    reward = torch.as_tensor(scripted_episode["reward"]).float()[None]
+    is_first = torch.zeros_like(reward, dtype=torch.bool)
+    is_first[:, 0] = True
+    batch = {"vector": obs, "reward": reward, "is_first": is_first}
+    spaces = {"vector": Space(np.float32, (obs.shape[-1],), 0.0, 1.0)}
+    paid = reward[0] >= 1
+    assert 2 <= int(paid.sum()) < 30
+    gaps = {}
+    for reads_change in (False, True):
+        torch.manual_seed(0)
+        cfg = ModelConfig(units=64, layers=1, vector_codec="crafter_grid", reward_change=reads_change, bins=41)
+        wm = WorldModel(spaces, 17, cfg)
+        feat = torch.zeros(1, obs.shape[1], wm.rssm.feat_dim)
+        opt = torch.optim.Adam(wm.reward_head.parameters(), 3e-3)
+        for _ in range(200):
+            loss = twohot_loss(wm.recorded_reward_logits(feat, batch), reward, wm.bins).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = twohot_decode(wm.recorded_reward_logits(feat, batch), wm.bins)[0]
+        gaps[reads_change] = float(pred[paid].mean() - pred[reward[0] == 0].mean())
+    assert gaps[True] > 0.5 and abs(gaps[False]) < 0.05, gaps
+
+
+def test_reward_change_needs_the_grid_codec(one_line) -> None:
+    spaces = {"vector": Space(np.float32, (8,))}
+    with pytest.raises(ValueError) as err:
+        WorldModel(spaces, 3, ModelConfig(reward_change=True, units=16, layers=1))
+    one_line(str(err.value), "model.reward_change", "crafter_grid")
+
+
+def test_imagined_reward_reads_the_change_between_pictures(tmp_path: Path, debug_config) -> None:
+    """A policy that reads no observation still gets its rollouts pictured when the reward head reads the
+    change, and the reward at step t reads the change from the picture at t-1 (the real one at the start)."""
+    from reverie import Dreamer
+    from reverie.envs.crafter import symbolic_size
+
+    cfg = debug_config(
+        tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid", "model.reward_change=true"
+    )
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
+    assert learner.ac.actor.obs_keys == [] and learner.pictured_keys() == ["vector"]
+    first = torch.rand(3, symbolic_size()).round()
+    with torch.no_grad():
+        traj = learner.imagine(learner.wm.rssm.initial(3), 2, first_obs={"vector": first})
+        pics = traj["obs/vector"]  # (3, 3, N)
+        assert torch.equal(pics[:, 0], first)
+        reward = learner.imagined_reward(traj)
+        for t in (1, 2):
+            change = change_features(pics[:, t], pics[:, t - 1])
+            head = learner.wm.reward_head(torch.cat([traj["feat"][:, t], change], -1))
+            assert torch.allclose(reward[:, t], twohot_decode(head, learner.wm.bins), atol=1e-5)

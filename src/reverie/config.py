@@ -79,6 +79,8 @@ class ModelConfig:
     """Vector codec: symlog MLPs (squared error) or, for crafter-symbolic, map convs + per-cell categoricals."""
     decoder_prev: bool = False
     """Grid codec only: the decoder also reads the previous observation, so it predicts what changes."""
+    reward_change: bool = False
+    """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0

@@ -157,13 +157,15 @@ def watch(
             latent = {"deter": state["deter"], "stoch": state["stoch"]}
             following = learner.wm.rssm.imagine_step(latent, vec)
             nxt = learner.wm.rssm.feat(following)
-            reward = learner.wm.reward(nxt).float().cpu().numpy()
+            key = learner.wm.change_key  # model.reward_change: the next picture is drawn from this observation
+            now = learner.to_tensors({key: obs[key]}) if key is not None else None
+            reward = learner.wm.reward(nxt, prev=now).float().cpu().numpy()
             cont = learner.wm.cont(nxt).float().cpu().numpy()
-            doubt = learner.wm.doubt(latent, vec, following["deter"])
+            doubt = learner.wm.doubt(latent, vec, following["deter"], prev=now)
             u, ru = (d.cpu().numpy() for d in doubt) if doubt is not None else (np.zeros(n), np.zeros(n))
         pending = (np.asarray(action), reward, cont, u, ru)
         held[:] = inventory(obs)
-        tracker.promise(state, ~np.asarray(obs["is_last"], bool))
+        tracker.promise(state, ~np.asarray(obs["is_last"], bool), obs)
         for i in range(n):
             if first[i]:
                 open_eps[i] = []

@@ -421,7 +421,7 @@ class DreamEnv(gymnasium.Env):
     def _doubt(self, before: State, action: torch.Tensor) -> dict[str, Any]:
         """The ensemble's uncertainty about the step from ``before`` with ``action`` to the current state."""
         assert self.state is not None
-        doubt = self.wm.doubt(before, action, self.state["deter"])
+        doubt = self.wm.doubt(before, action, self.state["deter"], prev=self._last_picture())
         if doubt is None:
             return {"uncertainty": None, "unknown": None, "reward_uncertainty": None}
         u, threshold = float(doubt[0][0]), float(self.wm.ensemble.threshold)  # type: ignore[union-attr]
@@ -431,14 +431,20 @@ class DreamEnv(gymnasium.Env):
             "reward_uncertainty": float(doubt[1][0]),
         }
 
+    def _last_picture(self) -> dict[str, torch.Tensor] | None:
+        """The last decoded picture as (1, ...) tensors, for a model that reads it (``model.decoder_prev``: the
+        next picture is drawn from it; ``model.reward_change``: the reward reads the change); else None."""
+        if not self._last_obs or not (self.wm.decoder.reads_prev or self.wm.change_key is not None):
+            return None
+        device = self.learner.device
+        return {k: torch.as_tensor(v, device=device).float()[None] for k, v in self._last_obs.items()}
+
     def _readout(self, doubt: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Decode the current state into an observation and the heads' predictions (``doubt``: of the
         transition that led here, see :meth:`_doubt`; None after a reset)."""
         assert self.state is not None
         feat = self.wm.rssm.feat(self.state)  # (1, F)
-        before = None
-        if self.wm.decoder.reads_prev and self._last_obs:  # model.decoder_prev: pictured from the last picture
-            before = {k: torch.as_tensor(v, device=feat.device).float()[None] for k, v in self._last_obs.items()}
+        before = self._last_picture()
         preds = self.wm.decoder(feat, before)
         obs: dict[str, np.ndarray] = {}
         for key in self.keys:
@@ -451,7 +457,7 @@ class DreamEnv(gymnasium.Env):
                 obs[key] = np.clip(symexp(pred).cpu().numpy().astype(box.dtype), box.low, box.high)
         self._last_obs = obs
         info = {
-            "reward_pred": float(self.wm.reward(feat)[0]),
+            "reward_pred": float(self.wm.reward(feat, prev=before)[0]),
             "cont_pred": float(self.wm.cont(feat)[0]),
             **(doubt or {"uncertainty": None, "unknown": None, "reward_uncertainty": None}),
             "step": self.steps,

@@ -120,11 +120,15 @@ class _Promise:
     real: float = 0.0
 
 
-def promised_return(learner: Learner, feat: Tensor) -> Tensor:
-    """The return the model promises over imagined states ``feat`` (N, H, F), the states reached after each
-    step: predicted rewards weighted by the predicted chance that the episode is still going. (N,)"""
-    reward = learner.wm.reward(feat).float()  # (N, H): reward on reaching state k
-    cont = learner.wm.cont(feat).float()
+def promised_return(
+    learner: Learner, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None, start: int = 1
+) -> Tensor:
+    """The return the model promises over an imagined rollout ``traj`` (:meth:`reverie.learner.Learner.imagine`)
+    from its state ``start`` on (1: the states reached after each step from the first): predicted rewards
+    weighted by the predicted chance that the episode is still going. ``prev_obs``: the observation before
+    the rollout's first (read by a reward head with ``model.reward_change``). (N,)"""
+    reward = learner.imagined_reward(traj, prev_obs).float()[:, start:]  # (N, H): reward on reaching state k
+    cont = learner.wm.cont(traj["feat"][:, start:]).float()
     alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)
     return (alive * reward).sum(1).detach()
 
@@ -173,18 +177,25 @@ class PromiseTracker:
         self._grow(len(active))
         return np.flatnonzero(active & (self._t % self.every == 0))
 
-    def promise(self, state: PolicyState, active: np.ndarray) -> None:
+    def promise(self, state: PolicyState, active: np.ndarray, obs: dict[str, np.ndarray] | None = None) -> None:
         """Called after the policy step of each env step, with the policy state and ``active`` (N,) bool, the
-        envs whose next step counts (neither finished nor at ``is_last``): imagine from the due ones."""
+        envs whose next step counts (neither finished nor at ``is_last``): imagine from the due ones.
+        ``obs``: the observations the policy acted on (N, ...), the real start of each imagined rollout
+        (without them the model pictures it)."""
         idx = self.due(active)
         if not len(idx):
             return
         learner = self.learner
         assert learner is not None, "PromiseTracker.promise needs the learner"
+        first = None
+        if obs is not None:
+            keys = [k for k in learner.pictured_keys(self.head) if k in obs]
+            first = learner.to_tensors({k: np.asarray(obs[k])[idx] for k in keys})
         with torch.no_grad(), learner.autocast():
             rows = torch.as_tensor(idx, device=learner.device)
-            traj = learner.imagine({k: state[k][rows] for k in ("deter", "stoch")}, self.horizon, self.head)
-            promised = promised_return(learner, traj["feat"][:, 1:]).cpu().numpy()  # (N,)
+            start = {k: state[k][rows] for k in ("deter", "stoch")}
+            traj = learner.imagine(start, self.horizon, self.head, first_obs=first)
+            promised = promised_return(learner, traj).cpu().numpy()  # (N,)
         for i, p in zip(idx, promised, strict=True):
             self.add(int(i), float(p))
 
@@ -261,7 +272,7 @@ def evaluate_agent(
     def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
         nonlocal state  # learner.policy resets an env's state at obs["is_first"]
         action, state, _ = learner.policy(obs, state, deterministic, head)
-        tracker.promise(state, ~finished & ~np.asarray(obs["is_last"], bool))
+        tracker.promise(state, ~finished & ~np.asarray(obs["is_last"], bool), obs)
         return action
 
     def on_step(obs: dict[str, np.ndarray], live: np.ndarray) -> None:

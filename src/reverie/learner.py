@@ -214,34 +214,60 @@ class Learner(nn.Module):
         prev_obs: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Roll the policy in the model from N start states: features and actions (N, H+1, ...), and
-        ``obs/<key>``, the observations the policy read when it reads them (``ac.obs_input``): the real ones
-        at the start when ``first_obs`` gives them (N, ...), the decoded ones after. Each decoded one is
+        ``obs/<key>`` for the observations pictured along the way (:meth:`pictured_keys`: those the policy
+        reads with ``ac.obs_input`` and the one the reward head reads with ``model.reward_change``): the real
+        ones at the start when ``first_obs`` gives them (N, ...), the decoded ones after. Each decoded one is
         pictured from the one before (read by ``model.decoder_prev``); ``prev_obs`` is the one before the
         start, when the start's own is decoded."""
         rssm, actor = self.wm.rssm, self.actor(head)
         grad = self.cfg.ac.actor_grad == "dynamics"
         state = {k: v.detach() for k, v in start.items()}
         feats, actions = [], []
-        seen: dict[str, list[Tensor]] = {k: [] for k in actor.obs_keys}
+        keys = self.pictured_keys(head)
+        seen: dict[str, list[Tensor]] = {k: [] for k in keys}
         with torch.set_grad_enabled(grad):
             for t in range(horizon + 1):
                 feat = rssm.feat(state)
-                obs: dict[str, Tensor] | None = None
-                if seen and t == 0 and first_obs is not None:
-                    obs = {k: first_obs[k].float() for k in actor.obs_keys}
-                elif seen:  # the picture after the step, from the picture before it
+                obs: dict[str, Tensor] = {}
+                if t == 0 and first_obs is not None:
+                    obs = {k: first_obs[k].float() for k in keys if k in first_obs}
+                missing = [k for k in keys if k not in obs]
+                if missing:  # the picture after the step, from the picture before it
                     before = {k: v[-1] for k, v in seen.items()} if t > 0 else prev_obs
-                    obs = self.decoded_obs(feat.detach(), actor.obs_keys, before)
-                policy = actor(feat if grad else feat.detach(), obs)
-                action = self.supported(actor, policy, feat, obs).sample()
+                    obs |= self.decoded_obs(feat.detach(), missing, before)
+                read = {k: obs[k] for k in actor.obs_keys} or None
+                policy = actor(feat if grad else feat.detach(), read)
+                action = self.supported(actor, policy, feat, read).sample()
                 feats.append(feat)
                 actions.append(action)
-                for k, v in (obs or {}).items():
+                for k, v in obs.items():
                     seen[k].append(v)
                 if t < horizon:
                     state = rssm.imagine_step(state, action)
         traj = {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
         return traj | {f"obs/{k}": torch.stack(v, 1) for k, v in seen.items()}
+
+    def pictured_keys(self, head: Head = "actor") -> list[str]:
+        """The observation keys :meth:`imagine` pictures: the policy's (``ac.obs_input``), then the one the
+        reward head reads (``model.reward_change``)."""
+        keys = list(self.actor(head).obs_keys)
+        if self.wm.change_key is not None and self.wm.change_key not in keys:
+            keys.append(self.wm.change_key)
+        return keys
+
+    def imagined_reward(self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None) -> Tensor:
+        """(N, H+1) the reward the model predicts on reaching each state of an :meth:`imagine` rollout; with
+        ``model.reward_change`` it reads the change between consecutive pictured observations (``prev_obs``:
+        the one before the start; index 0 is unused by the returns)."""
+        key = self.wm.change_key
+        if key is None:
+            return self.wm.reward(traj["feat"])
+        now = traj[f"obs/{key}"]
+        first = torch.zeros_like(now[:, :1])
+        if prev_obs is not None and key in prev_obs:
+            first = prev_obs[key].float().reshape(first.shape)
+        before = torch.cat([first, now[:, :-1]], 1)
+        return self.wm.reward(traj["feat"], {key: now}, {key: before})
 
     def train_step(self, batch_np: dict[str, np.ndarray], prior: bool = False) -> dict[str, float]:
         """One update of all networks on a replayed batch (B, T, ...); returns metrics.
@@ -256,11 +282,11 @@ class Learner(nn.Module):
             wm_loss, states, metrics = self.wm.loss(batch)
             feat = self.wm.rssm.feat(states)  # (B, T, F)
             start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-            seen = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in self.ac.actor.obs_keys}
+            seen = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in self.pictured_keys()}
             traj = self.imagine(start, cfg.ac.horizon, first_obs=seen)
             through_model = self.cfg.ac.actor_grad == "dynamics"
             with torch.set_grad_enabled(through_model):
-                reward = self.wm.reward(traj["feat"])  # (N, H+1)
+                reward = self.imagined_reward(traj)  # (N, H+1)
                 cont = self.wm.cont(traj["feat"])
             cont = torch.cat([1.0 - batch["is_terminal"].float().reshape(-1, 1), cont[:, 1:]], 1)
             bc_prior = self.bc_prior if prior else None

@@ -27,10 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from reverie.actor_critic import Actor
-from reverie.functional import masked_mean
+from reverie.functional import masked_mean, twohot_decode
 from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
+from reverie.symbolic import change_features
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer
@@ -121,7 +122,8 @@ def data_critic_loss(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -
     reward = batch["reward"].float()
     if "reward_mask" in batch:
         known = batch["reward_mask"].float()
-        reward = known * reward + (1.0 - known) * learner.wm.reward(feat).float()
+        guess = twohot_decode(learner.wm.recorded_reward_logits(feat, batch), learner.wm.bins)
+        reward = known * reward + (1.0 - known) * guess.float()
     boot = learner.ac.value(feat, slow=True)
     return learner.ac.repval_loss(feat, {**batch, "reward": reward}, boot)
 
@@ -169,10 +171,10 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
         count = len(flat["deter"])
         idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
         start = {k: v[idx] for k, v in flat.items()}
-        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.ac.actor.obs_keys}
+        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.pictured_keys()}
         traj = learner.imagine(start, cfg.ac.horizon, first_obs=seen)  # the real observation at each start
         with torch.set_grad_enabled(cfg.ac.actor_grad == "dynamics"):  # the actor's gradient may run through
-            reward = wm.reward(traj["feat"]).float()  # (N, H+1)
+            reward = learner.imagined_reward(traj).float()  # (N, H+1)
             cont = wm.cont(traj["feat"])
         terminal = batch["is_terminal"].reshape(-1)[idx].float()
         cont = torch.cat([1.0 - terminal[:, None], cont[:, 1:]], 1)
@@ -217,7 +219,12 @@ def pessimism(
         return reward, cont, {}
     feat = traj["feat"]
     with torch.no_grad():  # transition t -> t+1: state t, action t, and the recurrent state the model stepped to
-        u, ru = wm.doubt_feat(feat[:, :-1], traj["action"][:, :-1], feat[:, 1:, : learner.cfg.model.deter])  # (N, H)
+        change = None
+        if wm.change_key is not None:  # the step's pictured change, the same for every member
+            pictured = traj[f"obs/{wm.change_key}"]
+            change = change_features(pictured[:, 1:].flatten(2), pictured[:, :-1].flatten(2))
+        next_deter = feat[:, 1:, : learner.cfg.model.deter]
+        u, ru = wm.doubt_feat(feat[:, :-1], traj["action"][:, :-1], next_deter, change=change)  # (N, H)
     unknown = (u > wm.ensemble.threshold).float()
     metrics = {"imag/disagreement": u.mean(), "imag/unknown_frac": unknown.mean(), "imag/reward_doubt": ru.mean()}
     if off.pessimism == "penalty":

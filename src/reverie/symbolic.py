@@ -40,7 +40,15 @@ from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
 from reverie.functional import symexp, symlog
 from reverie.nets import MLP, ChannelNorm, Linear, init_fan_in
 
-__all__ = ["GRID_CHANNELS", "GridDecoder", "GridEncoder", "cell_materials", "grid_layout"]
+__all__ = [
+    "CHANGE_FEATURES",
+    "GRID_CHANNELS",
+    "GridDecoder",
+    "GridEncoder",
+    "cell_materials",
+    "change_features",
+    "grid_layout",
+]
 
 GRID_CHANNELS = 32
 """Channels of the grid encoder's two convolutions."""
@@ -61,6 +69,37 @@ def grid_layout(size: int) -> tuple[int, int]:
             f"(view 9x9), got a vector of {size}; use model.vector_codec=mlp for other observations."
         )
     return 7, 9
+
+
+CHANGE_FEATURES = _CELL + 2 * (len(ITEMS) + 6) + 1
+"""Width of :func:`change_features`: per-class cell count change, tail change, previous tail, "has previous"."""
+
+
+def change_features(obs: Tensor, prev: Tensor | None) -> Tensor:
+    """What changed from ``prev`` to ``obs``, both (..., N) crafter-symbolic vectors in env units: (..., 64).
+
+    The change in the number of view cells of each material and object (a table placed, a tree cut down, a
+    cow eaten: one cell; a step shifts whole rows, mostly of grass), the change of the tail with inventory
+    counts in whole items (wood +1, sapling -1, health -2), the previous tail in symlog space (what was held
+    before) and a flag that there was a previous observation. Where ``prev`` is all zeros (episode starts) or
+    None there was none and every feature is zero.
+
+    Read by the world model's reward head with ``model.reward_change``: in Crafter a reward comes with a
+    change of the inventory or the view (+1 for an achievement, +-0.1 per health point), which a head on
+    the latent alone smears over the steps around it.
+    """
+    rows, cols = grid_layout(obs.shape[-1])
+    cells = rows * cols * _CELL
+    obs = obs.float()
+    prev = torch.zeros_like(obs) if prev is None else prev.float()
+    has = (prev[..., :cells].amax(-1, keepdim=True) > 0).float()  # (..., 1)
+    lead = obs.shape[:-1]
+    counts = obs[..., :cells].reshape(*lead, rows * cols, _CELL).sum(-2)
+    before = prev[..., :cells].reshape(*lead, rows * cols, _CELL).sum(-2)
+    scale = torch.ones(obs.shape[-1] - cells, device=obs.device)
+    scale[: len(ITEMS)] = _MAX_COUNT  # inventory counts in whole items
+    tail, prev_tail = obs[..., cells:] * scale, prev[..., cells:] * scale
+    return torch.cat([(counts - before) * has, (tail - prev_tail) * has, symlog(prev_tail) * has, has], -1)
 
 
 def cell_materials(vectors: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from reverie.envs.base import Space
 from reverie.functional import kl_balance, masked_mean, symlog, twohot_bins, twohot_decode, twohot_loss
 from reverie.nets import MLP, ConvDecoder, ConvEncoder
 from reverie.rssm import RSSM, State
-from reverie.symbolic import GridDecoder, GridEncoder
+from reverie.symbolic import CHANGE_FEATURES, GridDecoder, GridEncoder, change_features
 
 
 def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
@@ -24,6 +24,15 @@ def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
     images = [k for k, s in obs_space.items() if s.is_image]
     vectors = [k for k, s in obs_space.items() if not s.is_image]
     return images, vectors
+
+
+def previous_frames(obs: Tensor, is_first: Tensor | None) -> Tensor:
+    """(B, T, N) observations -> the one before each step inside its episode, all zeros for "none" (at the
+    first step of the batch and where ``is_first`` (B, T) starts an episode)."""
+    prev = torch.cat([torch.zeros_like(obs[:, :1]), obs[:, :-1]], 1).float()
+    if is_first is not None:
+        prev = prev * (1.0 - is_first.float()).unsqueeze(-1)
+    return prev
 
 
 def _grid_key(vectors: list[str], cfg: ModelConfig) -> bool:
@@ -137,11 +146,7 @@ class Decoder(nn.Module):
         if self.grid is not None:
             key = self.vectors[0]
             target = obs[key].reshape(*obs[key].shape[:2], -1)
-            prev = None
-            if self.grid.reads_prev:  # the step before, inside the same episode; zeros for "none"
-                prev = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], 1).float()
-                if "is_first" in obs:
-                    prev = prev * (1.0 - obs["is_first"].float()).unsqueeze(-1)
+            prev = previous_frames(target, obs.get("is_first")) if self.grid.reads_prev else None
             losses[key] = self.grid.loss(feat, target, prev)
         preds = self(feat) if self.grid is None else self.images_of(feat)
         for key, pred in preds.items():
@@ -225,48 +230,127 @@ class WorldModel(nn.Module):
         self.rssm = RSSM(cfg, self.encoder.out_dim, action_dim)
         feat = self.rssm.feat_dim
         self.decoder = Decoder(obs_space, feat, cfg)
-        self.reward_head = MLP(feat, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
+        self.change_key: str | None = None  # the vector whose change the reward head reads
+        if cfg.reward_change:
+            if self.decoder.grid is None:
+                raise ValueError(
+                    "model.reward_change=true needs the grid codec (model.vector_codec=crafter_grid on "
+                    "crafter-symbolic); set model.reward_change=false for other observations."
+                )
+            self.change_key = self.decoder.vectors[0]
+        width = feat + (CHANGE_FEATURES if self.change_key else 0)
+        self.reward_head = MLP(width, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
         self.cont_head = MLP(feat, cfg.units, cfg.head_layers, out=1)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.ensemble = LatentEnsemble(feat, action_dim, cfg) if cfg.ensemble > 1 else None
 
-    def reward(self, feat: Tensor) -> Tensor:
-        """Predicted reward (mean of the two-hot distribution)."""
-        return twohot_decode(self.reward_head(feat), self.bins)
+    def reward(
+        self, feat: Tensor, obs: dict[str, Tensor] | None = None, prev: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """Predicted reward on reaching ``feat`` (...,) (mean of the two-hot distribution).
+
+        With ``model.reward_change`` the head also reads :func:`reverie.symbolic.change_features` of the
+        observation ``obs`` at ``feat`` and ``prev``, the one before (dicts of env-unit observations, all
+        zeros where there is none). Without ``obs`` the decoder pictures it from ``feat`` (and ``prev``).
+        """
+        return twohot_decode(self.reward_head(self.reward_input(feat, self.change(feat, obs, prev))), self.bins)
+
+    def reward_input(self, feat: Tensor, change: Tensor | None) -> Tensor:
+        """What the reward head reads: ``feat``, and with ``model.reward_change`` the ``change`` features."""
+        if self.change_key is None:
+            return feat
+        assert change is not None, "a reward head that reads the change needs it"
+        return torch.cat([feat, change.to(feat.dtype)], -1)
+
+    def change(
+        self, feat: Tensor, obs: dict[str, Tensor] | None = None, prev: dict[str, Tensor] | None = None
+    ) -> Tensor | None:
+        """The change features (..., 64) the reward head reads at ``feat`` (see :meth:`reward`); None when it
+        reads none (``model.reward_change`` off)."""
+        key = self.change_key
+        if key is None:
+            return None
+        lead = feat.shape[:-1]
+        before = None if prev is None or key not in prev else prev[key].reshape(*lead, -1)
+        if obs is not None and key in obs:
+            now = obs[key].reshape(*lead, -1)
+        else:
+            assert self.decoder.grid is not None
+            with torch.no_grad():
+                now = self.decoder.grid.observation(feat, before if self.decoder.reads_prev else None)
+        return change_features(now, before)
 
     def cont(self, feat: Tensor) -> Tensor:
         """Predicted probability that the episode continues."""
         return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
 
-    def reward_disagreement(self, state: State, action: Tensor) -> Tensor:
+    def reward_disagreement(self, state: State, action: Tensor, prev: dict[str, Tensor] | None = None) -> Tensor:
         """(N,) spread (std) across ensemble members of the reward the next step would give.
 
         Each member's most likely next latent, with the next recurrent state the dynamics give, goes
         through the reward head: where the members agree on the latent parts the reward depends on
         (e.g. whether a crafted item appears) the spread is small, however much they disagree elsewhere.
+        With ``model.reward_change`` each member pictures its next observation from ``prev``, the present one.
         Zeros without an ensemble (``model.ensemble`` < 2).
         """
-        doubt = self.doubt(state, action)
+        doubt = self.doubt(state, action, prev=prev)
         return torch.zeros(state["deter"].shape[:-1], device=state["deter"].device) if doubt is None else doubt[1]
 
-    def doubt(self, state: State, action: Tensor, next_deter: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+    def doubt(
+        self,
+        state: State,
+        action: Tensor,
+        next_deter: Tensor | None = None,
+        prev: dict[str, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor] | None:
         """The ensemble's (latent disagreement, :meth:`reward_disagreement`) (N,) about the transition from
         ``state`` with ``action``, from one pass of the members; None without an ensemble.
 
         ``next_deter``: the recurrent state after the transition, when the caller has already stepped.
+        ``prev``: the observation at ``state`` (read with ``model.reward_change``).
         """
         if self.ensemble is None:
             return None
         deter = self.rssm.core(state, action) if next_deter is None else next_deter  # (N, D)
-        return self.doubt_feat(self.rssm.feat(state), action, deter)
+        return self.doubt_feat(self.rssm.feat(state), action, deter, prev=prev)
 
-    def doubt_feat(self, feat: Tensor, action: Tensor, next_deter: Tensor) -> tuple[Tensor, Tensor]:
-        """:meth:`doubt` from features (..., F) of the states, e.g. of an imagined rollout (needs the ensemble)."""
+    def doubt_feat(
+        self,
+        feat: Tensor,
+        action: Tensor,
+        next_deter: Tensor,
+        prev: dict[str, Tensor] | None = None,
+        change: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`doubt` from features (..., F) of the states, e.g. of an imagined rollout (needs the ensemble).
+
+        With ``model.reward_change`` the members' rewards read ``change`` (..., 64), the change features of
+        the step (the same for every member) when given, else each member's picture of its next observation
+        from ``prev``, the observation at ``feat`` (none: pictured without one).
+        """
         assert self.ensemble is not None, "doubt_feat needs model.ensemble > 1"
         logp = self.ensemble(feat, action)  # (K, ..., S, C)
         mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, ..., S * C)
         members = torch.cat([next_deter.expand(len(mode), *next_deter.shape), mode.to(next_deter.dtype)], -1)
-        return LatentEnsemble.spread(logp).float(), self.reward(members).float().std(0, unbiased=False)
+        if self.change_key is not None:
+            if change is None:
+                wide = {k: v.expand(len(mode), *v.shape) for k, v in (prev or {}).items()}
+                change = self.change(members, None, wide or None)
+            else:
+                change = change.expand(len(mode), *change.shape)
+        reward = twohot_decode(self.reward_head(self.reward_input(members, change)), self.bins)
+        return LatentEnsemble.spread(logp).float(), reward.float().std(0, unbiased=False)
+
+    def recorded_reward_logits(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The reward head's two-hot logits (B, T, bins) at the posterior features ``feat`` of a recorded (B, T)
+        batch; with ``model.reward_change`` it reads the change between each recorded observation and the one
+        before it (none at episode starts)."""
+        change = None
+        if self.change_key is not None:
+            obs = batch[self.change_key]
+            obs = obs.reshape(*obs.shape[:2], -1)
+            change = change_features(obs, previous_frames(obs, batch.get("is_first")))
+        return self.reward_head(self.reward_input(feat, change))
 
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
@@ -285,7 +369,7 @@ class WorldModel(nn.Module):
         feat = self.rssm.feat(states)  # (B, T, F)
         dyn, rep = kl_balance(post, prior, cfg.free_nats)  # (B, T)
         rec = self.decoder.loss(feat, batch)
-        rew = twohot_loss(self.reward_head(feat), batch["reward"].float(), self.bins)
+        rew = twohot_loss(self.recorded_reward_logits(feat, batch), batch["reward"].float(), self.bins)
         cont_target = 1.0 - batch["is_terminal"].float()
         con = nn.functional.binary_cross_entropy_with_logits(
             self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
