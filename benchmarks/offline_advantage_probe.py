@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run_probes import check_runs
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -236,9 +237,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from reverie.fileio import write_text
 
-    for run in args.runs:
-        if not (run / "checkpoint").exists():
-            parser.error(f"{run} holds no checkpoint/: give run folders that benchmarks/offline_crafter.py wrote")
+    check_runs(parser, args.runs)
     out: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "runs"}, "runs": {}}
     for run in args.runs:
         start = time.time()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run_probes import check_runs, held_out
 
 RESULTS = Path(__file__).parent / "results"
 HELD_OUT = Path(__file__).parent / "runs" / "offline_crafter" / "data" / "symbolic-heldout-curious"
@@ -81,16 +82,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40, help="held-out curious episodes to record")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from reverie.data import Dataset, record
     from reverie.fileio import write_text
 
-    for run in args.runs:
-        if not (run / "checkpoint").exists():
-            parser.error(f"{run} holds no checkpoint/: give run folders that benchmarks/offline_crafter.py wrote")
-    if (HELD_OUT / "dataset.json").exists():  # recorded by an earlier call
-        data = Dataset(HELD_OUT)
-    else:
-        data = record("crafter-symbolic", "scripted-curious", args.episodes, HELD_OUT, seed=1000, time_limit=500)
+    check_runs(parser, args.runs)
+    data = held_out(HELD_OUT, "scripted-curious", args.episodes, seed=1000)
     out: dict[str, Any] = {"held_out_episodes": len(data), "runs": {}}
     for run in args.runs:
         out["runs"][run.name] = probe(run, data)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run_probes import check_runs, held_out
 
 RESULTS = Path(__file__).parent / "results"
 HELD_OUT = Path(__file__).parent / "runs" / "offline_crafter" / "data" / "symbolic-heldout-scripted"
@@ -86,16 +87,10 @@ def main() -> None:
     parser.add_argument("--out", default="offline_reward_probe.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from reverie.data import Dataset, record
     from reverie.fileio import write_text
 
-    for run in args.runs:
-        if not (run / "checkpoint").exists():
-            parser.error(f"{run} holds no checkpoint/: give run folders that benchmarks/offline_crafter.py wrote")
-    if (HELD_OUT / "dataset.json").exists():  # recorded by an earlier call
-        data = Dataset(HELD_OUT)
-    else:  # the training sets use seeds from 0; 2000 on are games they never saw
-        data = record("crafter-symbolic", "scripted", args.episodes, HELD_OUT, seed=2000, time_limit=500)
+    check_runs(parser, args.runs)
+    data = held_out(HELD_OUT, "scripted", args.episodes, seed=2000)  # the curious held-out set uses 1000 on
     out: dict[str, Any] = {"held_out_episodes": len(data), "runs": {}}
     for run in args.runs:
         out["runs"][run.name] = probe(run, data, args.sequences, args.seed)
