@@ -79,6 +79,8 @@ class ModelConfig:
     """Vector codec: symlog MLPs (squared error) or, for crafter-symbolic, map convs + per-cell categoricals."""
     decoder_prev: bool = False
     """Grid codec only: the decoder also reads the previous observation, so it predicts what changes."""
+    count_classes: bool = False
+    """Grid codec only: each inventory count is decoded as one of 10 classes (cross-entropy), not regressed."""
     reward_change: bool = False
     """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
     bins: int = 255

@@ -15,6 +15,9 @@
   MLP's input. Most of a step's view is the previous one, shifted when the player moves; the features only
   have to carry what changed (as frame-conditioned video models such as DIAMOND's do). An all-zero previous
   vector means "none" (episode starts): a real one has a material in every cell.
+* With ``model.count_classes=true`` each inventory count (0-9) is a categorical over 10 classes, trained
+  by cross-entropy: regressed, a count is rounded to the nearest whole item, and an error of half an
+  item (0.056 in the vector) already pictures another inventory.
 
 Both keep the vector contract of :class:`reverie.world_model.Decoder`: ``forward`` returns the vector
 in symlog space (cell probabilities in the vector's one-hot layout), ``loss`` returns (B, T).
@@ -55,6 +58,7 @@ GRID_CHANNELS = 32
 _MATS, _OBJS = 1 + len(MATERIALS), len(OBJECTS)  # "outside" + 12 materials; 6 objects
 _CELL = _MATS + _OBJS
 _MAX_COUNT = 9.0  # the symbolic vector holds inventory counts divided by this
+_COUNTS = 10  # an inventory count is 0..9
 
 
 def grid_layout(size: int) -> tuple[int, int]:
@@ -145,8 +149,11 @@ class GridDecoder(nn.Module):
         self.n_cells = self.rows * self.cols
         self.tail = size - self.n_cells * _CELL
         self.reads_prev = cfg.decoder_prev
+        self.count_classes = cfg.count_classes
+        # the tail's outputs: one value per entry, or with count_classes 10 classes per inventory count
+        self.tail_out = self.tail + (len(ITEMS) * (_COUNTS - 1) if self.count_classes else 0)
         self.mlp = MLP(feat_dim + (self.tail + 1 if self.reads_prev else 0), cfg.units, cfg.layers)
-        self.out = Linear(self.mlp.out_dim, self.n_cells * (_MATS + 1 + _OBJS) + self.tail)
+        self.out = Linear(self.mlp.out_dim, self.n_cells * (_MATS + 1 + _OBJS) + self.tail_out)
         if self.reads_prev:
             self.broadcast = Linear(feat_dim, GRID_CHANNELS)
             convs: list[nn.Module] = []
@@ -159,7 +166,9 @@ class GridDecoder(nn.Module):
             self.change = nn.Sequential(*convs, nn.Conv2d(GRID_CHANNELS, _MATS + 1 + _OBJS, 1))
 
     def logits(self, feat: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(materials (..., cells, 13), objects (..., cells, 7: none first), tail in symlog space (..., 22)).
+        """(materials (..., cells, 13), objects (..., cells, 7: none first), tail): the tail in symlog space
+        (..., 22), or with ``model.count_classes`` the inventory's count logits (..., 16 * 10) and then the
+        rest of the tail in symlog space (..., 6).
 
         ``prev``: the previous observation (..., N) in env units, all zeros where there is none; read only
         with ``model.decoder_prev`` (None: none anywhere).
@@ -174,7 +183,7 @@ class GridDecoder(nn.Module):
             out = self.out(self.mlp(torch.cat([feat, (symlog(prev[..., cells:]) * has).to(feat.dtype), has], -1)))
         else:
             out = self.out(self.mlp(feat))
-        mats, objs, tail = out.float().split([self.n_cells * _MATS, self.n_cells * (1 + _OBJS), self.tail], -1)
+        mats, objs, tail = out.float().split([self.n_cells * _MATS, self.n_cells * (1 + _OBJS), self.tail_out], -1)
         mats, objs = mats.reshape(*lead, self.n_cells, _MATS), objs.reshape(*lead, self.n_cells, 1 + _OBJS)
         if self.reads_prev:
             assert prev is not None
@@ -188,14 +197,25 @@ class GridDecoder(nn.Module):
         return mats, objs, tail
 
     def forward(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
-        """The vector in symlog space: cell probabilities in the one-hot layout, then the tail."""
+        """The vector in symlog space: cell probabilities in the one-hot layout, then the tail (with
+        ``model.count_classes``, each inventory entry the expected count)."""
         mats, objs, tail = self.logits(feat, prev)
         cells = torch.cat([mats.softmax(-1), objs.softmax(-1)[..., 1:]], -1)  # (..., cells, 19)
+        if self.count_classes:
+            counts, rest = self._split_counts(tail)
+            expected = (counts.softmax(-1) * torch.arange(_COUNTS, device=feat.device)).sum(-1) / _MAX_COUNT
+            tail = torch.cat([symlog(expected), rest], -1)
         return torch.cat([symlog(cells.flatten(-2)), tail], -1)
+
+    def _split_counts(self, tail: Tensor) -> tuple[Tensor, Tensor]:
+        """A ``count_classes`` tail -> (count logits (..., 16, 10), the rest in symlog space (..., 6))."""
+        counts, rest = tail.split([len(ITEMS) * _COUNTS, self.tail - len(ITEMS)], -1)
+        return counts.reshape(*counts.shape[:-1], len(ITEMS), _COUNTS), rest
 
     def observation(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
         """The most likely observation behind ``feat``, sharp and in env units (..., N): each cell's likeliest
-        material and object one-hot, inventory counts rounded to whole items, facing one-hot, sleeping 0/1.
+        material and object one-hot, inventory counts in whole items (the likeliest count, or with regressed
+        counts the nearest), facing one-hot, sleeping 0/1.
 
         What a policy that reads observations (``ac.obs_input``) sees in imagination: the same kind of
         vector as the real game gives, never a blur of probabilities it was not trained on.
@@ -205,14 +225,19 @@ class GridDecoder(nn.Module):
         mat = F.one_hot(mats.argmax(-1), _MATS).float()  # (..., cells, 13)
         obj = F.one_hot(objs.argmax(-1), 1 + _OBJS).float()[..., 1:]  # class 0 is "no object"
         cells = torch.cat([mat, obj], -1).reshape(*lead, -1)
-        tail = symexp(tail.float())
-        items, facing, daylight, sleeping = tail.split([len(ITEMS), 4, 1, 1], -1)
-        items = (items.clamp(0, 1) * _MAX_COUNT).round() / _MAX_COUNT
+        if self.count_classes:
+            counts, rest = self._split_counts(tail)
+            items = counts.argmax(-1).float() / _MAX_COUNT
+            facing, daylight, sleeping = symexp(rest.float()).split([4, 1, 1], -1)
+        else:
+            items, facing, daylight, sleeping = symexp(tail.float()).split([len(ITEMS), 4, 1, 1], -1)
+            items = (items.clamp(0, 1) * _MAX_COUNT).round() / _MAX_COUNT
         facing = F.one_hot(facing.argmax(-1), 4).float()
         return torch.cat([cells, items, facing, daylight.clamp(0, 1), (sleeping > 0.5).float()], -1)
 
     def loss(self, feat: Tensor, target: Tensor, prev: Tensor | None = None) -> Tensor:
-        """Cross-entropy of each cell's material and object, plus the tail's squared error: (B, T)."""
+        """Cross-entropy of each cell's material and object (and with ``model.count_classes`` of each inventory
+        count), plus the rest of the tail's squared error: (B, T)."""
         mats, objs, tail = self.logits(feat, prev)
         lead = target.shape[:-1]
         cells = target[..., : self.n_cells * _CELL].reshape(*lead, self.n_cells, _CELL).float()
@@ -221,5 +246,12 @@ class GridDecoder(nn.Module):
         obj_class = torch.where(has_obj, cells[..., _MATS:].argmax(-1) + 1, 0)
         ce = F.cross_entropy(mats.flatten(0, -2), mat_class.flatten(), reduction="none")
         ce = ce + F.cross_entropy(objs.flatten(0, -2), obj_class.flatten(), reduction="none")
-        err = (tail - symlog(target[..., self.n_cells * _CELL :].float())) ** 2
-        return ce.reshape(*lead, self.n_cells).sum(-1) + err.sum(-1)
+        target_tail = target[..., self.n_cells * _CELL :].float()
+        total = ce.reshape(*lead, self.n_cells).sum(-1)
+        if self.count_classes:
+            counts, tail = self._split_counts(tail)
+            items, target_tail = target_tail.split([len(ITEMS), self.tail - len(ITEMS)], -1)
+            count_class = (items * _MAX_COUNT).round().long().clamp(0, _COUNTS - 1)
+            ce_counts = F.cross_entropy(counts.flatten(0, -2), count_class.flatten(), reduction="none")
+            total = total + ce_counts.reshape(*lead, len(ITEMS)).sum(-1)
+        return total + ((tail - symlog(target_tail)) ** 2).sum(-1)

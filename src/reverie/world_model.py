@@ -99,11 +99,12 @@ class Decoder(nn.Module):
                 self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
             else:
                 self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
-        if cfg.decoder_prev and self.grid is None:
-            raise ValueError(
-                "model.decoder_prev=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
-                "set model.decoder_prev=false for other observations."
-            )
+        for name in ("decoder_prev", "count_classes"):
+            if getattr(cfg, name) and self.grid is None:
+                raise ValueError(
+                    f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
+                    f"set model.{name}=false for other observations."
+                )
 
     def forward(self, feat: Tensor, prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space.
