@@ -357,3 +357,27 @@ def test_count_classes_picture_the_inventory_that_regression_rounds_wrong(
             assert dec(feat).shape == x.shape
         exact[classes] = float(((pictured - counts).abs() < 0.5).float().mean())
     assert exact[True] > 0.85 and exact[False] < exact[True] - 0.15, exact
+
+
+def test_count_copy_keeps_the_previous_inventory_by_default(scripted_episode: dict[str, np.ndarray]) -> None:
+    """Features that carry nothing, the frame before given: with ``model.count_copy`` the pictured inventory
+    is the previous one from the start (before any training), and stays right on the steps that keep it."""
+    from reverie.envs.crafter import ITEMS
+
+    x = torch.as_tensor(scripted_episode["vector"]).float()[None]
+    target, prev = x[:, 1:], x[:, :-1]
+    start = x.shape[-1] - len(ITEMS) - 6
+    kept = (target[..., start : start + len(ITEMS)] == prev[..., start : start + len(ITEMS)]).all(-1)[0]
+    assert 0.5 < float(kept.float().mean()) < 1.0  # most steps keep the inventory, some change it
+    feat = torch.zeros(1, target.shape[1], 8)
+    right = {}
+    for copy in (False, True):
+        torch.manual_seed(0)
+        cfg = ModelConfig(units=64, layers=1, decoder_prev=True, count_classes=True, count_copy=copy)
+        dec = GridDecoder(8, x.shape[-1], cfg)
+        with torch.no_grad():
+            pictured = dec.observation(feat, prev)[..., start : start + len(ITEMS)]
+        right[copy] = float((pictured == target[..., start : start + len(ITEMS)]).all(-1)[0][kept].float().mean())
+    assert right[True] == 1.0 and right[False] < 0.5, right
+    with pytest.raises(ValueError, match="model.count_copy=true .* model.count_classes=true"):
+        GridDecoder(8, x.shape[-1], ModelConfig(units=64, layers=1, decoder_prev=True, count_copy=True))

@@ -81,6 +81,8 @@ class ModelConfig:
     """Grid codec only: the decoder also reads the previous observation, so it predicts what changes."""
     count_classes: bool = False
     """Grid codec only: each inventory count is decoded as one of 10 classes (cross-entropy), not regressed."""
+    count_copy: bool = False
+    """With count_classes and decoder_prev: the previous count's class gets a learned bonus (keeping is the default)."""
     reward_change: bool = False
     """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
     bins: int = 255

@@ -17,7 +17,9 @@
   vector means "none" (episode starts): a real one has a material in every cell.
 * With ``model.count_classes=true`` each inventory count (0-9) is a categorical over 10 classes, trained
   by cross-entropy: regressed, a count is rounded to the nearest whole item, and an error of half an
-  item (0.056 in the vector) already pictures another inventory.
+  item (0.056 in the vector) already pictures another inventory. With ``model.count_copy=true`` as well
+  (and ``model.decoder_prev``) the previous count's class gets a learned bonus (one weight per item), so
+  keeping the inventory is the default and the features only have to say what changed, as for the cells.
 
 Both keep the vector contract of :class:`reverie.world_model.Decoder`: ``forward`` returns the vector
 in symlog space (cell probabilities in the vector's one-hot layout), ``loss`` returns (B, T).
@@ -150,6 +152,14 @@ class GridDecoder(nn.Module):
         self.tail = size - self.n_cells * _CELL
         self.reads_prev = cfg.decoder_prev
         self.count_classes = cfg.count_classes
+        self.count_copy = cfg.count_copy
+        if self.count_copy and not (self.count_classes and self.reads_prev):
+            raise ValueError(
+                "model.count_copy=true adds the previous count to the count classes: it needs model.count_classes=true "
+                "and model.decoder_prev=true; set them or model.count_copy=false."
+            )
+        if self.count_copy:  # per inventory entry, the logit bonus of keeping the previous count (init: e^4 odds)
+            self.copy_weight = nn.Parameter(torch.full((len(ITEMS),), 4.0))
         # the tail's outputs: one value per entry, or with count_classes 10 classes per inventory count
         self.tail_out = self.tail + (len(ITEMS) * (_COUNTS - 1) if self.count_classes else 0)
         self.mlp = MLP(feat_dim + (self.tail + 1 if self.reads_prev else 0), cfg.units, cfg.layers)
@@ -194,6 +204,11 @@ class GridDecoder(nn.Module):
             change = self.change(torch.cat([grid, flag, wide], 1)).float()  # (n, 20, rows, cols)
             change = change.permute(0, 2, 3, 1).reshape(*lead, self.n_cells, _MATS + 1 + _OBJS)
             mats, objs = mats + change[..., :_MATS], objs + change[..., _MATS:]
+            if self.count_copy:  # the previous count's class gets a learned bonus: "unchanged" is the default
+                counts, rest = self._split_counts(tail)
+                before = (prev[..., cells : cells + len(ITEMS)] * _MAX_COUNT).round().long().clamp(0, _COUNTS - 1)
+                bonus = F.one_hot(before, _COUNTS).float() * (self.copy_weight[:, None] * has[..., None])
+                tail = torch.cat([(counts + bonus).flatten(-2), rest], -1)
         return mats, objs, tail
 
     def forward(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:

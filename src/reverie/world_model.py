@@ -99,7 +99,7 @@ class Decoder(nn.Module):
                 self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
             else:
                 self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
-        for name in ("decoder_prev", "count_classes"):
+        for name in ("decoder_prev", "count_classes", "count_copy"):
             if getattr(cfg, name) and self.grid is None:
                 raise ValueError(
                     f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
