@@ -199,13 +199,6 @@ def test_decoder_reading_the_previous_frame_predicts_the_next_one() -> None:
         assert not torch.allclose(dec(feat, prev), dec(feat))
 
 
-def test_decoder_prev_needs_the_grid_codec(one_line) -> None:
-    spaces = {"vector": Space(np.float32, (8,))}
-    with pytest.raises(ValueError) as err:
-        WorldModel(spaces, 3, ModelConfig(decoder_prev=True, units=16, layers=1))
-    one_line(str(err.value), "model.decoder_prev", "crafter_grid")
-
-
 def test_imagination_pictures_each_step_from_the_picture_before(tmp_path: Path, debug_config, monkeypatch) -> None:
     """With ``model.decoder_prev`` an observation-reading policy's imagined view at step t is decoded from the
     one at t-1: the real observation at the start, the decoded ones after."""
@@ -297,7 +290,7 @@ def test_reward_head_reading_the_change_ties_the_reward_to_its_step(scripted_epi
     assert gaps[True] > 0.5 and abs(gaps[False]) < 0.05, gaps
 
 
-@pytest.mark.parametrize("option", ["reward_change", "count_classes"])
+@pytest.mark.parametrize("option", ["decoder_prev", "count_classes", "count_copy", "reward_change"])
 def test_grid_options_need_the_grid_codec(one_line, option: str) -> None:
     spaces = {"vector": Space(np.float32, (8,))}
     with pytest.raises(ValueError) as err:

@@ -99,12 +99,6 @@ class Decoder(nn.Module):
                 self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
             else:
                 self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
-        for name in ("decoder_prev", "count_classes", "count_copy"):
-            if getattr(cfg, name) and self.grid is None:
-                raise ValueError(
-                    f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
-                    f"set model.{name}=false for other observations."
-                )
 
     def forward(self, feat: Tensor, prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space.
@@ -231,14 +225,14 @@ class WorldModel(nn.Module):
         self.rssm = RSSM(cfg, self.encoder.out_dim, action_dim)
         feat = self.rssm.feat_dim
         self.decoder = Decoder(obs_space, feat, cfg)
-        self.change_key: str | None = None  # the vector whose change the reward head reads
-        if cfg.reward_change:
-            if self.decoder.grid is None:
+        for name in ("decoder_prev", "count_classes", "count_copy", "reward_change"):
+            if getattr(cfg, name) and self.decoder.grid is None:
                 raise ValueError(
-                    "model.reward_change=true needs the grid codec (model.vector_codec=crafter_grid on "
-                    "crafter-symbolic); set model.reward_change=false for other observations."
+                    f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
+                    f"set model.{name}=false for other observations."
                 )
-            self.change_key = self.decoder.vectors[0]
+        # the vector whose change the reward head reads (model.reward_change)
+        self.change_key = self.decoder.vectors[0] if cfg.reward_change else None
         width = feat + (CHANGE_FEATURES if self.change_key else 0)
         self.reward_head = MLP(width, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
         self.cont_head = MLP(feat, cfg.units, cfg.head_layers, out=1)
