@@ -374,3 +374,35 @@ def test_count_copy_keeps_the_previous_inventory_by_default(scripted_episode: di
     assert right[True] == 1.0 and right[False] < 0.5, right
     with pytest.raises(ValueError, match="model.count_copy=true .* model.count_classes=true"):
         GridDecoder(8, x.shape[-1], ModelConfig(units=64, layers=1, decoder_prev=True, count_copy=True))
+
+
+def test_pessimism_reads_the_rollouts_pictured_change(tmp_path: Path, debug_config) -> None:
+    """The ensemble's reward doubt reads each step's pictured change: passed in, or worked out from the rollout."""
+    from reverie import Dreamer, offline
+    from reverie.envs.crafter import symbolic_size
+
+    cfg = debug_config(
+        tmp_path,
+        "env.id=crafter-symbolic",
+        "model.vector_codec=crafter_grid",
+        "model.reward_change=true",
+        "model.ensemble=3",
+        "offline.reward_doubt=1.0",
+    )
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in learner.wm.reward_head.parameters():  # a head that reads its input (the output starts at 0)
+            param.normal_(0.0, 0.3)
+        traj = learner.imagine(
+            learner.wm.rssm.initial(3), 2, first_obs={"vector": torch.rand(3, symbolic_size()).round()}
+        )
+        change = learner.imagined_change(traj)
+        reward = learner.imagined_reward(traj, change=change)
+        assert torch.equal(reward, learner.imagined_reward(traj))
+        cont = torch.ones_like(reward)
+        given = offline.pessimism(learner, traj, reward, cont, change)
+        derived = offline.pessimism(learner, traj, reward, cont)
+        zero = offline.pessimism(learner, traj, reward, cont, torch.zeros_like(change))
+    assert torch.equal(given[0], derived[0]) and not torch.equal(given[0], zero[0])

@@ -22,6 +22,7 @@ from reverie.functional import symexp
 from reverie.nets import MLP
 from reverie.optim import make_optimizer
 from reverie.rssm import State
+from reverie.symbolic import change_features
 from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
@@ -255,19 +256,27 @@ class Learner(nn.Module):
             keys.append(self.wm.change_key)
         return keys
 
-    def imagined_reward(self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None) -> Tensor:
+    def imagined_reward(
+        self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None, change: Tensor | None = None
+    ) -> Tensor:
         """(N, H+1) the reward the model predicts on reaching each state of an :meth:`imagine` rollout; with
-        ``model.reward_change`` it reads the change between consecutive pictured observations (``prev_obs``:
-        the one before the start; index 0 is unused by the returns)."""
+        ``model.reward_change`` it reads :meth:`imagined_change` (``change`` when the caller has it)."""
+        if change is None:
+            change = self.imagined_change(traj, prev_obs)
+        return self.wm.reward_from(traj["feat"], change)
+
+    def imagined_change(self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None) -> Tensor | None:
+        """(N, H+1, 64) the change features between consecutive pictured observations of an :meth:`imagine`
+        rollout (``prev_obs``: the one before the start, else none; index 0 is unused by the returns); None
+        without ``model.reward_change``."""
         key = self.wm.change_key
         if key is None:
-            return self.wm.reward(traj["feat"])
-        now = traj[f"obs/{key}"]
+            return None
+        now = traj[f"obs/{key}"].flatten(2)
         first = torch.zeros_like(now[:, :1])
         if prev_obs is not None and key in prev_obs:
             first = prev_obs[key].float().reshape(first.shape)
-        before = torch.cat([first, now[:, :-1]], 1)
-        return self.wm.reward(traj["feat"], {key: now}, {key: before})
+        return change_features(now, torch.cat([first, now[:, :-1]], 1))
 
     def train_step(self, batch_np: dict[str, np.ndarray], prior: bool = False) -> dict[str, float]:
         """One update of all networks on a replayed batch (B, T, ...); returns metrics.

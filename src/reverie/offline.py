@@ -31,7 +31,6 @@ from reverie.functional import masked_mean, twohot_decode
 from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
-from reverie.symbolic import change_features
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer
@@ -174,11 +173,12 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
         seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.pictured_keys()}
         traj = learner.imagine(start, cfg.ac.horizon, first_obs=seen)  # the real observation at each start
         with torch.set_grad_enabled(cfg.ac.actor_grad == "dynamics"):  # the actor's gradient may run through
-            reward = learner.imagined_reward(traj).float()  # (N, H+1)
+            change = learner.imagined_change(traj)  # read by the reward head and the ensemble's reward doubt
+            reward = learner.imagined_reward(traj, change=change).float()  # (N, H+1)
             cont = wm.cont(traj["feat"])
         terminal = batch["is_terminal"].reshape(-1)[idx].float()
         cont = torch.cat([1.0 - terminal[:, None], cont[:, 1:]], 1)
-        reward, cont, pess = pessimism(learner, traj, reward, cont)
+        reward, cont, pess = pessimism(learner, traj, reward, cont, change)
         actor_loss, critic_loss, _, metrics = learner.ac.imagine_loss(traj, reward, cont, prior=learner.bc_prior)
         real_feat = wm.rssm.feat(states).detach()
         if cfg.offline.data_prior_kl > 0:  # stay near the prior where the actor will act: real states, real obs
@@ -208,23 +208,23 @@ def data_prior_kl(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -> T
 
 
 def pessimism(
-    learner: Learner, traj: dict[str, Tensor], reward: Tensor, cont: Tensor
+    learner: Learner, traj: dict[str, Tensor], reward: Tensor, cont: Tensor, change: Tensor | None = None
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Apply ``offline.pessimism`` with the latent ensemble: MOPO-style penalty ``r - scale * u`` or a
     MOReL-style cut (the rollout ends after a transition whose disagreement exceeds the threshold); and
     ``offline.reward_doubt``: ``r - scale * ru`` with ``ru`` the members' disagreement about the reward
-    (:meth:`reverie.world_model.WorldModel.doubt`)."""
+    (:meth:`reverie.world_model.WorldModel.doubt`). ``change``: the rollout's
+    :meth:`reverie.learner.Learner.imagined_change` when the caller has it (read with ``model.reward_change``)."""
     wm, off = learner.wm, learner.cfg.offline
     if wm.ensemble is None:
         return reward, cont, {}
     feat = traj["feat"]
     with torch.no_grad():  # transition t -> t+1: state t, action t, and the recurrent state the model stepped to
-        change = None
-        if wm.change_key is not None:  # the step's pictured change, the same for every member
-            pictured = traj[f"obs/{wm.change_key}"]
-            change = change_features(pictured[:, 1:].flatten(2), pictured[:, :-1].flatten(2))
+        if change is None:
+            change = learner.imagined_change(traj)
+        step_change = None if change is None else change[:, 1:]  # each step's pictured change, for every member
         next_deter = feat[:, 1:, : learner.cfg.model.deter]
-        u, ru = wm.doubt_feat(feat[:, :-1], traj["action"][:, :-1], next_deter, change=change)  # (N, H)
+        u, ru = wm.doubt_feat(feat[:, :-1], traj["action"][:, :-1], next_deter, change=step_change)  # (N, H)
     unknown = (u > wm.ensemble.threshold).float()
     metrics = {"imag/disagreement": u.mean(), "imag/unknown_frac": unknown.mean(), "imag/reward_doubt": ru.mean()}
     if off.pessimism == "penalty":

@@ -248,7 +248,11 @@ class WorldModel(nn.Module):
         observation ``obs`` at ``feat`` and ``prev``, the one before (dicts of env-unit observations, all
         zeros where there is none). Without ``obs`` the decoder pictures it from ``feat`` (and ``prev``).
         """
-        return twohot_decode(self.reward_head(self.reward_input(feat, self.change(feat, obs, prev))), self.bins)
+        return self.reward_from(feat, self.change(feat, obs, prev))
+
+    def reward_from(self, feat: Tensor, change: Tensor | None) -> Tensor:
+        """:meth:`reward` from features and the change features already computed (None: the head reads none)."""
+        return twohot_decode(self.reward_head(self.reward_input(feat, change)), self.bins)
 
     def reward_input(self, feat: Tensor, change: Tensor | None) -> Tensor:
         """What the reward head reads: ``feat``, and with ``model.reward_change`` the ``change`` features."""
@@ -333,7 +337,7 @@ class WorldModel(nn.Module):
                 change = self.change(members, None, wide or None)
             else:
                 change = change.expand(len(mode), *change.shape)
-        reward = twohot_decode(self.reward_head(self.reward_input(members, change)), self.bins)
+        reward = self.reward_from(members, change)
         return LatentEnsemble.spread(logp).float(), reward.float().std(0, unbiased=False)
 
     def recorded_reward_logits(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
