@@ -202,19 +202,11 @@ def test_decoder_reading_the_previous_frame_predicts_the_next_one() -> None:
 def test_imagination_pictures_each_step_from_the_picture_before(tmp_path: Path, debug_config, monkeypatch) -> None:
     """With ``model.decoder_prev`` an observation-reading policy's imagined view at step t is decoded from the
     one at t-1: the real observation at the start, the decoded ones after."""
-    from reverie import Dreamer
     from reverie.envs.crafter import symbolic_size
 
-    cfg = debug_config(
-        tmp_path,
-        "env.id=crafter-symbolic",
-        "model.vector_codec=crafter_grid",
-        "model.decoder_prev=true",
-        "ac.obs_input=true",
-        "ac.feat_input=false",
+    learner = grid_learner(
+        debug_config, tmp_path, "model.decoder_prev=true", "ac.obs_input=true", "ac.feat_input=false"
     )
-    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
-    learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
     calls: list[tuple[Tensor | None, Tensor]] = []
     decode = learner.decoded_obs
 
@@ -378,19 +370,12 @@ def test_count_copy_keeps_the_previous_inventory_by_default(scripted_episode: di
 
 def test_pessimism_reads_the_rollouts_pictured_change(tmp_path: Path, debug_config) -> None:
     """The ensemble's reward doubt reads each step's pictured change: passed in, or worked out from the rollout."""
-    from reverie import Dreamer, offline
+    from reverie import offline
     from reverie.envs.crafter import symbolic_size
 
-    cfg = debug_config(
-        tmp_path,
-        "env.id=crafter-symbolic",
-        "model.vector_codec=crafter_grid",
-        "model.reward_change=true",
-        "model.ensemble=3",
-        "offline.reward_doubt=1.0",
+    learner = grid_learner(
+        debug_config, tmp_path, "model.reward_change=true", "model.ensemble=3", "offline.reward_doubt=1.0"
     )
-    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
-    learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
     torch.manual_seed(0)
     with torch.no_grad():
         for param in learner.wm.reward_head.parameters():  # a head that reads its input (the output starts at 0)
@@ -406,3 +391,13 @@ def test_pessimism_reads_the_rollouts_pictured_change(tmp_path: Path, debug_conf
         derived = offline.pessimism(learner, traj, reward, cont)
         zero = offline.pessimism(learner, traj, reward, cont, torch.zeros_like(change))
     assert torch.equal(given[0], derived[0]) and not torch.equal(given[0], zero[0])
+
+
+def grid_learner(debug_config, tmp_path: Path, *overrides: str):  # noqa: ANN001, ANN201
+    """The learner of a fresh debug agent on crafter-symbolic with the grid codec and ``overrides``."""
+    from reverie import Dreamer
+    from reverie.envs.crafter import symbolic_size
+
+    cfg = debug_config(tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid", *overrides)
+    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
+    return Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
