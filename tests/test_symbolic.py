@@ -12,7 +12,7 @@ from torch import Tensor
 from reverie.config import ConfigError, ModelConfig, make_config
 from reverie.envs.base import Space
 from reverie.functional import symexp, twohot_decode, twohot_loss
-from reverie.symbolic import GridDecoder, GridEncoder, cell_materials, change_features
+from reverie.symbolic import GridDecoder, GridEncoder, cell_materials, change_features, changed
 from reverie.world_model import WorldModel
 
 CFG = ModelConfig(units=64, layers=1)
@@ -280,6 +280,61 @@ def test_reward_head_reading_the_change_ties_the_reward_to_its_step(scripted_epi
             pred = twohot_decode(wm.recorded_reward_logits(feat, batch), wm.bins)[0]
         gaps[reads_change] = float(pred[paid].mean() - pred[reward[0] == 0].mean())
     assert gaps[True] > 0.5 and abs(gaps[False]) < 0.05, gaps
+
+
+def test_every_paying_step_of_scripted_play_changes_something(scripted_episode: dict[str, np.ndarray]) -> None:
+    """The premise of ``model.reward_gate``: in Crafter a reward comes with a change of the view's cell counts,
+    the inventory or the sleeping flag, while many steps change none of these (blocked moves, noops)."""
+    obs = torch.as_tensor(scripted_episode["vector"])
+    moved = changed(change_features(obs[1:], obs[:-1]))
+    reward = torch.as_tensor(scripted_episode["reward"])[1:]
+    assert (reward != 0).sum() >= 2 and bool(moved[reward != 0].all())
+    assert 0 < int((~moved).sum()) < len(moved)
+    assert not bool(changed(change_features(obs, None)).any())  # no frame before: nothing to read
+
+
+def test_reward_gate_predicts_and_learns_no_reward_where_nothing_changed(
+    scripted_episode: dict[str, np.ndarray],
+) -> None:
+    """A head taught that every step pays 1 predicts 1 on every step; gated, it predicts exactly 0 on the steps
+    that changed nothing, and those steps give it no gradient."""
+    obs = torch.as_tensor(scripted_episode["vector"])[None]
+    is_first = torch.zeros(obs.shape[:2], dtype=torch.bool)
+    is_first[:, 0] = True
+    batch = {"vector": obs, "is_first": is_first}
+    spaces = {"vector": Space(np.float32, (obs.shape[-1],), 0.0, 1.0)}
+    moved = changed(change_features(obs[0, 1:], obs[0, :-1]))
+    preds = {}
+    for gate in (False, True):
+        torch.manual_seed(0)
+        cfg = ModelConfig(
+            units=32, layers=1, vector_codec="crafter_grid", reward_change=True, reward_gate=gate, bins=41
+        )
+        wm = WorldModel(spaces, 17, cfg)
+        feat = torch.zeros(1, obs.shape[1], wm.rssm.feat_dim)
+        opt = torch.optim.Adam(wm.reward_head.parameters(), 3e-3)
+        for _ in range(100):
+            loss = twohot_loss(wm.recorded_reward_logits(feat, batch), torch.ones(obs.shape[:2]), wm.bins)
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+        with torch.no_grad():
+            preds[gate] = twohot_decode(wm.recorded_reward_logits(feat, batch), wm.bins)[0, 1:]
+        if gate:  # the unchanged steps' loss is a constant of the head's weights
+            opt.zero_grad()
+            loss = twohot_loss(wm.recorded_reward_logits(feat, batch), torch.ones(obs.shape[:2]), wm.bins)
+            loss[0, 1:][~moved].sum().backward()
+            assert all(p.grad is None or not p.grad.any() for p in wm.reward_head.parameters())
+    assert float(preds[False].min()) > 0.8, preds[False].min()
+    assert torch.equal(preds[True][~moved], torch.zeros(int((~moved).sum())))
+    assert float(preds[True][moved].min()) > 0.8, preds[True][moved].min()
+
+
+def test_reward_gate_needs_reward_change(one_line) -> None:
+    spaces = {"vector": Space(np.float32, (8,))}
+    with pytest.raises(ValueError) as err:
+        WorldModel(spaces, 3, ModelConfig(reward_gate=True, units=16, layers=1))
+    one_line(str(err.value), "model.reward_gate", "model.reward_change=true")
 
 
 @pytest.mark.parametrize("option", ["decoder_prev", "count_classes", "count_copy", "reward_change"])

@@ -85,6 +85,8 @@ class ModelConfig:
     """With count_classes and decoder_prev: the previous count's class gets a learned bonus (keeping is the default)."""
     reward_change: bool = False
     """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
+    reward_gate: bool = False
+    """With reward_change: no reward on a step that changed neither the view's cell counts nor the inventory."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0

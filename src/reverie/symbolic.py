@@ -108,6 +108,16 @@ def change_features(obs: Tensor, prev: Tensor | None) -> Tensor:
     return torch.cat([(counts - before) * has, (tail - prev_tail) * has, symlog(prev_tail) * has, has], -1)
 
 
+def changed(change: Tensor) -> Tensor:
+    """(..., 64) :func:`change_features` -> (...,) bool: the step changed how many view cells hold some material
+    or object, an inventory count (by a whole item) or whether the player sleeps. A step that does none of
+    these (a craft the game ignored, a move into a wall, a ``noop``) earns nothing in Crafter: every
+    achievement adds an item, changes the view or wakes the player, and health rewards come with health."""
+    sleeping = _CELL + len(ITEMS) + 5  # the tail's last entry: [inventory, facing (4), daylight, sleeping]
+    moved = torch.cat([change[..., : _CELL + len(ITEMS)], change[..., sleeping : sleeping + 1]], -1)
+    return (moved.abs() >= 0.5).any(-1)
+
+
 def cell_materials(vectors: np.ndarray) -> np.ndarray:
     """(..., N) crafter-symbolic vectors -> (..., rows * columns) material index of each cell of the local view
     (0 is "outside" the world)."""

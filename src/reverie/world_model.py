@@ -16,7 +16,7 @@ from reverie.envs.base import Space
 from reverie.functional import kl_balance, masked_mean, symlog, twohot_bins, twohot_decode, twohot_loss
 from reverie.nets import MLP, ConvDecoder, ConvEncoder
 from reverie.rssm import RSSM, State
-from reverie.symbolic import CHANGE_FEATURES, GridDecoder, GridEncoder, change_features
+from reverie.symbolic import CHANGE_FEATURES, GridDecoder, GridEncoder, change_features, changed
 
 
 def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
@@ -231,6 +231,8 @@ class WorldModel(nn.Module):
                     f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
                     f"set model.{name}=false for other observations."
                 )
+        if cfg.reward_gate and not cfg.reward_change:
+            raise ValueError("model.reward_gate=true needs model.reward_change=true (it reads the same change)")
         # the vector whose change the reward head reads (model.reward_change)
         self.change_key = self.decoder.vectors[0] if cfg.reward_change else None
         width = feat + (CHANGE_FEATURES if self.change_key else 0)
@@ -252,7 +254,19 @@ class WorldModel(nn.Module):
 
     def reward_from(self, feat: Tensor, change: Tensor | None) -> Tensor:
         """:meth:`reward` from features and the change features already computed (None: the head reads none)."""
-        return twohot_decode(self.reward_head(self.reward_input(feat, change)), self.bins)
+        return twohot_decode(self.reward_logits(feat, change), self.bins)
+
+    def reward_logits(self, feat: Tensor, change: Tensor | None) -> Tensor:
+        """The reward head's two-hot logits (..., bins); with ``model.reward_gate`` those of exactly zero where
+        ``change`` shows nothing changed (:func:`reverie.symbolic.changed`), so the head neither predicts nor
+        learns a reward there."""
+        logits = self.reward_head(self.reward_input(feat, change))
+        if not self.cfg.reward_gate:
+            return logits
+        assert change is not None
+        zero = torch.full_like(logits, -30.0)
+        zero[..., int(self.bins.abs().argmin())] = 30.0  # the bin nearest 0
+        return torch.where(changed(change).unsqueeze(-1), logits, zero)
 
     def reward_input(self, feat: Tensor, change: Tensor | None) -> Tensor:
         """What the reward head reads: ``feat``, and with ``model.reward_change`` the ``change`` features."""
@@ -349,7 +363,7 @@ class WorldModel(nn.Module):
             obs = batch[self.change_key]
             obs = obs.reshape(*obs.shape[:2], -1)
             change = change_features(obs, previous_frames(obs, batch.get("is_first")))
-        return self.reward_head(self.reward_input(feat, change))
+        return self.reward_logits(feat, change)
 
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None

@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
 
     rec = cmds.add_parser("record", help="record episodes of a policy into a new dataset folder")
     rec.add_argument("--env", required=True, help="env id, e.g. crafter, crafter-symbolic, CartPole-v1")
-    rec.add_argument("--policy", default="random", help="random, scripted (once registered) or a checkpoint folder")
+    rec.add_argument(
+        "--policy", default="random", help="random, scripted or scripted-curious (Crafter), or a checkpoint folder"
+    )
     rec.add_argument("--episodes", type=int, required=True, help="episodes to record")
     rec.add_argument("--out", required=True, help="dataset folder to create (new or empty)")
     rec.add_argument("--seed", type=int, default=0, help="seed of the env, the policy and the label dropping")
