@@ -41,8 +41,8 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
 
 
-def paths(obs: str, seed: int) -> tuple[Path, Path]:
-    run = ROOT / "runs" / f"{obs}_200_1_wm_s{seed}"
+def paths(obs: str, seed: int, tag: str = "") -> tuple[Path, Path]:
+    run = ROOT / "runs" / f"{obs}_200_1_wm{'_' + tag if tag else ''}_s{seed}"
     data = ROOT / "data" / f"{obs}-200-a1"
     if not (run / "checkpoint").exists() or not (data / "dataset.json").exists():
         raise SystemExit(f"No fitted agent at {run} (or no dataset at {data}): run benchmarks/offline_crafter.py.")
@@ -80,7 +80,7 @@ def copycat(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.baselines import BCPolicy
     from reverie.data import Dataset
 
-    run, data_dir = paths(job["obs"], job["seed"])
+    run, data_dir = paths(job["obs"], job["seed"], job["tag"])
     agent, data = Dreamer.load(run), Dataset(data_dir)
     episodes = [data.episode(i) for i in range(0, len(data), 10)]
 
@@ -104,7 +104,7 @@ def false_promises(job: dict[str, Any]) -> dict[str, Any]:
     from reverie import Dreamer
     from reverie.data import Dataset
 
-    run, data_dir = paths(job["obs"], job["seed"])
+    run, data_dir = paths(job["obs"], job["seed"], job["tag"])
     agent, data = Dreamer.load(run), Dataset(data_dir)
     learner, wm = agent.learner, agent.learner.wm
     deter = agent.config.model.deter
@@ -137,7 +137,7 @@ def frozen_head(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.functional import symlog
     from reverie.offline import dataset_replay
 
-    run, data_dir = paths(job["obs"], job["seed"])
+    run, data_dir = paths(job["obs"], job["seed"], job["tag"])
     agent = Dreamer.load(run)
     learner, wm, kind = agent.learner, agent.learner.wm, job["input"]
     vector = learner.obs_space.get("vector")
@@ -215,6 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--obs", default="symbolic", choices=["symbolic", "pixels"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="read the agent offline_crafter.py fitted with this --tag")
     every = ["copycat", "false_promises", "feat", "embed", "both", "raw", "raw_feat"]
     parser.add_argument("--inputs", nargs="+", default=every)
     parser.add_argument("--steps", type=int, default=1500, help="head updates (batches of 16 x 32 steps)")
@@ -226,17 +227,25 @@ def main() -> None:
     known = set(every)
     if set(args.inputs) - known:
         parser.error(f"unknown --inputs {sorted(set(args.inputs) - known)}; choose from {sorted(known)}")
-    paths(args.obs, args.seed)
+    paths(args.obs, args.seed, args.tag)
     jobs = [
-        {"obs": args.obs, "seed": args.seed, "input": k, "steps": args.steps, "episodes": args.episodes}
+        {
+            "obs": args.obs,
+            "seed": args.seed,
+            "tag": args.tag,
+            "input": k,
+            "steps": args.steps,
+            "episodes": args.episodes,
+        }
         for k in args.inputs
     ]
     out_file = RESULTS / "offline_diagnosis.json"
     results: dict[str, Any] = json.loads(out_file.read_text()) if out_file.exists() else {}
     with ProcessPoolExecutor(args.workers) as pool:
         for row in pool.map(run_job, jobs):
-            key = f"{row['obs']}/s{row['seed']}/{row['input']}"
-            results[key] = {k: v for k, v in row.items() if k not in ("obs", "seed", "input")}
+            tag = f"{row['tag']}_" if row["tag"] else ""
+            key = f"{row['obs']}/{tag}s{row['seed']}/{row['input']}"
+            results[key] = {k: v for k, v in row.items() if k not in ("obs", "seed", "tag", "input")}
             print(key, json.dumps(row["result"]), f"({row['wall_s'] / 60:.1f} min)", flush=True)
             RESULTS.mkdir(parents=True, exist_ok=True)
             write_text(out_file, json.dumps(results, indent=1, sort_keys=True))

@@ -9,7 +9,13 @@ reward of every step with the recorded one, in two ways:
 * ``filtered``: at the posterior state of each step (the model has seen the step's observation);
 * ``imagined``: one imagined step from the previous posterior state with the recorded action (what
   imagination sees); a head that reads the change (``model.reward_change``) reads it from the model's
-  picture of the step, drawn from the real frame before it.
+  picture of the step, drawn from the real frame before it;
+* ``rollout``: ``H`` imagined steps with the recorded actions from one posterior state per sequence, each
+  observation pictured from the one before as in imagination: the return the model predicts against the
+  one the recording got, and per step how the prediction and the pictured inventory drift; then the run's
+  behaviour-cloning head acting in imagination from the same states (``head_predicted_return``, over
+  the whole horizon, no episode ends) and, on its steps the model pays >= 0.5, which pictured inventory
+  counts went up (``head_paying_steps_gain``).
 
 Per run and way: mean prediction on all steps, on the steps that paid an achievement (reward >= 0.9), on
 the steps that paid nothing (reward 0), and ``excess_over_horizon``: ``H`` times the mean prediction on the
@@ -43,16 +49,21 @@ RESULTS = Path(__file__).parent / "results"
 HELD_OUT = DATA / "symbolic-heldout-scripted"
 
 
-def probe(run: Path, data: Any, sequences: int, seed: int) -> dict[str, Any]:
-    """The module docstring's figures for one run folder on ``sequences`` held-out sequences."""
+def probe(run: Path, data: Any, sequences: int, seed: int, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The module docstring's figures for one run folder on ``sequences`` held-out sequences; ``overrides``:
+    ``key=value`` config settings applied when loading it (ones that add no weights, e.g. ``model.reward_gate``)."""
     import torch
 
     from reverie import Dreamer
+    from reverie.config import set_key
     from reverie.envs.crafter import ITEMS
     from reverie.functional import twohot_decode
     from reverie.offline import dataset_replay
 
-    agent = Dreamer.load(run)
+    config = Dreamer.load(run).config
+    for item in overrides:
+        set_key(config, *item.split("=", 1))
+    agent = Dreamer.load(run, config=config)
     learner, cfg = agent.learner, agent.config
     wm = learner.wm
     batch_np = dataset_replay(data, cfg.train.replay_chunk, seed).sample(sequences, cfg.train.batch_length)
@@ -92,7 +103,74 @@ def probe(run: Path, data: Any, sequences: int, seed: int) -> dict[str, Any]:
         counts = pictures[name].cpu().numpy()[:, -len(ITEMS) - 6 : -6] * 9  # the inventory in whole items
         right = (np.abs(counts - truth) < 0.5)[inside[:, 1:].reshape(-1)]
         out[name] |= {"inventory_all_right": float(right.all(-1).mean()), "inventory_items_right": float(right.mean())}
+    out["rollout"] = rollout(learner, batch_np, horizon)
     return out
+
+
+def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict[str, Any]:
+    """``horizon`` imagined steps with the recorded actions from the posterior state of each sequence's
+    second step (the real frame before it known), each observation pictured from the one before as in
+    imagination: the summed predicted reward against the real one, and per imagined step the mean
+    prediction on zero-reward and paying steps and how often the picture holds the real inventory."""
+    import torch
+
+    from reverie.envs.crafter import ITEMS
+
+    wm = learner.wm
+    key = wm.decoder.vectors[0]
+    first = np.asarray(batch_np["is_first"], bool)
+    # only what happens inside the start's episode counts: a new episode inside the window ends it
+    alive = np.cumprod(~first[:, 2 : horizon + 2], axis=1).astype(bool)  # (B, H)
+    with torch.no_grad(), learner.autocast():
+        batch = learner.sequences(batch_np)
+        states, _, _ = wm.observe(batch)
+        state = {k: v[:, 1] for k, v in states.items()}
+        picture = {key: batch[key][:, 1].float()}
+        preds, counts = [], []
+        for k in range(horizon):
+            state = wm.rssm.imagine_step(state, batch["action"][:, k + 2])
+            feat = wm.rssm.feat(state)
+            now = learner.decoded_obs(feat, [key], picture)
+            preds.append(wm.reward(feat, obs=now, prev=picture).float())
+            counts.append(now[key].reshape(len(feat), -1)[:, -len(ITEMS) - 6 : -6].float() * 9)
+            picture = now
+    pred = torch.stack(preds, 1).cpu().numpy()  # (B, H)
+    real = np.asarray(batch_np["reward"], np.float64)[:, 2 : horizon + 2]
+    truth = np.asarray(batch_np[key], np.float32)
+    truth = truth.reshape(truth.shape[0], truth.shape[1], -1)[:, 2 : horizon + 2, -len(ITEMS) - 6 : -6] * 9
+    right = (np.abs(torch.stack(counts, 1).cpu().numpy() - truth) < 0.5).all(-1)  # (B, H)
+    per_step = []
+    for k in range(horizon):
+        live = alive[:, k]
+        zero, paid = live & (real[:, k] == 0), live & (real[:, k] >= 0.9)
+        per_step.append(
+            {
+                "pred_on_nothing": float(pred[zero, k].mean()) if zero.any() else None,
+                "pred_on_paid": float(pred[paid, k].mean()) if paid.any() else None,
+                "inventory_all_right": float(right[live, k].mean()) if live.any() else None,
+            }
+        )
+        # the behaviour-cloning head acting in imagination from the same starts, as evaluation promises do
+        start = {k: v[:, 1] for k, v in states.items()}
+        first_obs = {k: batch[k][:, 1] for k in learner.pictured_keys("bc")}
+        traj = learner.imagine(start, horizon, head="bc", first_obs=first_obs)
+        prev = {k: batch[k][:, 0] for k in first_obs}
+        head_pred = learner.imagined_reward(traj, prev)[:, 1:].detach().float().cpu().numpy()
+        inventory = traj[f"obs/{key}"].flatten(2)[..., -len(ITEMS) - 6 : -6].detach().float().cpu().numpy() * 9
+    gained = np.diff(inventory, axis=1)  # (B, H, items): what each imagined step added to the picture
+    paying = head_pred >= 0.5
+    what: dict[str, int] = {}
+    for b, k in zip(*np.nonzero(paying), strict=True):
+        items = [ITEMS[i] for i in np.nonzero(gained[b, k] >= 0.5)[0]] or ["nothing"]
+        for item in items:
+            what[item] = what.get(item, 0) + 1
+    return {
+        "predicted_return": float((pred * alive).sum(1).mean()),
+        "real_return": float((real * alive).sum(1).mean()),
+        "per_step": per_step,
+        "head_predicted_return": float(head_pred.sum(1).mean()),
+        "head_paying_steps_gain": dict(sorted(what.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def fit_variant(text: str, updates: int, seed: int) -> Path:
@@ -133,6 +211,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="held-out scripted episodes to record")
     parser.add_argument("--sequences", type=int, default=96, help="held-out sequences per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="probe on this recorded symbolic Crafter dataset instead (e.g. an agent's own play, recorded with "
+        "`reverie data record --policy RUN_FOLDER`); default: held-out scripted play, recorded on first use",
+    )
+    parser.add_argument("--set", nargs="*", default=[], help="key=value settings for the --runs as they load")
     parser.add_argument("--out", default="offline_reward_probe.json")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -141,11 +226,26 @@ def main() -> None:
     if not args.runs and not args.variants:
         parser.error("give --runs (run folders of offline_crafter.py) or --variants (models to fit here)")
     check_runs(parser, args.runs)
-    data = held_out(HELD_OUT, "scripted", args.episodes, seed=2000)  # the curious held-out set uses 1000 on
-    out: dict[str, Any] = {"held_out_episodes": len(data), "runs": {}, "variant_updates": args.updates}
+    if args.data is not None:
+        from reverie.data import Dataset
+
+        if not (args.data / "dataset.json").exists():
+            parser.error(
+                f"--data {args.data} holds no dataset (no dataset.json): record one with `reverie data record`"
+            )
+        data = Dataset(args.data)
+    else:
+        data = held_out(HELD_OUT, "scripted", args.episodes, seed=2000)  # the curious held-out set uses 1000 on
+    out: dict[str, Any] = {
+        "data": str(args.data or HELD_OUT),
+        "held_out_episodes": len(data),
+        "runs": {},
+        "variant_updates": args.updates,
+        "set": args.set,
+    }
     runs = [*args.runs, *(fit_variant(text, args.updates, args.seed) for text in args.variants)]
     for run in runs:
-        out["runs"][run.name] = probe(run, data, args.sequences, args.seed)
+        out["runs"][run.name] = probe(run, data, args.sequences, args.seed, tuple(args.set))
         print(run.name, json.dumps(out["runs"][run.name]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_text(RESULTS / args.out, json.dumps(out, indent=1))
