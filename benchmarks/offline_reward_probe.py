@@ -118,9 +118,8 @@ def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict
 
     wm = learner.wm
     key = wm.decoder.vectors[0]
-    first = np.asarray(batch_np["is_first"], bool)
     # only what happens inside the start's episode counts: a new episode inside the window ends it
-    alive = np.cumprod(~first[:, 2 : horizon + 2], axis=1).astype(bool)  # (B, H)
+    alive = np.cumprod(~np.asarray(batch_np["is_first"], bool)[:, 2 : horizon + 2], axis=1).astype(bool)  # (B, H)
     with torch.no_grad(), learner.autocast():
         batch = learner.sequences(batch_np)
         states, _, _ = wm.observe(batch)
@@ -134,10 +133,17 @@ def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict
             preds.append(wm.reward(feat, obs=now, prev=picture).float())
             counts.append(now[key].reshape(len(feat), -1)[:, -len(ITEMS) - 6 : -6].float() * 9)
             picture = now
+        # the behaviour-cloning head acting in imagination from the same starts, as evaluation promises do
+        first_obs = {k: batch[k][:, 1] for k in learner.pictured_keys("bc")}
+        traj = learner.imagine({k: v[:, 1] for k, v in states.items()}, horizon, head="bc", first_obs=first_obs)
+        head_pred = learner.imagined_reward(traj)[:, 1:].detach().float().cpu().numpy()  # index 0 (the start) unused
+        inventory = traj[f"obs/{key}"].flatten(2)[..., -len(ITEMS) - 6 : -6].detach().float().cpu().numpy() * 9
     pred = torch.stack(preds, 1).cpu().numpy()  # (B, H)
     real = np.asarray(batch_np["reward"], np.float64)[:, 2 : horizon + 2]
-    truth = np.asarray(batch_np[key], np.float32)
-    truth = truth.reshape(truth.shape[0], truth.shape[1], -1)[:, 2 : horizon + 2, -len(ITEMS) - 6 : -6] * 9
+    truth = (
+        np.asarray(batch_np[key], np.float32)[:, 2 : horizon + 2].reshape(*real.shape, -1)[..., -len(ITEMS) - 6 : -6]
+        * 9
+    )
     right = (np.abs(torch.stack(counts, 1).cpu().numpy() - truth) < 0.5).all(-1)  # (B, H)
     per_step = []
     for k in range(horizon):
@@ -150,13 +156,6 @@ def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict
                 "inventory_all_right": float(right[live, k].mean()) if live.any() else None,
             }
         )
-        # the behaviour-cloning head acting in imagination from the same starts, as evaluation promises do
-        start = {k: v[:, 1] for k, v in states.items()}
-        first_obs = {k: batch[k][:, 1] for k in learner.pictured_keys("bc")}
-        traj = learner.imagine(start, horizon, head="bc", first_obs=first_obs)
-        prev = {k: batch[k][:, 0] for k in first_obs}
-        head_pred = learner.imagined_reward(traj, prev)[:, 1:].detach().float().cpu().numpy()
-        inventory = traj[f"obs/{key}"].flatten(2)[..., -len(ITEMS) - 6 : -6].detach().float().cpu().numpy() * 9
     gained = np.diff(inventory, axis=1)  # (B, H, items): what each imagined step added to the picture
     paying = head_pred >= 0.5
     what: dict[str, int] = {}

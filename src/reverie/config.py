@@ -86,7 +86,7 @@ class ModelConfig:
     reward_change: bool = False
     """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
     reward_gate: bool = False
-    """With reward_change: no reward on a step that changed neither the view's cell counts nor the inventory."""
+    """With reward_change: no reward on a step that changed none of view cell counts, inventory, sleeping flag."""
     bins: int = 255
     """Two-hot bins for reward and value."""
     loss_rec: float = 1.0
