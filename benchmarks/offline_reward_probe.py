@@ -56,7 +56,6 @@ def probe(run: Path, data: Any, sequences: int, seed: int, overrides: tuple[str,
 
     from reverie import Dreamer
     from reverie.config import set_key
-    from reverie.envs.crafter import ITEMS
     from reverie.functional import twohot_decode
     from reverie.offline import dataset_replay
 
@@ -81,7 +80,7 @@ def probe(run: Path, data: Any, sequences: int, seed: int, overrides: tuple[str,
             "filtered": learner.decoded_obs(wm.rssm.feat(states)[:, 1:].flatten(0, 1), [key], before)[key],
             "imagined": learner.decoded_obs(nxt, [key], before)[key],
         }
-    truth = batch_np[key][:, 1:].reshape(len(pictures["imagined"]), -1)[:, -len(ITEMS) - 6 : -6] * 9
+    truth = inventory_items(batch_np[key][:, 1:].reshape(len(pictures["imagined"]), -1))
     real = batch_np["reward"].astype(np.float64)
     inside = ~batch_np["is_first"].astype(bool)  # steps that a transition inside the episode led to
     horizon = cfg.ac.horizon
@@ -100,11 +99,18 @@ def probe(run: Path, data: Any, sequences: int, seed: int, overrides: tuple[str,
             "excess_over_horizon": float(horizon * pred[nothing].mean()),
             "corr": float(np.corrcoef(pred[mask], rew[mask])[0, 1]),
         }
-        counts = pictures[name].cpu().numpy()[:, -len(ITEMS) - 6 : -6] * 9  # the inventory in whole items
+        counts = inventory_items(pictures[name].cpu().numpy())
         right = (np.abs(counts - truth) < 0.5)[inside[:, 1:].reshape(-1)]
         out[name] |= {"inventory_all_right": float(right.all(-1).mean()), "inventory_items_right": float(right.mean())}
     out["rollout"] = rollout(learner, batch_np, horizon)
     return out
+
+
+def inventory_items(vectors: Any) -> Any:
+    """(..., N) crafter-symbolic vectors (array or tensor) -> (..., len(ITEMS)) the inventory in whole items."""
+    from reverie.envs.crafter import ITEMS
+
+    return vectors[..., -len(ITEMS) - 6 : -6] * 9
 
 
 def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict[str, Any]:
@@ -131,19 +137,16 @@ def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict
             feat = wm.rssm.feat(state)
             now = learner.decoded_obs(feat, [key], picture)
             preds.append(wm.reward(feat, obs=now, prev=picture).float())
-            counts.append(now[key].reshape(len(feat), -1)[:, -len(ITEMS) - 6 : -6].float() * 9)
+            counts.append(inventory_items(now[key].reshape(len(feat), -1).float()))
             picture = now
         # the behaviour-cloning head acting in imagination from the same starts, as evaluation promises do
         first_obs = {k: batch[k][:, 1] for k in learner.pictured_keys("bc")}
         traj = learner.imagine({k: v[:, 1] for k, v in states.items()}, horizon, head="bc", first_obs=first_obs)
-        head_pred = learner.imagined_reward(traj)[:, 1:].detach().float().cpu().numpy()  # index 0 (the start) unused
-        inventory = traj[f"obs/{key}"].flatten(2)[..., -len(ITEMS) - 6 : -6].detach().float().cpu().numpy() * 9
+        head_pred = learner.imagined_reward(traj)[:, 1:].float().cpu().numpy()  # index 0 (the start) unused
+        inventory = inventory_items(traj[f"obs/{key}"].flatten(2).float().cpu().numpy())
     pred = torch.stack(preds, 1).cpu().numpy()  # (B, H)
     real = np.asarray(batch_np["reward"], np.float64)[:, 2 : horizon + 2]
-    truth = (
-        np.asarray(batch_np[key], np.float32)[:, 2 : horizon + 2].reshape(*real.shape, -1)[..., -len(ITEMS) - 6 : -6]
-        * 9
-    )
+    truth = inventory_items(np.asarray(batch_np[key], np.float32)[:, 2 : horizon + 2].reshape(*real.shape, -1))
     right = (np.abs(torch.stack(counts, 1).cpu().numpy() - truth) < 0.5).all(-1)  # (B, H)
     per_step = []
     for k in range(horizon):
