@@ -21,6 +21,8 @@ Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
 
     python benchmarks/offline_crafter.py                                   # the acceptance set
     python benchmarks/offline_crafter.py --obs symbolic --episodes 50 200 --fracs 1.0 --seeds 0
+    python benchmarks/offline_crafter.py --obs symbolic --fracs 1.0 --kinds wm --tag preset \
+        --preset offline_crafter_symbolic --eval-episodes 50        # the symbolic agents' settings
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if kind == "wm_idm":
             overrides.append("offline.label_mode=inverse_dynamics")
         resume = (logdir / "checkpoint").exists()
-        agent = Dreamer.load(logdir) if resume else Dreamer(make_config(PRESETS[obs], overrides))
+        presets = [*PRESETS[obs], *job.get("presets", [])]
+        agent = Dreamer.load(logdir) if resume else Dreamer(make_config(presets, overrides))
         agent.fit(data, steps=job["steps"])
         out["fit_s"] = time.time() - start
         suffix = {"wm": "", "wm_idm": "_idm", "wm_relabel": "_relabel"}[kind]
@@ -205,7 +208,9 @@ def main() -> None:
     parser.add_argument("--episodes", nargs="+", type=int, default=[200])
     parser.add_argument("--fracs", nargs="+", type=float, default=[1.0, 0.1])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1500, help="offline updates of Dreamer.fit")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="offline updates of Dreamer.fit (default: the config's offline.steps)"
+    )
     parser.add_argument("--bc-steps", type=int, default=3000, help="updates of the BC baselines")
     parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -223,6 +228,12 @@ def main() -> None:
         default=["wm", "bc"],
         choices=["wm", "bc", "wm_idm", "wm_relabel"],
         help="which jobs (see above)",
+    )
+    parser.add_argument(
+        "--preset",
+        nargs="*",
+        default=[],
+        help="named presets after the observation kind's (offline_crafter_symbolic: the symbolic agents' settings)",
     )
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
     parser.add_argument(
@@ -284,6 +295,7 @@ def main() -> None:
                                     "time_limit": args.time_limit,
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),
+                                    "presets": list(args.preset),
                                     "tag": args.tag,
                                     "policy": args.policy,
                                 }

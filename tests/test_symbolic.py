@@ -456,3 +456,30 @@ def grid_learner(debug_config, tmp_path: Path, *overrides: str):  # noqa: ANN001
     cfg = debug_config(tmp_path, "env.id=crafter-symbolic", "model.vector_codec=crafter_grid", *overrides)
     obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
     return Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
+
+
+def test_offline_crafter_symbolic_preset_fits_all_three_phases_and_acts_on_observations(tmp_path: Path) -> None:
+    """The benchmark's symbolic settings as one preset (with debug sizes on top): model, BC alone and RL all
+    run on scripted recordings, and the agent that comes back from the checkpoint plays on observations alone."""
+    pytest.importorskip("crafter")
+    from reverie import Dreamer
+    from reverie.data import record
+
+    data = record("crafter-symbolic", "scripted", episodes=2, folder=tmp_path / "ds", seed=1, time_limit=60)
+    cfg = make_config(
+        ["offline", "offline_crafter_symbolic", "debug"],
+        [f"run.logdir={tmp_path / 'run'}", "offline.eval_episodes=0", "model.ensemble=2"],
+    )
+    assert cfg.model.vector_codec == "crafter_grid" and not cfg.ac.feat_input and cfg.ac.prior_support == 0.1
+    agent = Dreamer(cfg).fit(data, steps=16)  # model, BC alone, then RL at the preset's fractions
+    assert agent.counters["offline_updates"] == 16 and agent.counters["rl_started"] == 1
+    learner = agent.learner
+    assert learner.pictured_keys() == ["vector"] and not learner.ac.actor.reads_feat
+    again = Dreamer.load(tmp_path / "run")
+    assert again.config.model.reward_gate and again.config.model.count_copy
+    obs = torch.as_tensor(data.episode(1)["vector"][:3])
+    with torch.no_grad():  # the policy reads the observation: another state of the model changes nothing
+        feat = torch.randn(3, again.learner.wm.rssm.feat_dim)
+        a = again.learner.ac.actor(feat, {"vector": obs}).logits
+        b = again.learner.ac.actor(torch.randn_like(feat), {"vector": obs}).logits
+    torch.testing.assert_close(a, b)

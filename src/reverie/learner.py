@@ -82,7 +82,7 @@ class Learner(nn.Module):
         """A policy head's own observation encoder (``ac.obs_input``), built like the model's but always with
         the plain vector codec, so that a head on the observation alone reads what raw-observation behaviour
         cloning reads (with the grid codec's convolutions a head played worse in the one comparison made,
-        5.9 after 4,350 updates vs 12.7 after 3,000, see docs/offline.md)."""
+        5.9 after 4,350 updates vs 12.7 after 3,000, see docs/offline_results.md)."""
         if not self.cfg.ac.obs_input:
             return None
         return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, vector_codec="mlp"))
