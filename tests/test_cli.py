@@ -22,7 +22,7 @@ import pytest
 
 from reverie.checkpoint import find_checkpoint
 from reverie.cli import main
-from reverie.config import ConfigError, all_keys, field_docs, make_config
+from reverie.config import ConfigError, all_keys, field_docs, load_presets, make_config
 from reverie.logger import read_jsonl
 from reverie.replay import Replay
 
@@ -268,3 +268,5 @@ def test_train_help_lists_config_keys(capsys: pytest.CaptureFixture[str]) -> Non
         assert key in lines, f"{key} missing from --help"
         assert docs[key] in lines[key], f"{key}: docstring missing from --help"
     assert "Sequences per batch." in lines["train.batch_size"]
+    listed = out.split("presets (--preset NAME", 1)[1].split("config keys", 1)[0]
+    assert {name.strip(" ,\n") for name in listed.split("):", 1)[1].split(",")} == set(load_presets())

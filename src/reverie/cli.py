@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from reverie.config import (
     all_keys,
     apply_overrides,
     field_docs,
+    load_presets,
     make_config,
     set_key,
     validate,
@@ -48,7 +50,9 @@ def _config_help() -> str:
     for key in all_keys():
         section, name = key.split(".")
         lines.append(f"  {key:<24} {cfg[section][name]!r:<14} {docs.get(key, '')}")
-    return "config keys (--set KEY=VALUE):\n" + "\n".join(lines)
+    names = textwrap.fill(", ".join(load_presets()), width=110, initial_indent="  ", subsequent_indent="  ")
+    presets = f"presets (--preset NAME ..., applied left to right; values in reverie/presets.yaml):\n{names}\n\n"
+    return presets + "config keys (--set KEY=VALUE):\n" + "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
