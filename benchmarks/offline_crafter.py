@@ -118,7 +118,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
     out: dict[str, Any] = {**job}
     if kind == "bc":
-        policy = BCPolicy(data.obs_space, data.act_space["action"], seed=seed)
+        policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
         out["fit"] = policy.fit(data, steps=job["bc_steps"])
         out["bc"] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
@@ -212,6 +212,9 @@ def main() -> None:
         "--steps", type=int, default=None, help="offline updates of Dreamer.fit (default: the config's offline.steps)"
     )
     parser.add_argument("--bc-steps", type=int, default=3000, help="updates of the BC baselines")
+    parser.add_argument(
+        "--bc-layers", type=int, default=2, help="hidden layers of (a)'s MLP (the agent's policy head has ac.layers=3)"
+    )
     parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
@@ -292,6 +295,7 @@ def main() -> None:
                                     "kind": kind,
                                     "steps": args.steps,
                                     "bc_steps": args.bc_steps,
+                                    "bc_layers": args.bc_layers,
                                     "time_limit": args.time_limit,
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),
