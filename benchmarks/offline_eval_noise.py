@@ -33,7 +33,6 @@ def evaluate_run(run: Path, repeats: int, episodes: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from reverie import Dreamer
-    from reverie.config import set_key
     from reverie.offline import start_rl
 
     scores: dict[str, list[float]] = {}
@@ -46,7 +45,7 @@ def evaluate_run(run: Path, repeats: int, episodes: int) -> dict[str, Any]:
             scores.setdefault(name, []).append(_eval_summary(result)["score"])
         start_rl(agent.learner)  # the actor becomes the BC head again
         for name, support in (("head_in_support", tau), ("head_as_actor", 0.0)):
-            set_key(agent.config, "ac.prior_support", str(support))
+            agent.config.ac.prior_support = support  # the learner reads the same config
             result = agent.evaluate(episodes=episodes, deterministic=False, head="actor")
             scores.setdefault(name, []).append(_eval_summary(result)["score"])
         print(f"{run.name} repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in scores.items()), flush=True)
