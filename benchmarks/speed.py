@@ -8,8 +8,9 @@ Env steps/s is the acting loop (one policy step per env step, CartPole) without 
 
     python benchmarks/speed.py                       # debug, size1m, size12m; fp32 and bf16
     python benchmarks/speed.py --sizes size1m --repeats 3
+    python benchmarks/speed.py --device cuda --sizes size12m size50m
 
-Writes ``benchmarks/results/speed.json`` and ``speed.png``.
+Writes ``benchmarks/results/speed.json`` and ``speed.png`` (``speed_cuda.*`` with ``--device cuda``).
 """
 
 from __future__ import annotations
@@ -34,13 +35,23 @@ from reverie.learner import Learner
 RESULTS = Path(__file__).parent / "results"
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """FLOP/s of a square matmul on one thread: the machine's practical peak for ``dtype``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> float:
+    """FLOP/s of a square matmul (one thread on a CPU): the device's practical peak for ``dtype``."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3 if device.type == "cuda" else 1):
+        a @ b
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
@@ -59,8 +70,9 @@ def random_batch(obs_space: dict[str, Space], actions: int, B: int, T: int) -> d
     return batch
 
 
-def time_updates(size: str, obs: str, precision: str, repeats: int) -> dict:
-    cfg = make_config([size], [f"train.precision={precision}", "train.device=cpu"])
+def time_updates(size: str, obs: str, precision: str, repeats: int, device: torch.device, compile: bool) -> dict:
+    overrides = [f"train.precision={precision}", f"train.device={device}", f"train.compile={compile}"]
+    cfg = make_config([size], overrides)
     if obs == "image":
         obs_space = {"image": Space(np.uint8, (64, 64, 3), 0, 255)}
         actions = 17
@@ -69,30 +81,64 @@ def time_updates(size: str, obs: str, precision: str, repeats: int) -> dict:
         actions = 2
     learner = Learner(cfg, obs_space, Space(np.int64, (), 0, actions, discrete=True))
     batch = random_batch(obs_space, actions, cfg.train.batch_size, cfg.train.batch_length)
-    learner.train_step(batch)  # warm-up
-    with FlopCounterMode(display=False) as counter:
-        learner.train_step(batch)
-    flops = counter.get_total_flops()
+    learner.train_step(batch)  # warm-up (and compilation)
+    learner.train_step(batch)
+    flops = None
+    if not compile:  # (FLOPs are the same compiled; the counter's dispatch mode would recompile)
+        with FlopCounterMode(display=False) as counter:
+            learner.train_step(batch)
+        flops = counter.get_total_flops()
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         learner.train_step(batch)
+    sync(device)
     seconds = (time.perf_counter() - start) / repeats
+    launches = {}
+    if device.type == "cuda":
+        try:  # a diagnostic: a profiler that fails here must not cost the timings above
+            launches = launch_profile(learner, batch, device)
+        except Exception as error:  # noqa: BLE001
+            launches = {"profile_error": repr(error)}
     return {
+        **launches,
         "params": sum(p.numel() for p in learner.parameters()),
         "batch": [cfg.train.batch_size, cfg.train.batch_length],
         "imagination": [cfg.train.batch_size * cfg.train.batch_length, cfg.ac.horizon],
         "seconds_per_update": seconds,
         "updates_per_s": 1 / seconds,
         "flops_per_update": flops,
-        "flops_per_s": flops / seconds,
+        "flops_per_s": None if flops is None else flops / seconds,
     }
 
 
-def env_steps_per_s(size: str, steps: int = 500) -> float:
+def launch_profile(learner: Learner, batch: dict[str, np.ndarray], device: torch.device) -> dict:
+    """One update under the profiler: kernel launches, host-device waits and the GPU's busy share.
+
+    Small recurrent models on a GPU are bound by the host issuing kernels, not by arithmetic: this says how
+    many kernels one update issues and how much of its wall time the GPU spends computing."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        learner.train_step(batch)
+        sync(device)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    waits = sum(
+        e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync")
+    )
+    gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return {"kernel_launches": launches, "host_waits": waits, "gpu_busy_fraction": gpu_us / 1e6 / wall}
+
+
+def env_steps_per_s(size: str, device: torch.device, steps: int = 500) -> float:
     """Acting speed: CartPole steps/s with one policy forward per step (no updates)."""
     from reverie.envs import make_env
 
-    cfg = make_config([size])
+    cfg = make_config([size], [f"train.device={device}"])
     env = make_env(cfg.env, 0)
     learner = Learner(cfg, {"vector": env.obs_space["vector"]}, env.act_space["action"])
     obs = env.step({"action": 0, "reset": True})
@@ -112,35 +158,53 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--compile", action="store_true", help="train.compile=true (results: speed_*_compile)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False); use --device cpu")
     torch.set_num_threads(args.threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    # TF32 stays off: fp32 rows are true fp32 on both devices.
+    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "threads": args.threads,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__,
+            "compile": args.compile,
             "load_average_at_start": os.getloadavg()[0],
         },
         "matmul_peak_flops_per_s": peaks,
         "runs": [],
     }
     for size in args.sizes:
-        env_rate = env_steps_per_s(size)
+        env_rate = env_steps_per_s(size, device)
         for obs in args.obs:
             for precision in args.precisions:
                 row = {"size": size, "obs": obs, "precision": precision, "env_steps_per_s": env_rate}
-                row.update(time_updates(size, obs, precision, args.repeats))
-                row["fraction_of_peak"] = row["flops_per_s"] / peaks[precision]
+                row.update(time_updates(size, obs, precision, args.repeats, device, args.compile))
+                flops = row["flops_per_s"] or float("nan")
+                row["fraction_of_peak"] = flops / peaks[precision]
                 results["runs"].append(row)
                 print(
                     f"{size:8s} {obs:6s} {precision}: {row['updates_per_s']:.2f} updates/s, "
-                    f"{row['flops_per_update'] / 1e9:.2f} GFLOP/update, "
+                    f"{(row['flops_per_update'] or float('nan')) / 1e9:.2f} GFLOP/update, "
                     f"{row['fraction_of_peak'] * 100:.1f}% of {precision} peak, {env_rate:.0f} env steps/s"
+                    + (
+                        f", {row['kernel_launches']} kernel launches, {row['host_waits']} host waits, "
+                        f"GPU busy {row['gpu_busy_fraction'] * 100:.0f}%"
+                        if "kernel_launches" in row
+                        else ""
+                    )
                 )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(results, indent=2))
-    plot(results, RESULTS / "speed.png")
+    name = ("speed" if device.type == "cpu" else f"speed_{device.type}") + ("_compile" if args.compile else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    plot(results, RESULTS / f"{name}.png")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -158,7 +222,8 @@ def plot(results: dict, path: Path) -> None:
         color=["C0" if r["precision"] == "fp32" else "C1" for r in runs],
     )
     ax.set_xticks(range(len(runs)), labels, fontsize=6)
-    ax.set_ylabel("updates / s (1 thread)")
+    machine = results["machine"]
+    ax.set_ylabel(f"updates / s ({machine.get('gpu') or str(machine['threads']) + ' thread'})")
     ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

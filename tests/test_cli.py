@@ -118,6 +118,14 @@ def test_error_unknown_preset(capsys: pytest.CaptureFixture[str], one_line: Any)
     cli_error(capsys, ["train", "--preset", "debgu"], one_line, "debgu", "debug")
 
 
+@pytest.mark.parametrize("device", ["gpu", "cuda:99"])
+def test_error_device_that_is_not_here(
+    device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_line: Any
+) -> None:
+    argv = ["train", "--preset", "debug", "--set", f"train.device={device}", "--logdir", tmp_path / "x"]
+    cli_error(capsys, argv, one_line, f"train.device={device}" if device != "gpu" else "'gpu'", "auto")
+
+
 def test_error_unknown_env(tmp_path: Path, capsys: pytest.CaptureFixture[str], one_line: Any) -> None:
     argv = ["train", "--preset", "debug", "--env", "CartPol-v1", "--logdir", tmp_path / "x"]
     cli_error(capsys, argv, one_line, "CartPol-v1", "CartPole-v1")

@@ -327,8 +327,8 @@ def test_decoder_reading_the_previous_frame_gets_the_last_picture(monkeypatch: p
     second, *_ = env.step(3)
     env.step(3)
     assert seen[0] is None
-    np.testing.assert_allclose(seen[1][0].numpy(), first, rtol=1e-6)
-    np.testing.assert_allclose(seen[2][0].numpy(), second, rtol=1e-6)
+    np.testing.assert_allclose(seen[1][0].cpu().numpy(), first, rtol=1e-6)
+    np.testing.assert_allclose(seen[2][0].cpu().numpy(), second, rtol=1e-6)
     env.reset()
     assert seen[3] is None
 
@@ -355,9 +355,11 @@ def test_reward_reading_the_change_gets_the_last_picture(monkeypatch: pytest.Mon
     second, _, _, _, info = env.step(3)
     assert seen[0] is None
     with torch.no_grad():
-        want = reward(env.wm.rssm.feat(env.state), None, {"vector": torch.as_tensor(first)[None]})
+        want = reward(
+            env.wm.rssm.feat(env.state), None, {"vector": torch.as_tensor(first, device=env.learner.device)[None]}
+        )
     assert info["reward_pred"] == pytest.approx(float(want[0]), rel=1e-5)
-    np.testing.assert_allclose(seen[1][0].numpy(), first, rtol=1e-6)
+    np.testing.assert_allclose(seen[1][0].cpu().numpy(), first, rtol=1e-6)
     assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
     env.step(3)
-    np.testing.assert_allclose(seen[2][0].numpy(), second, rtol=1e-6)
+    np.testing.assert_allclose(seen[2][0].cpu().numpy(), second, rtol=1e-6)

@@ -220,3 +220,26 @@ def test_laprop_minimises_a_quadratic() -> None:
         opt.step()
     assert loss().item() < 1e-3 * start
     assert torch.allclose(w.detach(), target, atol=0.05)
+
+
+def test_rms_norm_in_float32_under_bf16_autocast() -> None:
+    """The norm returns the input's dtype, computed in float32 (the fused kernel, no dtype-mismatch warning),
+    and keeps ``nn.RMSNorm``'s parameter names (checkpoints load either way)."""
+    import warnings
+
+    from reverie.nets import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(8, eps=1e-4)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 8) * 3
+    plain = torch.nn.RMSNorm(8, eps=1e-4)
+    plain.load_state_dict(norm.state_dict())
+    torch.testing.assert_close(norm(x), plain(x))
+    with warnings.catch_warnings(), torch.autocast("cpu", dtype=torch.bfloat16):
+        warnings.simplefilter("error")
+        y = norm(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    exact = x.bfloat16().float() * torch.rsqrt(x.bfloat16().float().pow(2).mean(-1, keepdim=True) + 1e-4) * norm.weight
+    torch.testing.assert_close(y, exact.bfloat16(), rtol=0, atol=0)

@@ -281,13 +281,15 @@ def test_label_actions_fills_exactly_the_unlabelled_transitions(mixed_ds: Datase
     assert bool((out["action_mask"][filled] == 1).all())  # every unlabelled transition is labelled now
     assert torch.equal(out["action_mask"][~filled], old_mask[~filled])  # labelled and first steps keep theirs
     assert torch.equal(out["action"][~filled], old_action[~filled])  # recorded actions and first steps unchanged
-    assert torch.equal(out["action"][filled].sum(-1), torch.ones(int(filled.sum())))  # guesses are one-hot
+    assert torch.equal(
+        out["action"][filled].sum(-1), torch.ones(int(filled.sum()), device=learner.device)
+    )  # guesses are one-hot
     assert torch.equal(batch["action_mask"], old_mask)  # the input batch is not modified in place
     assert np.isfinite(metrics["idm/accuracy"].item())
 
     # The inverse model learns only from labelled transitions: changing the unknown actions changes nothing.
     other = {**batch, "action": old_action.clone()}
-    other["action"][filled] = torch.tensor([0.0, 1.0])
+    other["action"][filled] = torch.tensor([0.0, 1.0], device=learner.device)
     _, loss_other, _ = offline.label_actions(learner, other, embed)
     assert torch.equal(loss, loss_other)
     loss.backward()
@@ -388,14 +390,16 @@ def test_pessimism_cut_and_penalty() -> None:
     assert ens is not None
     with torch.no_grad():
         traj = learner.imagine(learner.wm.rssm.initial(6), horizon=4)
-    reward, cont = torch.randn(6, 5), torch.full((6, 5), 0.9)
+    reward, cont = torch.randn(6, 5, device=learner.device), torch.full((6, 5), 0.9, device=learner.device)
     u = ens.disagreement(traj["feat"][:, :-1], traj["action"][:, :-1]).detach()  # (N, H)
     assert bool((u > 0).all())
 
     ens.threshold.fill_(0.0)  # every imagined transition is "unknown"
     r, c, metrics = offline.pessimism(learner, traj, reward, cont)
     assert torch.equal(r, reward) and torch.equal(c[:, 0], cont[:, 0])
-    assert torch.equal(c[:, 1:], torch.zeros(6, 4)) and metrics["imag/unknown_frac"].item() == 1.0
+    assert (
+        torch.equal(c[:, 1:], torch.zeros(6, 4, device=learner.device)) and metrics["imag/unknown_frac"].item() == 1.0
+    )
     ens.threshold.fill_(1e9)  # nothing is unknown: nothing is cut
     _, c, metrics = offline.pessimism(learner, traj, reward, cont)
     assert torch.equal(c, cont) and metrics["imag/unknown_frac"].item() == 0.0
@@ -418,7 +422,7 @@ def test_reward_doubt_penalises_the_rewards_the_members_disagree_on() -> None:
         for param in wm.reward_head[-1].parameters():  # zero at initialisation
             torch.nn.init.normal_(param, std=1.0)
         traj = learner.imagine(wm.rssm.initial(6), horizon=4)
-    reward, cont = torch.randn(6, 5), torch.full((6, 5), 0.9)
+    reward, cont = torch.randn(6, 5, device=learner.device), torch.full((6, 5), 0.9, device=learner.device)
     r, c, metrics = offline.pessimism(learner, traj, reward, cont)
 
     # The doubt of transition t -> t+1, computed from states as watch() and DreamEnv do
@@ -608,11 +612,11 @@ def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tm
     learner = agent.learner
     assert learner.bc.obs_keys == ["vector"] and learner.ac.actor.obs_keys == ["vector"]
     assert learner.bc.encoder is not learner.ac.actor.encoder  # each head has its own encoder
-    feat = torch.randn(5, learner.wm.rssm.feat_dim)
+    feat = torch.randn(5, learner.wm.rssm.feat_dim, device=learner.device)
     with pytest.raises(ValueError, match="ac.obs_input"):
         learner.bc(feat)
     # The observation changes the policy at the same model state.
-    vec = torch.randn(5, 4)
+    vec = torch.randn(5, 4, device=learner.device)
     with torch.no_grad():
         a, b = (learner.bc(feat, {"vector": v}).logits for v in (vec, -vec))
     assert not torch.allclose(a, b)
@@ -715,16 +719,17 @@ def test_policy_on_observations_alone(rule_ds: Dataset, tmp_path: Path) -> None:
     cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "ac.feat_input=false", "model.ensemble=0")
     learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
     assert not learner.bc.reads_feat and not learner.ac.actor.reads_feat
-    vec = {"vector": torch.randn(5, 4)}
+    dev = learner.device
+    vec = {"vector": torch.randn(5, 4, device=dev)}
     with torch.no_grad():  # the model state does not move the policy; the observation does
-        a, b = (learner.bc(torch.randn(5, learner.wm.rssm.feat_dim), vec).logits for _ in range(2))
-        c = learner.bc(torch.randn(5, learner.wm.rssm.feat_dim), {"vector": -vec["vector"]}).logits
+        a, b = (learner.bc(torch.randn(5, learner.wm.rssm.feat_dim, device=dev), vec).logits for _ in range(2))
+        c = learner.bc(torch.randn(5, learner.wm.rssm.feat_dim, device=dev), {"vector": -vec["vector"]}).logits
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
     # Imagination shows the policy the real observation at the start, the decoded ones after.
     start = learner.wm.rssm.initial(3, learner.device)
-    first = {"vector": torch.randn(3, 4)}
+    first = {"vector": torch.randn(3, 4, device=dev)}
     traj = learner.imagine(start, 4, head="bc", first_obs=first)
     torch.testing.assert_close(traj["obs/vector"][:, 0], first["vector"])
     decoded = learner.decoded_obs(traj["feat"][:, 1:], ["vector"])["vector"]

@@ -341,3 +341,39 @@ def test_replay_lambda_return_never_mixes_episodes() -> None:
     boot3[:, :k] -= 100
     ret3 = replay_lambda_return(reward3, disc, boot3, is_first, 0.95)
     assert torch.equal(ret3[:, k:], ret[:, k:])
+
+
+def test_compiled_steps_match_the_eager_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.compile``: the filtering and dream steps run compiled and give the eager losses, gradients and
+    dreams (inductor drawing its random numbers as eager torch does), with the same state dict."""
+    import torch._inductor.config as inductor_config
+
+    from reverie.learner import Learner
+
+    monkeypatch.setattr(inductor_config, "fallback_random", True)
+    space = SPACES["vector"]
+    learners = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        cfg = make_config(["debug"], [f"train.compile={flag}", "train.device=cpu"])
+        learners.append(Learner(cfg, space, Space(np.int64, (), 0, ACT, discrete=True)))
+    eager, compiled = learners
+    assert "_filter" in vars(compiled.wm.rssm) and "_filter" not in vars(eager.wm.rssm)  # the compiled step
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+    batch = make_batch(space, 4, 8, seed=1)
+    out = []
+    for learner in learners:
+        torch.manual_seed(1)
+        total, states, _ = learner.wm.loss(batch)
+        total.backward()
+        torch.manual_seed(2)
+        with torch.no_grad():
+            dream = learner.imagine({k: v[:, -1] for k, v in states.items()}, horizon=3)
+        grads = [p.grad.clone() for p in learner.wm.rssm.parameters() if p.grad is not None]
+        out.append((total.detach(), grads, dream["feat"]))
+    (loss_a, grads_a, dream_a), (loss_b, grads_b, dream_b) = out
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-5)
+    assert len(grads_a) == len(grads_b) > 0
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(dream_b, dream_a, rtol=1e-4, atol=1e-5)

@@ -141,9 +141,10 @@ def test_world_model_with_the_codec_trains_and_reloads(
         "is_terminal": torch.zeros(4, 10, dtype=torch.bool),
     }
     batch["is_first"][:, 0] = True
+    batch = {k: v.to(agent.learner.device) for k, v in batch.items()}
     opt = torch.optim.Adam(wm.parameters(), 3e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         total, _, metrics = wm.loss(batch)
         opt.zero_grad()
         total.backward()
@@ -217,7 +218,7 @@ def test_imagination_pictures_each_step_from_the_picture_before(tmp_path: Path, 
 
     monkeypatch.setattr(learner, "decoded_obs", recording)
     start = learner.wm.rssm.initial(3)
-    first = torch.rand(3, symbolic_size()).round()
+    first = torch.rand(3, symbolic_size(), device=learner.device).round()
     traj = learner.imagine(start, 3, first_obs={"vector": first})
     assert len(calls) == 3  # steps 1-3; step 0 reads the real observation
     assert torch.equal(calls[0][0], first)
@@ -360,7 +361,7 @@ def test_imagined_reward_reads_the_change_between_pictures(tmp_path: Path, debug
     obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
     learner = Dreamer(cfg, obs_space, Space(np.int64, (), 0, 17, discrete=True)).learner
     assert learner.ac.actor.obs_keys == [] and learner.pictured_keys() == ["vector"]
-    first = torch.rand(3, symbolic_size()).round()
+    first = torch.rand(3, symbolic_size(), device=learner.device).round()
     with torch.no_grad():
         traj = learner.imagine(learner.wm.rssm.initial(3), 2, first_obs={"vector": first})
         pics = traj["obs/vector"]  # (3, 3, N)
@@ -439,7 +440,9 @@ def test_pessimism_reads_the_rollouts_pictured_change(tmp_path: Path, debug_conf
         for param in learner.wm.reward_head.parameters():  # a head that reads its input (the output starts at 0)
             param.normal_(0.0, 0.3)
         traj = learner.imagine(
-            learner.wm.rssm.initial(3), 2, first_obs={"vector": torch.rand(3, symbolic_size()).round()}
+            learner.wm.rssm.initial(3),
+            2,
+            first_obs={"vector": torch.rand(3, symbolic_size(), device=learner.device).round()},
         )
         change = learner.imagined_change(traj)
         reward = learner.imagined_reward(traj, change=change)
@@ -480,9 +483,9 @@ def test_offline_crafter_symbolic_preset_fits_all_three_phases_and_acts_on_obser
     assert learner.pictured_keys() == ["vector"] and not learner.ac.actor.reads_feat
     again = Dreamer.load(tmp_path / "run")
     assert again.config.model.reward_gate and again.config.model.count_copy
-    obs = torch.as_tensor(data.episode(1)["vector"][:3])
+    obs = torch.as_tensor(data.episode(1)["vector"][:3], device=again.learner.device)
     with torch.no_grad():  # the policy reads the observation: another state of the model changes nothing
-        feat = torch.randn(3, again.learner.wm.rssm.feat_dim)
+        feat = torch.randn(3, again.learner.wm.rssm.feat_dim, device=again.learner.device)
         a = again.learner.ac.actor(feat, {"vector": obs}).logits
         b = again.learner.ac.actor(torch.randn_like(feat), {"vector": obs}).logits
     torch.testing.assert_close(a, b)

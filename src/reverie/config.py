@@ -212,7 +212,7 @@ class TrainConfig:
     seed: int = 0
     """Random seed for torch, numpy and the envs."""
     compile: bool = False
-    """Wrap the networks with ``torch.compile``."""
+    """``torch.compile`` the RSSM's per-step functions: fewer GPU kernel launches, compiled at first use."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim, within_support
-from reverie.config import Config
+from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
 from reverie.functional import symexp
 from reverie.nets import MLP
@@ -30,10 +30,26 @@ Head = Literal["actor", "bc"]
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; otherwise ``torch.device(name)``."""
+    """``auto`` -> cuda when available, else cpu; otherwise ``torch.device(name)``.
+
+    Raises:
+        ConfigError: an unknown device name, or a GPU that torch cannot see here.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is no torch device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device={name} but torch sees no GPU here (a CPU build, or no driver); set train.device=auto "
+            "or cpu (Dreamer.load(path, config) takes a config for a checkpoint saved with it)."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ConfigError(f"train.device={name} but torch sees {count} GPU(s) here; set train.device=auto or cuda:0.")
+    return device
 
 
 class Learner(nn.Module):
@@ -65,6 +81,8 @@ class Learner(nn.Module):
             self.idm = MLP(2 * self.wm.encoder.out_dim, cfg.model.units, 2, out=out)
         self.device = resolve_device(cfg.train.device)
         self.to(self.device)
+        if cfg.train.compile:
+            self.wm.rssm.compile_steps()
         o = cfg.optim
         model_params = list(self.wm.parameters()) + list(self.bc.parameters())
         model_params += list(self.idm.parameters()) if self.idm is not None else []

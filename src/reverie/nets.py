@@ -35,11 +35,23 @@ class Linear(nn.Linear):
             nn.init.zeros_(self.bias)
 
 
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` computed in float32 and returned in the input's dtype.
+
+    Under bf16 autocast the input is bf16 and the weight float32; ``nn.RMSNorm`` then falls back from the fused
+    kernel to several elementwise ones (and warns). Normalising in float32, as DreamerV3 does, keeps the fused
+    kernel and the precision.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x.float(), self.normalized_shape, self.weight, self.eps).to(x.dtype)
+
+
 class NormAct(nn.Sequential):
     """Linear -> RMSNorm -> SiLU."""
 
     def __init__(self, inp: int, out: int):
-        super().__init__(Linear(inp, out, bias=False), nn.RMSNorm(out, eps=1e-4), nn.SiLU())
+        super().__init__(Linear(inp, out, bias=False), RMSNorm(out, eps=1e-4), nn.SiLU())
 
 
 class MLP(nn.Sequential):
@@ -85,7 +97,7 @@ class ChannelNorm(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.norm = nn.RMSNorm(channels, eps=1e-4)
+        self.norm = RMSNorm(channels, eps=1e-4)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
