@@ -43,8 +43,8 @@ def test_report_is_one_self_contained_page(run: Path, report: Path) -> None:
     assert report == run / "report.html" and not list(run.glob("*.tmp"))
     page = report.read_text()
     assert page.count("data:image/png;base64,") >= 5  # returns, losses, frame strip, achievements, their trend
-    video = "mp4" if reverie.logger._has_ffmpeg() else "gif"  # gif where imageio-ffmpeg is missing
-    assert f"data:{'video/mp4' if video == 'mp4' else 'image/gif'};base64," in page
+    mime = "video/mp4" if reverie.logger._has_ffmpeg() else "image/gif"  # gif where imageio-ffmpeg is missing
+    assert f"data:{mime};base64," in page
     assert "report_openloop_image" in page
     for section in ("Learning curves", "Losses", "Open-loop predictions", "Crafter achievements", "Config"):
         assert f"<h2>{section}</h2>" in page

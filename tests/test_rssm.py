@@ -346,10 +346,15 @@ def test_replay_lambda_return_never_mixes_episodes() -> None:
 def test_compiled_steps_match_the_eager_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """``train.compile``: the filtering and dream steps run compiled and give the eager losses, gradients and
     dreams (inductor drawing its random numbers as eager torch does), with the same state dict."""
+    import os
+    import shutil
+
     import torch._inductor.config as inductor_config
 
     from reverie.learner import Learner
 
+    if not shutil.which(os.environ.get("CXX", "g++")):
+        pytest.skip("torch.compile on a CPU needs a C++ compiler (g++ or $CXX)")
     monkeypatch.setattr(inductor_config, "fallback_random", True)
     space = SPACES["vector"]
     learners = []
