@@ -27,10 +27,15 @@ def test_crashed_worker_is_restarted_and_its_episode_discarded(tmp_path, monkeyp
         ],
     )
     agent = Dreamer(cfg)
-    with caplog.at_level(logging.WARNING, logger="reverie"):
+    with caplog.at_level(logging.INFO, logger="reverie"):
         agent.learn()
     assert marker.exists(), "the env never crashed: the test did not test anything"
     assert any("restarted" in r.getMessage() for r in caplog.records)
+    params = sum(p.numel() for p in agent.learner.parameters() if p.requires_grad) / 1e6
+    start = f"learn: device {agent.learner.device}"  # the run says where it trains, first
+    assert any(
+        r.getMessage().startswith(start) and f"{params:.2f}M trainable" in r.getMessage() for r in caplog.records
+    )
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert any(row.get("env/restarts", 0) > 0 for row in rows)
     assert agent.counters["env_steps"] >= 160

@@ -176,7 +176,7 @@ class Dreamer:
                 "ac.prior_support keeps the actor within a behaviour-cloning prior, and this agent has none: "
                 "fit(dataset) it first, or set ac.prior_support=0."
             )
-        _ = self.learner  # builds the networks (and checks the env) before anything is written
+        log.info("learn: %s", self.learner.describe())  # builds the networks (and checks the env) first
         self.logdir.mkdir(parents=True, exist_ok=True)
         (self.logdir / "config.json").write_text(self.config.to_json())
         if not (self.logdir / "checkpoint").exists():
@@ -287,6 +287,7 @@ class Dreamer:
         data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self._adopt_dataset(data)
         total = steps if steps is not None else self.config.offline.steps
+        log.info("fit: %s", self.learner.describe())
         self.logdir.mkdir(parents=True, exist_ok=True)
         (self.logdir / "config.json").write_text(self.config.to_json())
         if not (self.logdir / "checkpoint").exists():

@@ -96,6 +96,17 @@ class Learner(nn.Module):
         self.opt = make_optimizer(groups, o)
         self.updates = 0
 
+    def describe(self) -> str:
+        """One line for the start of a run: device (and GPU), trainable parameters, precision, compilation."""
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        params = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        train = self.cfg.train
+        return f"device {device}, {params / 1e6:.2f}M trainable parameters, {train.precision}" + (
+            ", compiled steps" if train.compile else ""
+        )
+
     def _policy_encoder(self) -> Encoder | None:
         """A policy head's own observation encoder (``ac.obs_input``), built like the model's but always with
         the plain vector codec, so that a head on the observation alone reads what raw-observation behaviour
