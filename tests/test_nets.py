@@ -243,3 +243,25 @@ def test_rms_norm_in_float32_under_bf16_autocast() -> None:
     assert y.dtype == torch.bfloat16
     exact = x.bfloat16().float() * torch.rsqrt(x.bfloat16().float().pow(2).mean(-1, keepdim=True) + 1e-4) * norm.weight
     torch.testing.assert_close(y, exact.bfloat16(), rtol=0, atol=0)
+
+
+def test_laprop_batches_parameters_at_their_own_step_counts() -> None:
+    """Several parameters updated together (multi-tensor kernels), one of them without a gradient every other
+    step, with clipping: each moves exactly as it would alone, at its own step count."""
+    torch.manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 2, 2)]
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    alone = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    together = LaProp(params, lr=0.05, warmup=3, agc=0.3)
+    each = [LaProp([q], lr=0.05, warmup=3, agc=0.3) for q in alone]
+    for t in range(6):
+        for i, (p, q, shape) in enumerate(zip(params, alone, shapes, strict=True)):
+            grad = None if i == 1 and t % 2 == 0 else torch.randn(shape) * 10  # large: clipping acts
+            p.grad = None if grad is None else grad.clone()
+            q.grad = None if grad is None else grad.clone()
+        together.step()
+        for opt in each:
+            opt.step()
+    for p, q in zip(params, alone, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert [int(together.state[p]["step"]) for p in params] == [6, 3, 6]

@@ -16,14 +16,25 @@ from torch import Tensor
 from reverie.config import OptimConfig
 
 
+def _grads(params: list[Tensor]) -> list[Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
 def adaptive_clip_(params: Iterable[Tensor], ratio: float, eps: float = 1e-3) -> None:
-    """Scale each gradient in place so that its norm is at most ``ratio * max(|param|, eps)``."""
-    for p in params:
-        if p.grad is None:
-            continue
-        limit = ratio * torch.clamp(p.detach().norm(), min=eps)
-        norm = p.grad.detach().norm()
-        p.grad.mul_(torch.clamp(limit / (norm + 1e-12), max=1.0))
+    """Scale each gradient in place so that its norm is at most ``ratio * max(|param|, eps)``.
+
+    One multi-tensor kernel per step of the computation, not one per parameter (kernel launches bound a
+    small model's update on a GPU).
+    """
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    grads = _grads(params)
+    limit = ratio * torch.stack(torch._foreach_norm([p.detach() for p in params])).clamp(min=eps)
+    norm = torch.stack(torch._foreach_norm(grads))
+    scale = torch.clamp(limit / (norm + 1e-12), max=1.0)
+    scales: list[Tensor] = list(scale.to(grads[0].dtype).unbind())
+    torch._foreach_mul_(grads, scales)
 
 
 class LaProp(torch.optim.Optimizer):
@@ -56,6 +67,8 @@ class LaProp(torch.optim.Optimizer):
             if group["agc"] > 0:
                 adaptive_clip_(params, group["agc"])
             beta1, beta2 = group["betas"]
+            # Parameters that missed updates (no gradient then) are at other step counts: one batch per count.
+            by_step: dict[float, list[Tensor]] = {}
             for p in params:
                 state = self.state[p]
                 if not state:
@@ -63,13 +76,20 @@ class LaProp(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                step = float(state["step"])
+                by_step.setdefault(float(state["step"]), []).append(p)
+            for step, ps in by_step.items():
                 warm = min(1.0, step / group["warmup"]) if group["warmup"] > 0 else 1.0
-                sq, avg = state["exp_avg_sq"], state["exp_avg"]
-                sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                denom = (sq / (1 - beta2**step)).sqrt_().add_(group["eps"])
-                avg.mul_(beta1).addcdiv_(p.grad, denom, value=1 - beta1)
-                p.add_(avg, alpha=-group["lr"] * warm / (1 - beta1**step))
+                grads = _grads(ps)
+                sqs = [self.state[p]["exp_avg_sq"] for p in ps]
+                avgs = [self.state[p]["exp_avg"] for p in ps]
+                torch._foreach_mul_(sqs, beta2)
+                torch._foreach_addcmul_(sqs, grads, grads, value=1 - beta2)
+                denom = torch._foreach_div(sqs, 1 - beta2**step)
+                torch._foreach_sqrt_(denom)
+                torch._foreach_add_(denom, group["eps"])
+                torch._foreach_mul_(avgs, beta1)
+                torch._foreach_addcdiv_(avgs, grads, denom, value=1 - beta1)
+                torch._foreach_add_(ps, avgs, alpha=-group["lr"] * warm / (1 - beta1**step))
 
 
 def make_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
