@@ -20,7 +20,7 @@ from gymnasium import spaces
 
 from reverie import Dreamer
 from reverie.checkpoint import CheckpointError
-from reverie.config import ConfigError, make_config, set_key
+from reverie.config import Config, ConfigError, make_config, set_key
 from reverie.envs import EnvError, GymEnv
 from reverie.logger import read_jsonl
 from reverie.replay import Replay
@@ -310,6 +310,16 @@ def test_checkpoint_does_not_fit_config(trained: Dreamer, one_line: Any) -> None
     with pytest.raises(CheckpointError) as err:
         Dreamer.load(trained.logdir, config=wider)
     one_line(str(err.value), str(trained.logdir / "checkpoint"), "does not fit")
+
+
+def test_loaded_optimiser_follows_the_new_config_and_keeps_its_moments(trained: Dreamer, tmp_path: Path) -> None:
+    path = trained.save(tmp_path / "ckpt")
+    config = Config.from_dict(trained.config.to_dict())
+    config.optim.actor_lr, config.optim.model_lr = 1e-4, 2e-4
+    loaded = Dreamer.load(path, config=config)
+    model_group, actor_group = loaded.learner.opt.param_groups
+    assert (model_group["lr"], actor_group["lr"]) == (2e-4, 1e-4)  # not the checkpoint's
+    assert_same(loaded.learner.opt.state_dict()["state"], trained.learner.opt.state_dict()["state"])
 
 
 # ---------------------------------------------------------------------------------------------------

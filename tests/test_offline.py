@@ -803,3 +803,76 @@ def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds:
     agent = Dreamer(offline_config(tmp_path / "online", "ac.prior_support=0.1"))
     with pytest.raises(ConfigError, match="fit\\(dataset\\) it first"):
         agent.learn("CartPole-v1", steps=10)
+
+
+def test_one_step_values_score_each_action_of_each_start(
+    rule_ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bad, key in (("offline.one_step_samples=0", "offline.one_step_samples"), ("ac.prior_kl=0", "ac.prior_kl > 0")):
+        with pytest.raises(ConfigError, match=key):
+            offline_config(tmp_path / "bad", "offline.rl_objective=one_step", bad)
+    cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.rl_objective=one_step")
+    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
+    batch = learner.sequences(batch_np)
+    with torch.no_grad():
+        states, _, _ = learner.wm.observe(batch)
+    start = {k: v[:, 3] for k, v in states.items()}  # the state at step 3 of each row
+    n, samples = len(start["deter"]), 3
+
+    # A reward that reveals which start and which action each imagined step came from.
+    def tagged(traj: dict[str, torch.Tensor], prev_obs: Any = None, change: Any = None) -> torch.Tensor:
+        assert traj["feat"].shape[:2] == (n * learner.action_dim * samples, 2)
+        which = traj["action"][:, 0].argmax(-1).float()
+        return torch.stack([torch.zeros_like(which), which + 10.0 * traj["feat"][:, 0, 0]], 1)
+
+    monkeypatch.setattr(learner, "imagined_reward", tagged)
+    with torch.no_grad():
+        q = offline.one_step_values(learner, start, {}, samples)
+    feat0 = learner.wm.rssm.feat(start)[:, 0]
+    expected = torch.arange(learner.action_dim).float()[None] + 10.0 * feat0[:, None]
+    assert q.shape == (n, learner.action_dim)
+    torch.testing.assert_close(q, expected)
+
+
+def test_one_step_objective_moves_the_actor_to_prior_times_exp_q(
+    rule_ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = offline_config(
+        tmp_path / "run",
+        "model.ensemble=0",
+        "offline.rl_objective=one_step",
+        "ac.prior_kl=1.0",
+        "ac.entropy=0.0",
+        "optim.lr=3e-3",
+        "offline.imag_starts=32",
+    )
+    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
+    bonus = torch.tensor([0.0, 1.0])  # the model says action 1 pays 1 more, everywhere
+
+    def values(learner_: Learner, start: dict[str, torch.Tensor], seen: Any, samples: int) -> torch.Tensor:
+        return bonus.expand(len(start["deter"]), -1)
+
+    monkeypatch.setattr(offline, "one_step_values", values)
+    batch = learner.sequences(batch_np)
+    with torch.no_grad():
+        feat = learner.wm.rssm.feat(learner.wm.observe(batch)[0])
+        prior = learner.bc_prior(feat).logits
+    target = torch.log_softmax(prior + bonus, -1)  # prior * exp(Q / 1), renormalised
+
+    def gap() -> float:
+        with torch.no_grad():
+            logits = learner.ac.actor(feat).logits
+        return float((logits.exp() * (logits - target)).sum(-1).mean())  # KL(actor || target)
+
+    wm, critic = state_of(learner.wm), state_of(learner.ac.critic)
+    before = gap()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        metrics = offline.one_step_update(learner, batch_np, rng)
+    assert before > 0.05
+    assert gap() < 0.2 * before
+    assert metrics["ac/prior_kl"] > 0.01
+    assert same(state_of(learner.wm), wm) and same(state_of(learner.ac.critic), critic)
+    box, box_batch = _box_learner(tmp_path / "box", "reinforce")
+    with pytest.raises(ValueError, match="discrete action space"):
+        offline.one_step_update(box, box_batch, rng)

@@ -419,7 +419,10 @@ class Dreamer:
         learner = agent.learner
         try:
             learner.load_state_dict(data["state"]["model"])
+            configured = [{k: v for k, v in g.items() if k != "params"} for g in learner.opt.param_groups]
             learner.opt.load_state_dict(data["state"]["optim"])
+            for group, settings in zip(learner.opt.param_groups, configured, strict=True):
+                group.update(settings)  # the moments resume; learning rates and the rest follow the config
         except (KeyError, RuntimeError, ValueError) as err:
             reason = str(err).splitlines()[0][:160]
             raise CheckpointError(f"Checkpoint '{data['path']}' does not fit this config: {reason}") from None

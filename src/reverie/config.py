@@ -263,6 +263,10 @@ class OfflineConfig:
     """Penalty per unit of disagreement (pessimism=penalty)."""
     data_prior_kl: float = 0.0
     """Scale of KL(actor || BC prior) on the replayed real states and observations, beside the imagined one."""
+    rl_objective: Literal["rollout", "one_step"] = "rollout"
+    """RL: ``rollout`` (``ac.horizon`` steps) or ``one_step`` (every action, actor to prior * exp(Q / prior_kl))."""
+    one_step_samples: int = 2
+    """``rl_objective=one_step``: latent draws per action whose rewards are averaged into ``Q``."""
     rl_critic_data: float = 0.0
     """Scale of the critic's loss on the recorded returns during RL, beside the imagined ones (0: imagined only)."""
     reward_doubt: float = 0.0
@@ -472,6 +476,11 @@ def validate(cfg: Config) -> None:
         ),
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
+        (cfg.offline.one_step_samples >= 1, "offline.one_step_samples must be >= 1"),
+        (
+            cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,
+            "offline.rl_objective=one_step needs ac.prior_kl > 0: the temperature of prior * exp(Q / ac.prior_kl)",
+        ),
         (cfg.offline.rl_critic_data >= 0, "offline.rl_critic_data must be >= 0 (0 turns it off; e.g. 1.0)"),
         (0 <= cfg.ac.prior_support < 1, "ac.prior_support must lie in [0, 1) (0 turns it off; e.g. 0.1)"),
         (
