@@ -876,3 +876,8 @@ def test_one_step_objective_moves_the_actor_to_prior_times_exp_q(
     box, box_batch = _box_learner(tmp_path / "box", "reinforce")
     with pytest.raises(ValueError, match="discrete action space"):
         offline.one_step_update(box, box_batch, rng)
+    box_ds = write_dataset(tmp_path / "box_ds", [True], act_space=BOX, expert=box_rule)
+    agent = Dreamer(offline_config(tmp_path / "box_run", "model.ensemble=0", "offline.rl_objective=one_step"))
+    with pytest.raises(ValueError, match="discrete action space"):  # before any update, not when RL begins
+        agent.fit(box_ds, steps=4)
+    assert agent.counters["offline_updates"] == 0

@@ -362,6 +362,11 @@ class OfflineTrainer:
             raise ValueError(
                 f"The dataset has no stretch of {t.batch_length} steps to train on; lower train.batch_length."
             )
+        if off.rl_objective == "one_step" and off.rl_frac > 0 and not agent.learner.act_space.discrete:
+            raise ValueError(
+                f"offline.rl_objective=one_step needs a discrete action space and {self.name} has continuous "
+                "actions; use offline.rl_objective=rollout."
+            )
         rl_start, model_end = self.rl_start(total), self.model_end(total)
         start_time, start_updates = time.time(), counters["offline_updates"]
         progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
