@@ -159,6 +159,19 @@ def start_rl(learner: Learner) -> None:
     learner.bc_prior.load_state_dict(state)
 
 
+def dataset_starts(
+    learner: Learner, batch: dict[str, Tensor], states: dict[str, Tensor], rng: np.random.Generator
+) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """``offline.imag_starts`` states drawn from a replayed batch's posterior ``states`` (B, T, ...) as (N, ...),
+    the real observations at them (:meth:`reverie.learner.Learner.pictured_keys`) and their flat indices."""
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
+    count = len(flat["deter"])
+    idx = torch.as_tensor(rng.choice(count, min(learner.cfg.offline.imag_starts, count), replace=False))
+    start = {k: v[idx] for k, v in flat.items()}
+    seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.pictured_keys()}
+    return start, seen, idx
+
+
 def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
     """Phase 2: one actor-critic update on rollouts imagined from dataset states (world model frozen)."""
     cfg = learner.cfg
@@ -168,11 +181,7 @@ def imagination_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: n
     with learner.autocast():
         with torch.no_grad():
             states, _, _ = wm.observe(batch)
-        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-        count = len(flat["deter"])
-        idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
-        start = {k: v[idx] for k, v in flat.items()}
-        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.pictured_keys()}
+        start, seen, idx = dataset_starts(learner, batch, states, rng)
         traj = learner.imagine(start, cfg.ac.horizon, first_obs=seen)  # the real observation at each start
         with torch.set_grad_enabled(cfg.ac.actor_grad == "dynamics"):  # the actor's gradient may run through
             change = learner.imagined_change(traj)  # read by the reward head and the ensemble's reward doubt
@@ -240,11 +249,7 @@ def one_step_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.r
     with learner.autocast():
         with torch.no_grad():
             states, _, _ = wm.observe(batch)
-            flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-            count = len(flat["deter"])
-            idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
-            start = {k: v[idx] for k, v in flat.items()}
-            seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in learner.pictured_keys()}
+            start, seen, idx = dataset_starts(learner, batch, states, rng)
             q = one_step_values(learner, start, seen, cfg.offline.one_step_samples)  # (N, A)
             feat = wm.rssm.feat(start)
             obs = {k: seen[k] for k in actor.obs_keys} or None
