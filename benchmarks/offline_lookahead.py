@@ -30,14 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from offline_advantage_probe import _tile
 from run_probes import check_runs
 
 RESULTS = Path(__file__).parent / "results"
 N_ACTIONS = 17
-
-
-def _tile(state: dict[str, Any], n: int) -> dict[str, Any]:
-    return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in state.items()}
 
 
 def play(run: Path, beta: float, episodes: int, samples: int, seed: int) -> dict[str, Any]:
