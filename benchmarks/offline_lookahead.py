@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from offline_advantage_probe import _tile
 from run_probes import check_runs
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,13 +44,11 @@ def play(run: Path, beta: float, episodes: int, samples: int, seed: int) -> dict
     from reverie import Dreamer
     from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score
     from reverie.envs import CrafterEnv
-    from reverie.evaluation import promised_return
+    from reverie.offline import one_step_values
 
     agent = Dreamer.load(run)
     learner = agent.learner
     keys = sorted({*learner.wm.obs_keys, *learner.bc.obs_keys, "is_first"})
-    acts = torch.arange(N_ACTIONS).repeat_interleave(samples)
-    onehot = learner.encode_action(acts)
     logs, returns, qs, changed = [], [], [], 0
     steps = 0
     for episode in range(episodes):
@@ -67,10 +64,8 @@ def play(run: Path, beta: float, episodes: int, samples: int, seed: int) -> dict
                 with learner.autocast():
                     logits = learner.head_policy(learner.bc, feat, seen).logits[0].float()
                     if math.isfinite(beta):
-                        nxt = learner.wm.rssm.imagine_step(_tile(latent, len(acts)), onehot)
-                        now = {"vector": torch.as_tensor(batch["vector"], dtype=torch.float32).expand(len(acts), -1)}
-                        traj = learner.imagine(nxt, 0, "bc", prev_obs=now)
-                        q = promised_return(learner, traj, now, start=0).reshape(N_ACTIONS, samples).mean(1).float()
+                        now = {"vector": torch.as_tensor(batch["vector"], dtype=torch.float32)}
+                        q = one_step_values(learner, latent, now, samples)[0]  # (17,): what one_step RL learns
                         qs.append(q.cpu().numpy())
                         new = logits.log_softmax(-1) + q / beta
                     else:

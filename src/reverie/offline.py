@@ -231,6 +231,15 @@ def one_step_values(learner: Learner, start: dict[str, Tensor], seen: dict[str, 
     return reward[:, 1].reshape(n, actions, samples).mean(-1)
 
 
+def check_one_step(learner: Learner) -> None:
+    """``offline.rl_objective=one_step`` scores every action of a state: a clear error for continuous actions."""
+    if not learner.act_space.discrete:
+        raise ValueError(
+            "offline.rl_objective=one_step scores every action of a state and needs a discrete action space; "
+            "use offline.rl_objective=rollout for continuous actions."
+        )
+
+
 def one_step_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, float]:
     """Phase 2 with ``offline.rl_objective=one_step``: from dataset states, with their real observations,
     every action is imagined one step ahead (``Q``: the predicted reward) and the actor maximises
@@ -238,18 +247,14 @@ def one_step_update(learner: Learner, batch_np: dict[str, np.ndarray], rng: np.r
     ``prior * exp(Q / ac.prior_kl)``. Over 15 imagined steps the model's action values did not correlate
     with the game's in offline Crafter; one step ahead they did (docs/offline_results.md)."""
     cfg = learner.cfg
-    if not learner.act_space.discrete:
-        raise ValueError(
-            "offline.rl_objective=one_step scores every action of a state and needs a discrete action space; "
-            "use offline.rl_objective=rollout for continuous actions."
-        )
+    check_one_step(learner)
     batch = learner.sequences(batch_np)
     learner.train()
     wm, actor = learner.wm, learner.ac.actor
     with learner.autocast():
         with torch.no_grad():
             states, _, _ = wm.observe(batch)
-            start, seen, idx = dataset_starts(learner, batch, states, rng)
+            start, seen, _ = dataset_starts(learner, batch, states, rng)
             q = one_step_values(learner, start, seen, cfg.offline.one_step_samples)  # (N, A)
             feat = wm.rssm.feat(start)
             obs = {k: seen[k] for k in actor.obs_keys} or None
@@ -367,11 +372,8 @@ class OfflineTrainer:
             raise ValueError(
                 f"The dataset has no stretch of {t.batch_length} steps to train on; lower train.batch_length."
             )
-        if off.rl_objective == "one_step" and off.rl_frac > 0 and not agent.learner.act_space.discrete:
-            raise ValueError(
-                f"offline.rl_objective=one_step needs a discrete action space and {self.name} has continuous "
-                "actions; use offline.rl_objective=rollout."
-            )
+        if off.rl_objective == "one_step" and off.rl_frac > 0:
+            check_one_step(agent.learner)  # before any update, not when RL begins
         rl_start, model_end = self.rl_start(total), self.model_end(total)
         start_time, start_updates = time.time(), counters["offline_updates"]
         progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
