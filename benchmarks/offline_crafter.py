@@ -3,6 +3,9 @@
 For each observation kind (symbolic, pixels), dataset size (episodes) and action-label fraction:
 
 * ``bc``: behaviour cloning on raw observations (:class:`reverie.baselines.BCPolicy`);
+* ``bc_rw`` (``--kinds bc_rw``): the same, return-weighted (``BCPolicy.fit(return_temp=...)``,
+  ``--bc-return-temp`` and ``--bc-return-discount``): what weighting imitation by the recorded returns
+  gives without a world model;
 * ``wm_bc``: behaviour cloning on the world model's features (:class:`reverie.baselines.FeatureBC` over
   ``agent.encode``), the model trained by ``Dreamer.fit``;
 * ``wm_bc_rl``: world model + BC prior + imagination RL (``Dreamer.fit``, PMPO + KL to the prior);
@@ -39,7 +42,7 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
 ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
-METHODS = ("bc", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm", "wm_bc_head_relabel", "wm_bc_rl_relabel")
+METHODS = ("bc", "bc_rw", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm", "wm_bc_head_relabel", "wm_bc_rl_relabel")
 
 
 def dataset_path(obs: str, episodes: int, frac: float, policy: str = "scripted") -> Path:
@@ -117,10 +120,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
     out: dict[str, Any] = {**job}
-    if kind == "bc":
+    if kind in ("bc", "bc_rw"):
         policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
-        out["fit"] = policy.fit(data, steps=job["bc_steps"])
-        out["bc"] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
+        weighting = {"return_temp": job["bc_return_temp"], "return_discount": job["bc_return_discount"]}
+        out["fit"] = policy.fit(data, steps=job["bc_steps"], **(weighting if kind == "bc_rw" else {}))
+        out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
         logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
         overrides = [
@@ -215,6 +219,8 @@ def main() -> None:
     parser.add_argument(
         "--bc-layers", type=int, default=2, help="hidden layers of (a)'s MLP (the agent's policy head has ac.layers=3)"
     )
+    parser.add_argument("--bc-return-temp", type=float, default=1.0, help="bc_rw: BCPolicy.fit's return_temp")
+    parser.add_argument("--bc-return-discount", type=float, default=0.97, help="bc_rw: its return_discount")
     parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
@@ -229,7 +235,7 @@ def main() -> None:
         "--kinds",
         nargs="+",
         default=["wm", "bc"],
-        choices=["wm", "bc", "wm_idm", "wm_relabel"],
+        choices=["wm", "bc", "bc_rw", "wm_idm", "wm_relabel"],
         help="which jobs (see above)",
     )
     parser.add_argument(
@@ -280,7 +286,7 @@ def main() -> None:
                     kinds = (
                         list(args.kinds) + (["wm_idm"] if args.idm else []) + (["wm_relabel"] if args.idm_data else [])
                     )
-                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc")]
+                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc", "bc_rw")]
                     for seed in args.seeds:
                         for kind in kinds:
                             if (key, kind, seed) in done:
@@ -296,6 +302,8 @@ def main() -> None:
                                     "steps": args.steps,
                                     "bc_steps": args.bc_steps,
                                     "bc_layers": args.bc_layers,
+                                    "bc_return_temp": args.bc_return_temp,
+                                    "bc_return_discount": args.bc_return_discount,
                                     "time_limit": args.time_limit,
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),

@@ -85,6 +85,33 @@ def test_no_labelled_episode_or_other_spaces_refused(tmp_path: Path, rule_ds: Da
         BCPolicy(OBS_SPACE, Space(np.int64, (), 0, 3, discrete=True), **SMALL).fit(rule_ds, steps=1)
 
 
+def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(tmp_path: Path) -> None:
+    """Random recorded actions paid 1 where they matched ``rule``: plain BC learns no preference, return-weighted
+    BC the rule; an episode without rewards weighs 1, and bad settings are refused."""
+    with DatasetWriter(tmp_path / "ds", "CartPole-v1", OBS_SPACE, DISCRETE, chunk=16) as writer:
+        for i in range(8):
+            rng = np.random.default_rng(i)
+            vector = rng.normal(0, 0.5, (40, 4)).astype(np.float32)
+            action = rng.integers(0, 2, 40) * (np.arange(40) > 0)  # step 0 holds no action
+            reward = np.zeros(40, np.float32)
+            reward[1:] = action[1:] == rule(vector[:-1])  # the action that led to step t paid at step t
+            last = np.arange(40) == 39
+            steps = {"vector": vector, "reward": reward, "is_first": np.arange(40) == 0}
+            writer.add_episode({**steps, "is_last": last, "is_terminal": last, "action": action}, has_rewards=i < 7)
+    data = Dataset(tmp_path / "ds")
+    vector = held_out()
+    agreement = []
+    for temp in (0.0, 0.3):
+        policy = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)
+        policy.fit(data, steps=400, batch_size=64, lr=3e-3, return_temp=temp, return_discount=0.0)
+        agreement.append((policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean())
+    assert agreement[0] < 0.75 and agreement[1] > 0.9, agreement
+    _, _, returns = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)._pairs(data, discount=0.0)
+    assert np.isnan(returns[-39:]).all() and set(np.unique(returns[:-39])) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="return_discount"):
+        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(data, steps=1, return_temp=1.0, return_discount=1.0)
+
+
 def test_seeded_fits_identical(rule_ds: Dataset) -> None:
     a, b, c = (BCPolicy(OBS_SPACE, DISCRETE, **SMALL, seed=s) for s in (1, 1, 2))
     losses = [p.fit(rule_ds, steps=5, batch_size=16)["bc/loss"] for p in (a, b, c)]

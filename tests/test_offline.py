@@ -26,7 +26,7 @@ from reverie.cli import main
 from reverie.config import ActorCriticConfig, Config, ConfigError, make_config, set_key
 from reverie.data import Dataset, record
 from reverie.envs import Space
-from reverie.functional import pmpo_loss, symexp
+from reverie.functional import pmpo_loss, return_to_go, symexp
 from reverie.learner import Learner
 from reverie.logger import read_jsonl
 from reverie.world_model import Decoder, Encoder, LatentEnsemble, WorldModel
@@ -881,3 +881,69 @@ def test_one_step_objective_moves_the_actor_to_prior_times_exp_q(
     with pytest.raises(ValueError, match="discrete action space"):  # before any update, not when RL begins
         agent.fit(box_ds, steps=4)
     assert agent.counters["offline_updates"] == 0
+
+
+def test_return_weights_by_hand(mixed_ds: Dataset, tmp_path: Path) -> None:
+    for bad, key in (("offline.bc_return_temp=-1", "bc_return_temp"), ("offline.bc_return_discount=1", "discount")):
+        with pytest.raises(ConfigError, match=key):
+            offline_config(tmp_path / "bad", bad)
+    np.testing.assert_allclose(return_to_go(np.array([5.0, 0.0, 2.0, 0.0, 1.0]), 0.5), [1.125, 2.25, 0.5, 1, 0])
+
+    # The replay carries each step's return-to-go; episodes without rewards carry 0.
+    replay = offline.dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9)
+    batch_np = replay.sample(64, 8)
+    assert batch_np["return_to_go"].shape == batch_np["reward"].shape
+    unrewarded = batch_np["reward_mask"] == 0
+    assert unrewarded.any() and (batch_np["return_to_go"][unrewarded] == 0).all()
+    assert (batch_np["return_to_go"][~unrewarded] > 1).any()  # CartPole pays 1 a step
+
+    cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_return_temp=0.5", "offline.bc_weight_max=7")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    batch = {
+        "return_to_go": torch.tensor([[0.0, 2.0, 1.0, 0.5, 9.0], [3.0, 0.0, 0.0, 0.0, 0.0]]),
+        "reward_mask": torch.tensor([[1.0] * 5, [0.0] * 5]),  # the second row has no rewards
+        "reward": torch.zeros(2, 5),
+    }
+    weight, metrics = offline.return_weights(learner, batch)
+    centred = (torch.tensor([0.0, 2.0, 1.0, 0.5]) - 0.875) / 0.5  # the mean of the rewarded steps: 0.875
+    torch.testing.assert_close(weight[0], torch.exp(centred).clamp(max=7.0))
+    assert weight[0, 1] == pytest.approx(7.0)  # exp(2.25) capped at bc_weight_max
+    torch.testing.assert_close(weight[1], torch.ones(4))
+    assert metrics["bc/weight_max"] == pytest.approx(7.0)
+
+
+def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds: Dataset, tmp_path: Path) -> None:
+    """Random recorded actions, a reward of 1 wherever the action matched ``rule``: plain BC learns no
+    preference, return-weighted BC learns the rule."""
+    batch_np = windows(rule_ds, 40)
+    rng = np.random.default_rng(0)
+    batch_np["action"] = rng.integers(0, 2, batch_np["action"].shape)
+    hit = batch_np["action"][:, 1:] == rule(batch_np["vector"][:, :-1])
+    batch_np["reward"] = np.concatenate([np.zeros((len(hit), 1)), hit], 1).astype(np.float32)
+    batch_np["action_mask"] = batch_np["reward_mask"] = np.ones_like(batch_np["action_mask"])
+    batch_np["return_to_go"] = np.stack([return_to_go(r, 0.0) for r in batch_np["reward"]])
+    test_obs = torch.as_tensor(rng.normal(0, 0.5, (400, 4)), dtype=torch.float32)
+    agreement = {}
+    for temp in (0.0, 0.25):
+        torch.manual_seed(0)
+        overrides = ("model.ensemble=0", "ac.obs_input=true", "ac.feat_input=false")
+        learner = Learner(
+            offline_config(tmp_path / f"run{temp}", *overrides, f"offline.bc_return_temp={temp}"),
+            {"vector": OBS_SPACE["vector"]},
+            DISCRETE,
+        )
+        for _ in range(150):
+            metrics = offline.bc_update(learner, batch_np)
+        assert ("bc/weight_mean" in metrics) == (temp > 0)
+        with torch.no_grad():
+            choice = learner.bc(torch.zeros(len(test_obs), 0), {"vector": test_obs}).logits.argmax(-1).numpy()
+        agreement[temp] = float((choice == rule(test_obs.numpy())).mean())
+    assert agreement[0.25] > 0.8, agreement
+    assert agreement[0.0] < 0.7, agreement
+
+    # Through fit: the model phase and the BC-alone phase weight their BC terms, RL runs on the same replay.
+    overrides = ("offline.bc_return_temp=1.0", "offline.bc_frac=0.25", "offline.log_every=2")
+    agent = Dreamer(offline_config(tmp_path / "fit", *overrides))
+    agent.fit(rule_ds, steps=8)
+    rows = [r for r in read_jsonl(tmp_path / "fit" / "metrics.jsonl") if "offline/bc/weight_mean" in r]
+    assert len(rows) >= 3 and all(r["offline/bc/weight_mean"] > 0 for r in rows)  # steps 2, 4 (model), 6 (BC)

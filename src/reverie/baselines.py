@@ -46,7 +46,7 @@ from reverie.data.format import spaces_from_json, spaces_to_json
 from reverie.envs import Space, make_batch_env, model_keys
 from reverie.evaluation import ActFn, run_episodes
 from reverie.fileio import replace_folder, write_text, write_torch
-from reverie.functional import symlog
+from reverie.functional import return_to_go, symlog
 from reverie.nets import MLP
 
 __all__ = ["BCPolicy", "FeatureBC", "Featurizer", "InverseDynamics"]
@@ -170,21 +170,29 @@ class _Cloner:
         low, high = self._bounds
         return low + (torch.tanh(mean) + 1) / 2 * (high - low)
 
-    def _pairs(self, dataset: Dataset, episodes: list[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _pairs(
+        self, dataset: Dataset, episodes: list[int] | None = None, discount: float = 0.0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode (of ``episodes``, if
-        given), loaded once."""
+        given), loaded once, and the discounted return the recording got after each ``t`` (NaN in episodes
+        without rewards)."""
         where = f"dataset {dataset.folder}"
         _check_spaces({**self.obs_space, "action": self.act_space}, {**dataset.obs_space, **dataset.act_space}, where)
         inputs: list[dict[str, np.ndarray]] = []
         targets: list[np.ndarray] = []
+        returns: list[np.ndarray] = []
         for i in range(len(dataset)) if episodes is None else episodes:
-            if dataset.episode_info(i)["has_actions"]:
+            info = dataset.episode_info(i)
+            if info["has_actions"]:
                 episode = dataset.episode(i)
                 inputs.append({k: v[:-1] for k, v in self._inputs(episode).items()})
                 targets.append(episode["action"][1:])
+                ret = return_to_go(episode["reward"], discount)[:-1]
+                returns.append(ret if info["has_rewards"] else np.full_like(ret, np.nan))
         if not inputs:
             raise ValueError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
-        return {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}, np.concatenate(targets)
+        stacked = {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}
+        return stacked, np.concatenate(targets), np.concatenate(returns)
 
     def fit(
         self,
@@ -194,6 +202,9 @@ class _Cloner:
         lr: float = 3e-4,
         log_every: int = 0,
         episodes: list[int] | None = None,
+        return_temp: float = 0.0,
+        return_discount: float = 0.9,
+        weight_max: float = 20.0,
     ) -> dict[str, float]:
         """Train with Adam on ``(input[t], action[t + 1])`` of the dataset's labelled episodes.
 
@@ -203,6 +214,11 @@ class _Cloner:
             lr: Adam learning rate.
             log_every: log the metrics on ``reverie.baselines`` every this many steps (0: never).
             episodes: train on these episode indices only (default: all).
+            return_temp: return-weighted BC (0: off): pairs are drawn with probability proportional to
+                ``exp((G_t - mean G) / return_temp)``, capped at ``weight_max``, where ``G_t`` is the
+                discounted return (``return_discount``) the recording got after step ``t``; pairs of
+                episodes without rewards weigh 1. The same weighting as the agent's
+                ``offline.bc_return_temp``, by sampling instead of by loss weights.
 
         Returns:
             ``bc/loss`` (cross-entropy, or MSE for Box actions) and ``bc/accuracy`` (discrete), averaged over the
@@ -211,11 +227,27 @@ class _Cloner:
         Raises:
             ValueError: no labelled episode, or dataset spaces that differ from the policy's (the keys are named).
         """
-        inputs, targets = self._pairs(dataset, episodes)
+        if return_temp < 0 or weight_max < 1 or not 0 <= return_discount < 1:
+            raise ValueError(
+                f"return_temp must be >= 0, weight_max >= 1 and return_discount in [0, 1); got {return_temp}, "
+                f"{weight_max} and {return_discount}."
+            )
+        inputs, targets, returns = self._pairs(dataset, episodes, return_discount)
+        probs = None
+        if return_temp > 0:
+            known = ~np.isnan(returns)
+            centred = np.zeros_like(returns, np.float64)
+            if known.any():
+                centred[known] = (returns[known] - returns[known].mean()) / return_temp
+            weight = np.exp(np.minimum(centred, np.log(weight_max)))
+            probs = weight / weight.sum()
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         recent: deque[tuple[float, float]] = deque(maxlen=100)
         for step in range(1, steps + 1):
-            idx = self._rng.integers(0, len(targets), batch_size)
+            if probs is None:
+                idx = self._rng.integers(0, len(targets), batch_size)
+            else:
+                idx = self._rng.choice(len(targets), batch_size, p=probs)
             out = self.net(self._tensors({k: v[idx] for k, v in inputs.items()}))  # (B, out)
             target = torch.as_tensor(targets[idx], device=self.device)
             if self.act_space.discrete:
@@ -441,16 +473,18 @@ class InverseDynamics(_Cloner):
         self.change_scale = {k: np.ones(math.prod(s.shape), np.float32) for k, s in seen.items() if not s.is_image}
         """Per vector key, what each entry of ``o_t+1 - o_t`` is multiplied by (set by :meth:`fit`)."""
 
-    def _pairs(self, dataset: Dataset, episodes: list[int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _pairs(
+        self, dataset: Dataset, episodes: list[int] | None = None, discount: float = 0.0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """The training pairs, with :attr:`change_scale` set from the changes they show (and applied to them)."""
         self.change_scale = {k: np.ones_like(v) for k, v in self.change_scale.items()}
-        inputs, targets = super()._pairs(dataset, episodes)
+        inputs, targets, returns = super()._pairs(dataset, episodes, discount)
         for key, scale in self.change_scale.items():
             change = inputs[key][:, len(scale) :]  # a view: scaled in place
             largest = np.abs(change).max(0, initial=0.0)
             scale[:] = np.where(largest > 0, 1.0 / np.maximum(largest, 1e-8), 1.0)
             change *= scale
-        return inputs, targets
+        return inputs, targets, returns
 
     def _inputs(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Entry ``t`` holds observations ``t`` and ``t + 1`` (the last entry repeats the last observation)."""

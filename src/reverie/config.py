@@ -253,6 +253,12 @@ class OfflineConfig:
     """Share of the updates, between the model phase and RL, that train only the BC head on the frozen model."""
     bc_scale: float = 1.0
     """Scale of the behaviour-cloning loss of the policy head on labelled steps."""
+    bc_return_temp: float = 0.0
+    """Return-weighted BC: weight labelled steps by exp((recorded return - its mean) / this), reward units (0: off)."""
+    bc_return_discount: float = 0.9
+    """``bc_return_temp``: discount of the recorded return-to-go that weights each step (0.9: about 10 steps)."""
+    bc_weight_max: float = 20.0
+    """``bc_return_temp``: the largest weight of one step (the loss is the weighted mean)."""
     label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
     """Unlabelled steps: a learned no-action input, or actions inferred by an inverse-dynamics model."""
     imag_starts: int = 256
@@ -477,6 +483,9 @@ def validate(cfg: Config) -> None:
         (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
         (cfg.offline.one_step_samples >= 1, "offline.one_step_samples must be >= 1"),
+        (cfg.offline.bc_return_temp >= 0, "offline.bc_return_temp must be >= 0 (0 turns it off)"),
+        (0 <= cfg.offline.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
+        (cfg.offline.bc_weight_max >= 1, "offline.bc_weight_max must be >= 1"),
         (
             cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,
             "offline.rl_objective=one_step needs ac.prior_kl > 0: the temperature of prior * exp(Q / ac.prior_kl)",

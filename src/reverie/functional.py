@@ -5,6 +5,7 @@ Shapes: B batch, T time, K bins or classes, S latent variables.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -224,3 +225,16 @@ def pmpo_loss(logp: Tensor, adv: Tensor, weight: Tensor, alpha: float = 0.5) -> 
     pos_mean = (pos * logp).sum() / pos.sum().clamp(min=1e-8)
     neg_mean = (neg * logp).sum() / neg.sum().clamp(min=1e-8)
     return -alpha * pos_mean + (1.0 - alpha) * neg_mean
+
+
+def return_to_go(reward: np.ndarray, discount: float) -> np.ndarray:
+    """``G_t = r_{t+1} + discount * G_{t+1}`` along one episode's rewards (T,), ``G_{T-1} = 0`` (float32).
+
+    Example:
+        >>> return_to_go(np.array([0.0, 1.0, 0.0, 1.0]), 0.5)
+        array([1.25, 0.5 , 1.  , 0.  ], dtype=float32)
+    """
+    out = np.zeros(len(reward), np.float64)
+    for t in range(len(reward) - 2, -1, -1):
+        out[t] = reward[t + 1] + discount * out[t + 1]
+    return out.astype(np.float32)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.actor_critic import Actor
-from reverie.functional import masked_mean, twohot_decode
+from reverie.functional import masked_mean, return_to_go, twohot_decode
 from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
@@ -41,11 +41,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("reverie.offline")
 
 
-def bc_loss(actor: Actor, feat: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def bc_loss(
+    actor: Actor, feat: Tensor, batch: dict[str, Tensor], weight: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Negative log-likelihood of the recorded action taken at each step, over labelled transitions.
 
     ``action[t + 1]`` is the action taken at step ``t`` (it led to step ``t + 1``), so the policy at
     ``feat[:, t]`` is scored on it wherever ``t + 1`` continues the episode and carries a label.
+    ``weight`` (B, T - 1), if given, weights each step's term (:func:`return_weights`); the loss is the
+    weighted mean over labelled steps.
     """
     mask = 1.0 - batch["is_first"][:, 1:].float()
     if "action_mask" in batch:
@@ -55,7 +59,8 @@ def bc_loss(actor: Actor, feat: Tensor, batch: dict[str, Tensor]) -> tuple[Tenso
     obs = {k: batch[k][:, :-1] for k in actor.obs_keys} or None  # a policy's own view (``ac.obs_input``)
     policy = actor(feat[:, :-1], obs)
     target = batch["action"][:, 1:]
-    loss = -masked_mean(policy.log_prob(target), mask)
+    weighted = mask if weight is None else mask * weight
+    loss = -(policy.log_prob(target) * weighted).sum() / weighted.sum().clamp(min=1e-6)
     metrics = {"bc/loss": loss.detach(), "bc/labelled_frac": mask.mean()}
     if policy.discrete:
         hit = (policy.logits.argmax(-1) == target.argmax(-1)).float()
@@ -108,7 +113,9 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
         wm_loss, states, wm_metrics = wm.loss(batch, embed=embed)
         metrics.update(wm_metrics)
         feat = wm.rssm.feat(states)
-        bc, bc_metrics = bc_loss(learner.bc, feat, batch)
+        weight, weight_metrics = bc_weights(learner, batch)
+        metrics.update(weight_metrics)
+        bc, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
         metrics.update(bc_metrics)
         critic = data_critic_loss(learner, feat.detach(), batch)
     loss = wm_loss + idm_loss + bc_scale * bc + critic
@@ -129,6 +136,30 @@ def data_critic_loss(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -
     return learner.ac.repval_loss(feat, {**batch, "reward": reward}, boot)
 
 
+def return_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Return-weighted behaviour cloning (``offline.bc_return_temp``, as in reward-weighted regression): a
+    weight (B, T - 1) for the recorded action of each step ``t``, ``exp((G_t - mean G) / temp)`` capped at
+    ``offline.bc_weight_max``, with ``G_t`` the discounted return the recording got after step ``t``
+    (``return_to_go``, stored with the replayed steps by :func:`dataset_replay`) and the mean taken over the
+    batch's steps that carry rewards; steps without recorded rewards weigh 1. Imitation then leans on the
+    stretches of play that led to rewards."""
+    off = learner.cfg.offline
+    known = batch["reward_mask"][:, :-1].float() if "reward_mask" in batch else torch.ones_like(batch["reward"][:, :-1])
+    ret = batch["return_to_go"][:, :-1].float()
+    centred = (ret - masked_mean(ret, known)) / off.bc_return_temp
+    weight = torch.exp(centred.clamp(max=float(np.log(off.bc_weight_max))))
+    weight = known * weight + (1.0 - known)
+    return weight, {"bc/weight_max": weight.max(), "bc/weight_mean": weight.mean()}
+
+
+def bc_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor | None, dict[str, Tensor]]:
+    """The behaviour-cloning weights of a replayed batch: :func:`return_weights` when ``offline.bc_return_temp``
+    is on and the batch carries ``return_to_go`` (the offline dataset's replay), else none."""
+    if learner.cfg.offline.bc_return_temp > 0 and "return_to_go" in batch:
+        return return_weights(learner, batch)
+    return None, {}
+
+
 def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
     """Phase 1b (``offline.bc_frac``): one update of the behaviour-cloning head alone, on the frozen model's
     features (with inverse dynamics, on its labels as in phase 1; the inverse model itself stays put)."""
@@ -146,7 +177,9 @@ def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, fl
                 feat = wm.rssm.feat(wm.observe(batch)[0])
             else:  # a policy on observations alone needs no pass of the model
                 feat = batch["is_first"].new_zeros((*batch["is_first"].shape, 0), dtype=torch.float32)
-        loss, bc_metrics = bc_loss(learner.bc, feat, batch)
+        weight, weight_metrics = bc_weights(learner, batch)
+        metrics.update(weight_metrics)
+        loss, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
         metrics.update(bc_metrics)
     _step(learner, loss, list(learner.bc.parameters()))
     return _floats(metrics)
@@ -337,10 +370,21 @@ def _floats(metrics: dict[str, Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
 
 
-def dataset_replay(dataset: Dataset, chunk: int, seed: int) -> Replay:
-    """An in-memory replay holding every step of ``dataset`` (with label masks), sampled uniformly."""
+def dataset_replay(dataset: Dataset, chunk: int, seed: int, return_discount: float | None = None) -> Replay:
+    """An in-memory replay holding every step of ``dataset`` (with label masks), sampled uniformly.
+
+    With ``return_discount`` each step also carries ``return_to_go``, the discounted return the recording
+    got after it, ``G_t = r_{t+1} + return_discount * G_{t+1}`` (0 at an episode's last step, and at every
+    step of an episode without rewards), which return-weighted behaviour cloning reads.
+    """
     replay = Replay(None, capacity=dataset.num_steps + 1, chunk=chunk, recent_frac=0.0, seed=seed)
-    dataset.to_replay(replay)
+    if return_discount is None:
+        dataset.to_replay(replay)
+        return replay
+    for episode in dataset.episodes():
+        ret = return_to_go(episode["reward"] * episode["reward_mask"], return_discount)
+        for t in range(len(ret)):
+            replay.add({**{k: v[t] for k, v in episode.items()}, "return_to_go": ret[t]})
     return replay
 
 
@@ -351,7 +395,8 @@ class OfflineTrainer:
         self.agent, self.cfg, self.logger = agent, agent.config, logger
         t = self.cfg.train
         log.info("loading %d steps of %s into memory", dataset.num_steps, dataset.folder)
-        self.replay = dataset_replay(dataset, t.replay_chunk, t.seed + agent.counters["offline_updates"])
+        discount = self.cfg.offline.bc_return_discount if self.cfg.offline.bc_return_temp > 0 else None
+        self.replay = dataset_replay(dataset, t.replay_chunk, t.seed + agent.counters["offline_updates"], discount)
         self.rng = np.random.default_rng(t.seed + 7919 * (agent.counters["offline_updates"] + 1))
         self.name = dataset.env_id
 
