@@ -222,3 +222,17 @@ def test_seeded_worlds_repeat(crafter) -> None:
     assert np.array_equal(first[0], first[1])
     other = CrafterEnv(seed=8).step({"action": 0, "reset": True})["image"]
     assert not np.array_equal(first[0], other)
+
+
+def test_seeded_episodes_repeat_step_for_step(crafter) -> None:
+    """crafter's chunk sets iterate in memory-address order; the wrapper's order makes seeded play repeat."""
+
+    def play() -> np.ndarray:
+        env = CrafterEnv(seed=100_000, symbolic=True, length=400)
+        actions = np.random.default_rng(0).integers(0, 17, 400)
+        steps = [env.step({"action": 0, "reset": True})["vector"]]
+        steps += [env.step({"action": int(a)})["vector"] for a in actions[:300]]
+        return np.stack(steps)
+
+    runs = [play() for _ in range(3)]
+    assert all(np.array_equal(runs[0], other) for other in runs[1:])

@@ -225,7 +225,8 @@ class _Cloner:
             last 100 steps, and ``bc/pairs``.
 
         Raises:
-            ValueError: no labelled episode, or dataset spaces that differ from the policy's (the keys are named).
+            ValueError: no labelled episode, dataset spaces that differ from the policy's (the keys are named), or
+                ``return_temp < 0``, ``weight_max < 1`` or ``return_discount`` outside [0, 1).
         """
         if return_temp < 0 or weight_max < 1 or not 0 <= return_discount < 1:
             raise ValueError(

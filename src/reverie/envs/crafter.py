@@ -29,6 +29,10 @@ move_up, move_down, do, sleep, place_stone, place_table, place_furnace, place_pl
 make_wood_pickaxe, make_stone_pickaxe, make_iron_pickaxe, make_wood_sword, make_stone_sword,
 make_iron_sword``.
 
+Seeded episodes repeat step for step: crafter keeps the creatures of each map chunk in a ``set``, whose
+order follows memory addresses, and picks the creature to despawn from it, so two runs of one seed and one
+action sequence used to part after a few dozen steps; the wrapper keeps those chunks in insertion order.
+
 Example:
     >>> env = CrafterEnv(seed=0, symbolic=True)            # doctest: +SKIP
     >>> env.step({"action": 0, "reset": True})["vector"].shape  # doctest: +SKIP
@@ -37,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import numpy as np
@@ -108,6 +113,28 @@ def _import_crafter() -> Any:
     return crafter
 
 
+class _OrderedSet(dict):
+    """The part of ``set`` crafter's world uses for its chunks (add, remove, iterate), iterating in insertion order."""
+
+    def add(self, item: Any) -> None:
+        self[item] = None
+
+    def remove(self, item: Any) -> None:
+        del self[item]
+
+
+def _ordered_chunks(world: Any) -> None:
+    """Make ``world.reset`` (called at every episode start, before the world is filled) keep each chunk's
+    objects in an :class:`_OrderedSet` instead of a ``set``, so seeded episodes are reproducible."""
+    reset = world.reset
+
+    def ordered_reset(seed: int | None = None) -> None:
+        reset(seed)
+        world._chunks = collections.defaultdict(_OrderedSet)
+
+    world.reset = ordered_reset
+
+
 class CrafterEnv(Env):
     """Crafter behind the Reverie contract; see the module docstring for keys and the vector layout.
 
@@ -150,6 +177,7 @@ class CrafterEnv(Env):
         self.view = view
         if symbolic:
             self._env._obs = lambda: None  # skip crafter's rendering; the vector is read from the world
+        _ordered_chunks(self._env._world)
         width, height = _local_grid(view)
         # Offsets of the local view's cells from the player, as (rows, columns) grids.
         self._dx, self._dy = np.meshgrid(np.arange(width) - width // 2, np.arange(height) - height // 2)
