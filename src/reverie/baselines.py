@@ -46,7 +46,7 @@ from reverie.data.format import spaces_from_json, spaces_to_json
 from reverie.envs import Space, make_batch_env, model_keys
 from reverie.evaluation import ActFn, run_episodes
 from reverie.fileio import replace_folder, write_text, write_torch
-from reverie.functional import return_to_go, symlog
+from reverie.functional import return_to_go, rwr_weights, symlog
 from reverie.nets import MLP
 
 __all__ = ["BCPolicy", "FeatureBC", "Featurizer", "InverseDynamics"]
@@ -237,10 +237,8 @@ class _Cloner:
         probs = None
         if return_temp > 0:
             known = ~np.isnan(returns)
-            centred = np.zeros_like(returns, np.float64)
-            if known.any():
-                centred[known] = (returns[known] - returns[known].mean()) / return_temp
-            weight = np.exp(np.minimum(centred, np.log(weight_max)))
+            ret, mask = torch.as_tensor(np.nan_to_num(returns), dtype=torch.float64), torch.as_tensor(known).double()
+            weight = rwr_weights(ret, mask, return_temp, weight_max).numpy()
             probs = weight / weight.sum()
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         recent: deque[tuple[float, float]] = deque(maxlen=100)

@@ -5,6 +5,8 @@ Shapes: B batch, T time, K bins or classes, S latent variables.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -238,3 +240,16 @@ def return_to_go(reward: np.ndarray, discount: float) -> np.ndarray:
     for t in range(len(reward) - 2, -1, -1):
         out[t] = reward[t + 1] + discount * out[t + 1]
     return out.astype(np.float32)
+
+
+def rwr_weights(returns: Tensor, known: Tensor, temp: float, weight_max: float) -> Tensor:
+    """Reward-weighted regression's weights: ``exp((G - mean G) / temp)`` capped at ``weight_max``, the mean
+    over the entries where ``known`` is 1; entries where it is 0 (no recorded rewards) weigh 1.
+
+    Example:
+        >>> rwr_weights(torch.tensor([0.0, 1.0, 5.0]), torch.tensor([1.0, 1.0, 0.0]), 0.5, 20.0)
+        tensor([0.3679, 2.7183, 1.0000])
+    """
+    centred = (returns - masked_mean(returns, known)) / temp
+    weight = torch.exp(centred.clamp(max=math.log(weight_max)))
+    return known * weight + (1.0 - known)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.actor_critic import Actor
-from reverie.functional import masked_mean, return_to_go, twohot_decode
+from reverie.functional import masked_mean, return_to_go, rwr_weights, twohot_decode
 from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
@@ -146,9 +146,7 @@ def return_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor, 
     off = learner.cfg.offline
     known = batch["reward_mask"][:, :-1].float() if "reward_mask" in batch else torch.ones_like(batch["reward"][:, :-1])
     ret = batch["return_to_go"][:, :-1].float()
-    centred = (ret - masked_mean(ret, known)) / off.bc_return_temp
-    weight = torch.exp(centred.clamp(max=float(np.log(off.bc_weight_max))))
-    weight = known * weight + (1.0 - known)
+    weight = rwr_weights(ret, known, off.bc_return_temp, off.bc_weight_max)
     return weight, {"bc/weight_max": weight.max(), "bc/weight_mean": weight.mean()}
 
 
