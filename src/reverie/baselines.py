@@ -171,11 +171,11 @@ class _Cloner:
         return low + (torch.tanh(mean) + 1) / 2 * (high - low)
 
     def _pairs(
-        self, dataset: Dataset, episodes: list[int] | None = None, discount: float = 0.0
+        self, dataset: Dataset, episodes: list[int] | None = None, discount: float | None = None
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode (of ``episodes``, if
-        given), loaded once, and the discounted return the recording got after each ``t`` (NaN in episodes
-        without rewards)."""
+        given), loaded once, and with a ``discount`` the discounted return the recording got after each ``t``
+        (NaN in episodes without rewards; NaN everywhere without a ``discount``)."""
         where = f"dataset {dataset.folder}"
         _check_spaces({**self.obs_space, "action": self.act_space}, {**dataset.obs_space, **dataset.act_space}, where)
         inputs: list[dict[str, np.ndarray]] = []
@@ -187,8 +187,10 @@ class _Cloner:
                 episode = dataset.episode(i)
                 inputs.append({k: v[:-1] for k, v in self._inputs(episode).items()})
                 targets.append(episode["action"][1:])
-                ret = return_to_go(episode["reward"], discount)[:-1]
-                returns.append(ret if info["has_rewards"] else np.full_like(ret, np.nan))
+                if discount is None or not info["has_rewards"]:
+                    returns.append(np.full(len(targets[-1]), np.nan, np.float32))
+                else:
+                    returns.append(return_to_go(episode["reward"], discount)[:-1])
         if not inputs:
             raise ValueError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
         stacked = {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}
@@ -233,7 +235,7 @@ class _Cloner:
                 f"return_temp must be >= 0, weight_max >= 1 and return_discount in [0, 1); got {return_temp}, "
                 f"{weight_max} and {return_discount}."
             )
-        inputs, targets, returns = self._pairs(dataset, episodes, return_discount)
+        inputs, targets, returns = self._pairs(dataset, episodes, return_discount if return_temp > 0 else None)
         probs = None
         if return_temp > 0:
             known = ~np.isnan(returns)
@@ -473,7 +475,7 @@ class InverseDynamics(_Cloner):
         """Per vector key, what each entry of ``o_t+1 - o_t`` is multiplied by (set by :meth:`fit`)."""
 
     def _pairs(
-        self, dataset: Dataset, episodes: list[int] | None = None, discount: float = 0.0
+        self, dataset: Dataset, episodes: list[int] | None = None, discount: float | None = None
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """The training pairs, with :attr:`change_scale` set from the changes they show (and applied to them)."""
         self.change_scale = {k: np.ones_like(v) for k, v in self.change_scale.items()}

@@ -113,7 +113,7 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
         wm_loss, states, wm_metrics = wm.loss(batch, embed=embed)
         metrics.update(wm_metrics)
         feat = wm.rssm.feat(states)
-        weight, weight_metrics = bc_weights(learner, batch)
+        weight, weight_metrics = return_weights(learner, batch)
         metrics.update(weight_metrics)
         bc, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
         metrics.update(bc_metrics)
@@ -136,26 +136,21 @@ def data_critic_loss(learner: Learner, feat: Tensor, batch: dict[str, Tensor]) -
     return learner.ac.repval_loss(feat, {**batch, "reward": reward}, boot)
 
 
-def return_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def return_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor | None, dict[str, Tensor]]:
     """Return-weighted behaviour cloning (``offline.bc_return_temp``, as in reward-weighted regression): a
     weight (B, T - 1) for the recorded action of each step ``t``, ``exp((G_t - mean G) / temp)`` capped at
     ``offline.bc_weight_max``, with ``G_t`` the discounted return the recording got after step ``t``
     (``return_to_go``, stored with the replayed steps by :func:`dataset_replay`) and the mean taken over the
     batch's steps that carry rewards; steps without recorded rewards weigh 1. Imitation then leans on the
-    stretches of play that led to rewards."""
+    stretches of play that led to rewards. None (no weights) when the option is off or the batch carries no
+    ``return_to_go`` (a replay other than the offline dataset's)."""
     off = learner.cfg.offline
+    if off.bc_return_temp <= 0 or "return_to_go" not in batch:
+        return None, {}
     known = batch["reward_mask"][:, :-1].float() if "reward_mask" in batch else torch.ones_like(batch["reward"][:, :-1])
     ret = batch["return_to_go"][:, :-1].float()
     weight = rwr_weights(ret, known, off.bc_return_temp, off.bc_weight_max)
     return weight, {"bc/weight_max": weight.max(), "bc/weight_mean": weight.mean()}
-
-
-def bc_weights(learner: Learner, batch: dict[str, Tensor]) -> tuple[Tensor | None, dict[str, Tensor]]:
-    """The behaviour-cloning weights of a replayed batch: :func:`return_weights` when ``offline.bc_return_temp``
-    is on and the batch carries ``return_to_go`` (the offline dataset's replay), else none."""
-    if learner.cfg.offline.bc_return_temp > 0 and "return_to_go" in batch:
-        return return_weights(learner, batch)
-    return None, {}
 
 
 def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
@@ -175,7 +170,7 @@ def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, fl
                 feat = wm.rssm.feat(wm.observe(batch)[0])
             else:  # a policy on observations alone needs no pass of the model
                 feat = batch["is_first"].new_zeros((*batch["is_first"].shape, 0), dtype=torch.float32)
-        weight, weight_metrics = bc_weights(learner, batch)
+        weight, weight_metrics = return_weights(learner, batch)
         metrics.update(weight_metrics)
         loss, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
         metrics.update(bc_metrics)
