@@ -4,8 +4,8 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
 
 * ``bc``: behaviour cloning on raw observations (:class:`reverie.baselines.BCPolicy`);
 * ``bc_rw`` (``--kinds bc_rw``): the same, return-weighted (``BCPolicy.fit(return_temp=...)``,
-  ``--bc-return-temp`` and ``--bc-return-discount``): what weighting imitation by the recorded returns
-  gives without a world model;
+  ``--bc-return-temp``, ``--bc-return-discount`` and ``--bc-return-min-reward``): what weighting imitation by
+  the recorded returns gives without a world model;
 * ``wm_bc``: behaviour cloning on the world model's features (:class:`reverie.baselines.FeatureBC` over
   ``agent.encode``), the model trained by ``Dreamer.fit``;
 * ``wm_bc_rl``: world model + BC prior + imagination RL (``Dreamer.fit``, PMPO + KL to the prior);
@@ -122,7 +122,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {**job}
     if kind in ("bc", "bc_rw"):
         policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
-        weighting = {"return_temp": job["bc_return_temp"], "return_discount": job["bc_return_discount"]}
+        weighting = {
+            "return_temp": job["bc_return_temp"],
+            "return_discount": job["bc_return_discount"],
+            "return_min_reward": job.get("bc_return_min_reward", 0.0),
+        }
         out["fit"] = policy.fit(data, steps=job["bc_steps"], **(weighting if kind == "bc_rw" else {}))
         out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
@@ -221,6 +225,9 @@ def main() -> None:
     )
     parser.add_argument("--bc-return-temp", type=float, default=1.0, help="bc_rw: BCPolicy.fit's return_temp")
     parser.add_argument("--bc-return-discount", type=float, default=0.97, help="bc_rw: its return_discount")
+    parser.add_argument(
+        "--bc-return-min-reward", type=float, default=0.0, help="bc_rw: its return_min_reward (0.5: achievements)"
+    )
     parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
@@ -304,6 +311,7 @@ def main() -> None:
                                     "bc_layers": args.bc_layers,
                                     "bc_return_temp": args.bc_return_temp,
                                     "bc_return_discount": args.bc_return_discount,
+                                    "bc_return_min_reward": args.bc_return_min_reward,
                                     "time_limit": args.time_limit,
                                     "eval_episodes": args.eval_episodes,
                                     "extra": list(args.set),

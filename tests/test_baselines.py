@@ -105,11 +105,19 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(tmp_path
         policy = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)
         policy.fit(data, steps=400, batch_size=64, lr=3e-3, return_temp=temp, return_discount=0.0)
         agreement.append((policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean())
-    assert agreement[0] < 0.75 and agreement[1] > 0.9, agreement
+    # Rewards below return_min_reward do not count: with the rule's rewards (1) below it, no preference again.
+    policy = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)
+    policy.fit(data, steps=400, batch_size=64, lr=3e-3, return_temp=0.3, return_discount=0.0, return_min_reward=2.0)
+    agreement.append((policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean())
+    assert agreement[0] < 0.75 and agreement[1] > 0.9 and agreement[2] < 0.75, agreement
     _, _, returns = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)._pairs(data, discount=0.0)
     assert np.isnan(returns[-39:]).all() and set(np.unique(returns[:-39])) == {0.0, 1.0}
+    _, _, returns = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)._pairs(data, discount=0.0, min_reward=2.0)
+    assert np.isnan(returns[-39:]).all() and set(np.unique(returns[:-39])) == {0.0}
     with pytest.raises(ValueError, match="return_discount"):
         BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(data, steps=1, return_temp=1.0, return_discount=1.0)
+    with pytest.raises(ValueError, match="return_min_reward"):
+        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(data, steps=1, return_temp=1.0, return_min_reward=-1.0)
 
 
 def test_seeded_fits_identical(rule_ds: Dataset) -> None:

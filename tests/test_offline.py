@@ -884,10 +884,17 @@ def test_one_step_objective_moves_the_actor_to_prior_times_exp_q(
 
 
 def test_return_weights_by_hand(mixed_ds: Dataset, tmp_path: Path) -> None:
-    for bad, key in (("offline.bc_return_temp=-1", "bc_return_temp"), ("offline.bc_return_discount=1", "discount")):
+    bad_values = (
+        ("offline.bc_return_temp=-1", "bc_return_temp"),
+        ("offline.bc_return_discount=1", "discount"),
+        ("offline.bc_return_min_reward=-1", "min_reward"),
+    )
+    for bad, key in bad_values:
         with pytest.raises(ConfigError, match=key):
             offline_config(tmp_path / "bad", bad)
     np.testing.assert_allclose(return_to_go(np.array([5.0, 0.0, 2.0, 0.0, 1.0]), 0.5), [1.125, 2.25, 0.5, 1, 0])
+    rewards = np.array([5.0, 0.1, 2.0, -0.1, 1.0])  # small rewards do not count with a min_reward
+    np.testing.assert_allclose(return_to_go(rewards, 0.5, min_reward=1.0), [1.125, 2.25, 0.5, 1, 0])
 
     # The replay carries each step's return-to-go; episodes without rewards carry 0.
     replay = offline.dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9)
@@ -896,6 +903,8 @@ def test_return_weights_by_hand(mixed_ds: Dataset, tmp_path: Path) -> None:
     unrewarded = batch_np["reward_mask"] == 0
     assert unrewarded.any() and (batch_np["return_to_go"][unrewarded] == 0).all()
     assert (batch_np["return_to_go"][~unrewarded] > 1).any()  # CartPole pays 1 a step
+    replay = offline.dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9, min_reward=1.5)
+    assert (replay.sample(64, 8)["return_to_go"] == 0).all()  # 1 a step is below min_reward
 
     cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_return_temp=0.5", "offline.bc_weight_max=7")
     learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
@@ -947,3 +956,9 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds:
     agent.fit(rule_ds, steps=8)
     rows = [r for r in read_jsonl(tmp_path / "fit" / "metrics.jsonl") if "offline/bc/weight_mean" in r]
     assert len(rows) >= 3 and all(r["offline/bc/weight_mean"] > 0 for r in rows)  # steps 2, 4 (model), 6 (BC)
+    assert max(r["offline/bc/weight_max"] for r in rows) > 1
+    # offline.bc_return_min_reward above the rule's reward of 1: no return is left, every weight is 1.
+    agent = Dreamer(offline_config(tmp_path / "fit_min", *overrides, "offline.bc_return_min_reward=2"))
+    agent.fit(rule_ds, steps=8)
+    rows = [r for r in read_jsonl(tmp_path / "fit_min" / "metrics.jsonl") if "offline/bc/weight_max" in r]
+    assert len(rows) >= 3 and all(r["offline/bc/weight_max"] == pytest.approx(1.0) for r in rows)

@@ -171,11 +171,16 @@ class _Cloner:
         return low + (torch.tanh(mean) + 1) / 2 * (high - low)
 
     def _pairs(
-        self, dataset: Dataset, episodes: list[int] | None = None, discount: float | None = None
+        self,
+        dataset: Dataset,
+        episodes: list[int] | None = None,
+        discount: float | None = None,
+        min_reward: float = 0.0,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """``(inputs[t], action[t + 1])`` for ``t < T - 1`` of every labelled episode (of ``episodes``, if
         given), loaded once, and with a ``discount`` the discounted return the recording got after each ``t``
-        (NaN in episodes without rewards; NaN everywhere without a ``discount``)."""
+        (rewards below ``min_reward`` in magnitude count as 0; NaN in episodes without rewards; NaN everywhere
+        without a ``discount``)."""
         where = f"dataset {dataset.folder}"
         _check_spaces({**self.obs_space, "action": self.act_space}, {**dataset.obs_space, **dataset.act_space}, where)
         inputs: list[dict[str, np.ndarray]] = []
@@ -190,7 +195,7 @@ class _Cloner:
                 if discount is None or not info["has_rewards"]:
                     returns.append(np.full(len(targets[-1]), np.nan, np.float32))
                 else:
-                    returns.append(return_to_go(episode["reward"], discount)[:-1])
+                    returns.append(return_to_go(episode["reward"], discount, min_reward)[:-1])
         if not inputs:
             raise ValueError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
         stacked = {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}
@@ -207,6 +212,7 @@ class _Cloner:
         return_temp: float = 0.0,
         return_discount: float = 0.9,
         weight_max: float = 20.0,
+        return_min_reward: float = 0.0,
     ) -> dict[str, float]:
         """Train with Adam on ``(input[t], action[t + 1])`` of the dataset's labelled episodes.
 
@@ -221,6 +227,8 @@ class _Cloner:
                 discounted return (``return_discount``) the recording got after step ``t``; pairs of
                 episodes without rewards weigh 1. The same weighting as the agent's
                 ``offline.bc_return_temp``, by sampling instead of by loss weights.
+            return_min_reward: rewards smaller in magnitude count as 0 in ``G_t`` (Crafter: 0.5 keeps the
+                achievements and drops the health changes); ``offline.bc_return_min_reward``.
 
         Returns:
             ``bc/loss`` (cross-entropy, or MSE for Box actions) and ``bc/accuracy`` (discrete), averaged over the
@@ -228,14 +236,16 @@ class _Cloner:
 
         Raises:
             ValueError: no labelled episode, dataset spaces that differ from the policy's (the keys are named), or
-                ``return_temp < 0``, ``weight_max < 1`` or ``return_discount`` outside [0, 1).
+                ``return_temp < 0``, ``weight_max < 1``, ``return_discount`` outside [0, 1) or
+                ``return_min_reward < 0``.
         """
-        if return_temp < 0 or weight_max < 1 or not 0 <= return_discount < 1:
+        if return_temp < 0 or weight_max < 1 or not 0 <= return_discount < 1 or return_min_reward < 0:
             raise ValueError(
-                f"return_temp must be >= 0, weight_max >= 1 and return_discount in [0, 1); got {return_temp}, "
-                f"{weight_max} and {return_discount}."
+                "return_temp must be >= 0, weight_max >= 1, return_discount in [0, 1) and return_min_reward >= 0; "
+                f"got {return_temp}, {weight_max}, {return_discount} and {return_min_reward}."
             )
-        inputs, targets, returns = self._pairs(dataset, episodes, return_discount if return_temp > 0 else None)
+        discount = return_discount if return_temp > 0 else None
+        inputs, targets, returns = self._pairs(dataset, episodes, discount, return_min_reward)
         probs = None
         if return_temp > 0:
             known = ~np.isnan(returns)
@@ -475,11 +485,15 @@ class InverseDynamics(_Cloner):
         """Per vector key, what each entry of ``o_t+1 - o_t`` is multiplied by (set by :meth:`fit`)."""
 
     def _pairs(
-        self, dataset: Dataset, episodes: list[int] | None = None, discount: float | None = None
+        self,
+        dataset: Dataset,
+        episodes: list[int] | None = None,
+        discount: float | None = None,
+        min_reward: float = 0.0,
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """The training pairs, with :attr:`change_scale` set from the changes they show (and applied to them)."""
         self.change_scale = {k: np.ones_like(v) for k, v in self.change_scale.items()}
-        inputs, targets, returns = super()._pairs(dataset, episodes, discount)
+        inputs, targets, returns = super()._pairs(dataset, episodes, discount, min_reward)
         for key, scale in self.change_scale.items():
             change = inputs[key][:, len(scale) :]  # a view: scaled in place
             largest = np.abs(change).max(0, initial=0.0)

@@ -259,6 +259,8 @@ class OfflineConfig:
     """``bc_return_temp``: discount of the recorded return-to-go that weights each step (0.9: about 10 steps)."""
     bc_weight_max: float = 20.0
     """``bc_return_temp``: the largest weight of one step (the loss is the weighted mean)."""
+    bc_return_min_reward: float = 0.0
+    """``bc_return_temp``: rewards smaller in magnitude count as 0 in that return (Crafter: 0.5 keeps achievements)."""
     label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
     """Unlabelled steps: a learned no-action input, or actions inferred by an inverse-dynamics model."""
     imag_starts: int = 256
@@ -486,6 +488,7 @@ def validate(cfg: Config) -> None:
         (cfg.offline.bc_return_temp >= 0, "offline.bc_return_temp must be >= 0 (0 turns it off)"),
         (0 <= cfg.offline.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
         (cfg.offline.bc_weight_max >= 1, "offline.bc_weight_max must be >= 1"),
+        (cfg.offline.bc_return_min_reward >= 0, "offline.bc_return_min_reward must be >= 0 (0: every reward counts)"),
         (
             cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,
             "offline.rl_objective=one_step needs ac.prior_kl > 0: the temperature of prior * exp(Q / ac.prior_kl)",

@@ -229,13 +229,19 @@ def pmpo_loss(logp: Tensor, adv: Tensor, weight: Tensor, alpha: float = 0.5) -> 
     return -alpha * pos_mean + (1.0 - alpha) * neg_mean
 
 
-def return_to_go(reward: np.ndarray, discount: float) -> np.ndarray:
+def return_to_go(reward: np.ndarray, discount: float, min_reward: float = 0.0) -> np.ndarray:
     """``G_t = r_{t+1} + discount * G_{t+1}`` along one episode's rewards (T,), ``G_{T-1} = 0`` (float32).
+
+    Rewards smaller in magnitude than ``min_reward`` count as 0 (e.g. Crafter's +-0.1 health changes beside its
+    +1 achievements).
 
     Example:
         >>> return_to_go(np.array([0.0, 1.0, 0.0, 1.0]), 0.5)
         array([1.25, 0.5 , 1.  , 0.  ], dtype=float32)
+        >>> return_to_go(np.array([0.0, 1.0, -0.1, 1.0]), 0.5, min_reward=0.5)
+        array([1.25, 0.5 , 1.  , 0.  ], dtype=float32)
     """
+    reward = np.where(np.abs(reward) >= min_reward, reward, 0.0)
     out = np.zeros(len(reward), np.float64)
     for t in range(len(reward) - 2, -1, -1):
         out[t] = reward[t + 1] + discount * out[t + 1]

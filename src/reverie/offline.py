@@ -363,19 +363,22 @@ def _floats(metrics: dict[str, Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
 
 
-def dataset_replay(dataset: Dataset, chunk: int, seed: int, return_discount: float | None = None) -> Replay:
+def dataset_replay(
+    dataset: Dataset, chunk: int, seed: int, return_discount: float | None = None, min_reward: float = 0.0
+) -> Replay:
     """An in-memory replay holding every step of ``dataset`` (with label masks), sampled uniformly.
 
     With ``return_discount`` each step also carries ``return_to_go``, the discounted return the recording
     got after it, ``G_t = r_{t+1} + return_discount * G_{t+1}`` (0 at an episode's last step, and at every
-    step of an episode without rewards), which return-weighted behaviour cloning reads.
+    step of an episode without rewards; rewards smaller in magnitude than ``min_reward`` count as 0), which
+    return-weighted behaviour cloning reads.
     """
     replay = Replay(None, capacity=dataset.num_steps + 1, chunk=chunk, recent_frac=0.0, seed=seed)
     if return_discount is None:
         dataset.to_replay(replay)
         return replay
     for episode in dataset.episodes():
-        ret = return_to_go(episode["reward"] * episode["reward_mask"], return_discount)
+        ret = return_to_go(episode["reward"] * episode["reward_mask"], return_discount, min_reward)
         for t in range(len(ret)):
             replay.add({**{k: v[t] for k, v in episode.items()}, "return_to_go": ret[t]})
     return replay
@@ -389,7 +392,13 @@ class OfflineTrainer:
         t = self.cfg.train
         log.info("loading %d steps of %s into memory", dataset.num_steps, dataset.folder)
         discount = self.cfg.offline.bc_return_discount if self.cfg.offline.bc_return_temp > 0 else None
-        self.replay = dataset_replay(dataset, t.replay_chunk, t.seed + agent.counters["offline_updates"], discount)
+        self.replay = dataset_replay(
+            dataset,
+            t.replay_chunk,
+            t.seed + agent.counters["offline_updates"],
+            discount,
+            self.cfg.offline.bc_return_min_reward,
+        )
         self.rng = np.random.default_rng(t.seed + 7919 * (agent.counters["offline_updates"] + 1))
         self.name = dataset.env_id
 
