@@ -62,6 +62,12 @@ def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
     return ROOT / "runs" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
 
 
+def policy_dir(key: str, kind: str, tag: str, seed: int) -> Path:
+    """Where a raw-observation BC job saves its policy: ``policies/<obs>_<episodes>_<frac>_<kind>[_<tag>]_s<seed>``."""
+    suffix = f"_{tag}" if tag else ""
+    return ROOT / "policies" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
+
+
 def prepare_data(
     obs: str, episodes: int, fracs: list[float], time_limit: int, policy: str = "scripted", idm_steps: int = 0
 ) -> dict[str, Any]:
@@ -128,6 +134,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "return_min_reward": job.get("bc_return_min_reward", 0.0),
         }
         out["fit"] = policy.fit(data, steps=job["bc_steps"], **(weighting if kind == "bc_rw" else {}))
+        policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
         out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:
         logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
