@@ -81,6 +81,8 @@ def play(job: dict[str, Any]) -> dict[str, Any]:
         from reverie import Dreamer
 
         agent = Dreamer.load(job["run"])
+        if agent.counters["offline_updates"] < agent.config.offline.steps:
+            raise ValueError(f"{job['run']} has not finished its fit: wait for offline_crafter.py")
         own = agent.config.env
         if (own.id, own.time_limit, own.action_repeat) != (env_cfg.id, env_cfg.time_limit, env_cfg.action_repeat):
             raise ValueError(f"{job['run']} was trained on {own}, not on the evaluation's {env_cfg}")
@@ -183,6 +185,12 @@ def main() -> None:
         for method in args.methods:
             kind = AGENT_METHODS[method][0] if method in AGENT_METHODS else method
             row = finished.get((args.key, kind, seed))
+            if (
+                row is None
+                and method in AGENT_METHODS
+                and (run_dir(args.key, kind, args.tag, seed) / "checkpoint").exists()
+            ):
+                row = finished.get((args.key, "bc", seed))  # a fitted agent still being evaluated: bc's settings
             if row is None or (seed, method) in done:
                 continue
             job = {
