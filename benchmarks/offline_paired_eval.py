@@ -15,7 +15,7 @@ For each seed and method it reports the Crafter score and return; for each metho
 difference with a 90% bootstrap interval (the worlds resampled, the same draw for both methods: the
 difference's uncertainty from the worlds and the sampled actions, not from training). Every (seed, method)
 job runs in its own process; finished jobs are kept in ``runs/offline_crafter/paired_<tag>.jsonl`` (a rerun
-continues) and the summary goes to ``benchmarks/results/offline_paired_<tag>.json``.
+continues) and the summary goes to ``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json``.
 
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
