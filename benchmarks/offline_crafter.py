@@ -96,6 +96,17 @@ def prepare_data(
     return times
 
 
+def bc_weighting(job: dict[str, Any]) -> dict[str, float]:
+    """``BCPolicy.fit``'s return-weighting arguments of a raw BC job (none for plain ``bc``)."""
+    if job["kind"] != "bc_rw":
+        return {}
+    return {
+        "return_temp": job["bc_return_temp"],
+        "return_discount": job["bc_return_discount"],
+        "return_min_reward": job.get("bc_return_min_reward", 0.0),
+    }
+
+
 def _eval_summary(metrics: dict[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "score": metrics.get("eval/score"),
@@ -128,12 +139,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {**job}
     if kind in ("bc", "bc_rw"):
         policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
-        weighting = {
-            "return_temp": job["bc_return_temp"],
-            "return_discount": job["bc_return_discount"],
-            "return_min_reward": job.get("bc_return_min_reward", 0.0),
-        }
-        out["fit"] = policy.fit(data, steps=job["bc_steps"], **(weighting if kind == "bc_rw" else {}))
+        out["fit"] = policy.fit(data, steps=job["bc_steps"], **bc_weighting(job))
         policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
         out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     else:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from offline_crafter import ENV_IDS, RESULTS, ROOT, dataset_path, policy_dir, run_dir
+from offline_crafter import ENV_IDS, RESULTS, ROOT, bc_weighting, dataset_path, policy_dir, run_dir
 
 AGENT_METHODS = {
     "wm_bc_head": ("wm", "bc"),
@@ -117,12 +117,7 @@ def _bc_policy(job: dict[str, Any]) -> Any:
         return BCPolicy.load(folder)
     data = Dataset(dataset_path(row["obs"], row["episodes"], row["frac"], row.get("policy", "scripted")))
     policy = BCPolicy(data.obs_space, data.act_space["action"], layers=row.get("bc_layers", 2), seed=row["seed"])
-    weighting = {
-        "return_temp": row["bc_return_temp"],
-        "return_discount": row["bc_return_discount"],
-        "return_min_reward": row.get("bc_return_min_reward", 0.0),
-    }
-    fit = policy.fit(data, steps=row["bc_steps"], **(weighting if row["kind"] == "bc_rw" else {}))
+    fit = policy.fit(data, steps=row["bc_steps"], **bc_weighting(row))
     if abs(fit["bc/loss"] - row["fit"]["bc/loss"]) > 1e-3:  # the seeded fit should repeat the job's
         print(f"warning: refitted {row['kind']} seed {row['seed']}: loss {fit['bc/loss']} vs {row['fit']['bc/loss']}")
     policy.save(folder)
