@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -75,17 +76,26 @@ def prepare_data(
     inverse-dynamics-labelled copies; returns seconds spent (``record_s``) and the labelling reports (``idm``)."""
     from reverie.data import Dataset, record, rewrite
 
+    def unfinished(folder: Path) -> bool:
+        """True where ``folder`` holds no finished dataset; what an interrupted run left there is removed."""
+        if (folder / "dataset.json").exists():
+            return False
+        if folder.exists():
+            print(f"{folder} holds an unfinished dataset (an interrupted run): writing it again", flush=True)
+            shutil.rmtree(folder)
+        return True
+
     times: dict[str, Any] = {}
     full = dataset_path(obs, episodes, 1.0, policy)
-    if not (full / "dataset.json").exists():
+    if unfinished(full):
         start = time.time()
         record(ENV_IDS[obs], policy, episodes, full, seed=0, time_limit=time_limit)
         times["record_s"] = time.time() - start
     for frac in fracs:
         path = dataset_path(obs, episodes, frac, policy)
-        if frac < 1.0 and not (path / "dataset.json").exists():
+        if frac < 1.0 and unfinished(path):
             rewrite(full, path, action_frac=frac, seed=0)
-        if frac < 1.0 and idm_steps and not (relabelled(path) / "dataset.json").exists():
+        if frac < 1.0 and idm_steps and unfinished(relabelled(path)):
             from reverie.baselines import InverseDynamics
 
             start = time.time()
