@@ -15,7 +15,9 @@ For each seed and method it reports the Crafter score and return; for each metho
 difference with a 90% bootstrap interval (the worlds resampled, the same draw for both methods: the
 difference's uncertainty from the worlds and the sampled actions, not from training). Every (seed, method)
 job runs in its own process; finished jobs are kept in ``runs/offline_crafter/paired_<tag>.jsonl`` (a rerun
-continues) and the summary goes to ``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json``.
+continues) and the summary goes to
+``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json`` (with ``_e<episodes>_w<world seed>``
+appended where those differ from the defaults).
 
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
@@ -219,7 +221,9 @@ def main() -> None:
     summary = summarise([r for r in rows if r["world_seed"] == args.world_seed])
     summary["settings"] = {"tag": args.tag, "key": args.key, "episodes": args.episodes, "world_seed": args.world_seed}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"offline_paired{suffix}_{args.key.replace('/', '_')}.json"
+    default = args.episodes == 300 and args.world_seed == 500_000  # other runs must not overwrite its summary
+    extra = "" if default else f"_e{args.episodes}_w{args.world_seed}"
+    name = f"offline_paired{suffix}_{args.key.replace('/', '_')}{extra}.json"
     write_text(RESULTS / name, json.dumps(summary, indent=1))
     for seed, entry in summary["seeds"].items():
         cells = []
