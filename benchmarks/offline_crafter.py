@@ -26,6 +26,9 @@ Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
     python benchmarks/offline_crafter.py --obs symbolic --episodes 50 200 --fracs 1.0 --seeds 0
     python benchmarks/offline_crafter.py --obs symbolic --fracs 1.0 --kinds wm --tag preset \
         --preset offline_crafter_symbolic --eval-episodes 50        # the symbolic agents' settings
+    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds wm bc bc_rw --tag weighted \
+        --preset offline_crafter_pixels offline_crafter_weighted --bc-return-temp 1 --bc-return-discount 0.97 \
+        --bc-return-min-reward 0.5 --eval-episodes 100              # pixels, BC weighted by the achievements
 """
 
 from __future__ import annotations
@@ -272,7 +275,8 @@ def main() -> None:
         "--preset",
         nargs="*",
         default=[],
-        help="named presets after the observation kind's (offline_crafter_symbolic: the symbolic agents' settings)",
+        help="named presets after the observation kind's (offline_crafter_symbolic, offline_crafter_pixels: the agents'"
+        " settings; offline_crafter_weighted after either: BC weighted by the achievements' return)",
     )
     parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
     parser.add_argument(

@@ -962,3 +962,24 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds:
     agent.fit(rule_ds, steps=8)
     rows = [r for r in read_jsonl(tmp_path / "fit_min" / "metrics.jsonl") if "offline/bc/weight_max" in r]
     assert len(rows) >= 3 and all(r["offline/bc/weight_max"] == pytest.approx(1.0) for r in rows)
+
+
+def test_crafter_presets_hold_the_benchmark_settings() -> None:
+    """The pixel and weighting presets are the ``--set`` lists the offline Crafter benchmark's agents ran with
+    (docs/offline_results.md), and the weighting, applied last, turns the symbolic preset's support rule off."""
+    weighting = [
+        "ac.prior_support=0.0",
+        "offline.bc_return_temp=1.0",
+        "offline.bc_return_discount=0.97",
+        "offline.bc_return_min_reward=0.5",
+    ]
+    pixels = "model.units=256 ac.units=256 model.hidden=256 model.classes=16 optim.lr=1e-3 train.batch_length=32"
+    pixels += " ac.prior_kl=1.0 offline.pessimism=cut offline.rl_frac=0.09375 offline.bc_frac=0.625 ac.obs_input=true"
+    pixels += " ac.feat_input=false offline.data_prior_kl=1.0 offline.imag_starts=64 offline.steps=4800"
+    by_hand = make_config(["offline", "cpu_cnn"], [*pixels.split(), *weighting])
+    assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels", "offline_crafter_weighted"]) == by_hand
+    assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels"]) != by_hand  # the weighting is its own
+    symbolic = make_config(["offline", "offline_crafter_symbolic"])
+    assert symbolic.ac.prior_support == 0.1 and symbolic.offline.bc_return_temp == 0.0
+    weighted = make_config(["offline", "offline_crafter_symbolic", "offline_crafter_weighted"])
+    assert weighted == make_config(["offline", "offline_crafter_symbolic"], weighting)
