@@ -221,7 +221,8 @@ def main() -> None:
     summary = summarise([r for r in rows if r["world_seed"] == args.world_seed])
     summary["settings"] = {"tag": args.tag, "key": args.key, "episodes": args.episodes, "world_seed": args.world_seed}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    default = args.episodes == 300 and args.world_seed == 500_000  # other runs must not overwrite its summary
+    defaults = (parser.get_default("episodes"), parser.get_default("world_seed"))
+    default = (args.episodes, args.world_seed) == defaults  # other runs must not overwrite its summary
     extra = "" if default else f"_e{args.episodes}_w{args.world_seed}"
     name = f"offline_paired{suffix}_{args.key.replace('/', '_')}{extra}.json"
     write_text(RESULTS / name, json.dumps(summary, indent=1))
