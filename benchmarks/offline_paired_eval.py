@@ -19,6 +19,11 @@ continues) and the summary goes to
 ``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json`` (with ``_e<episodes>_w<world seed>``
 appended where those differ from the defaults).
 
+With ``--rerun TAG`` the agent methods are the agents ``offline_rl_phase.py --tag TAG`` re-ran from that
+setting's runs (``<run>_rl_<TAG>``); their rows go to ``paired_<tag>_rl_<TAG>.jsonl`` and the summary to
+``offline_paired_<tag>_rl_<TAG>_...json``, while ``bc`` and ``bc_rw`` are shared with the setting's own file (the
+same policies on the same worlds).
+
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
 """
@@ -166,6 +171,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=300, help="worlds per evaluation (one episode each)")
     parser.add_argument("--world-seed", type=int, default=500_000, help="env i is seeded world_seed + i")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rerun", default="", help="evaluate the agents offline_rl_phase.py --tag RERUN re-ran")
     args = parser.parse_args()
 
     suffix = f"_{args.tag}"
@@ -174,21 +180,42 @@ def main() -> None:
         parser.error(f"no finished jobs at {source}: run offline_crafter.py --tag {args.tag} first")
     finished = {(r["key"], r["kind"], r["seed"]): r for r in map(json.loads, source.read_text().splitlines())}
     out_file = ROOT / f"paired{suffix}.jsonl"
-    rows = [json.loads(line) for line in out_file.read_text().splitlines()] if out_file.exists() else []
-    rows = [r for r in rows if r["key"] == args.key and r["episodes"] == args.episodes]
+    agent_file = ROOT / f"paired{suffix}_rl_{args.rerun}.jsonl" if args.rerun else out_file
+    if args.rerun:
+        suffix += f"_rl_{args.rerun}"
+
+    def read_rows(path: Path, agents: bool) -> list[dict[str, Any]]:
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [
+            r
+            for r in rows
+            if r["key"] == args.key and r["episodes"] == args.episodes and agents == (r["method"] in AGENT_METHODS)
+        ]
+
+    rows = read_rows(out_file, False) + read_rows(agent_file, True)
+    rerun_done: set[int] = set()  # seeds whose re-run finished (offline_rl_phase.py writes them at the end)
+    if args.rerun:
+        rerun_file = RESULTS / f"offline_rl_phase_{args.rerun}.json"
+        reruns = json.loads(rerun_file.read_text()) if rerun_file.exists() else {}
+        rerun = reruns.get(args.key, {})
+        rerun_done = {int(seed) for seed in rerun.get("seeds", {})}
+        if rerun.get("no_rl"):  # its actor is still the source's: only the re-trained heads
+            args.methods = [m for m in args.methods if AGENT_METHODS.get(m, ("", "bc"))[1] == "bc"]
     done = {(r["seed"], r["method"]) for r in rows if r["world_seed"] == args.world_seed}
     jobs = []
     for seed in args.seeds:
         for method in args.methods:
             kind = AGENT_METHODS[method][0] if method in AGENT_METHODS else method
             row = finished.get((args.key, kind, seed))
-            if (
-                row is None
-                and method in AGENT_METHODS
-                and (run_dir(args.key, kind, args.tag, seed) / "checkpoint").exists()
-            ):
+            agent_dir = run_dir(args.key, kind, args.tag, seed)
+            if args.rerun:
+                agent_dir = agent_dir.with_name(f"{agent_dir.name}_rl_{args.rerun}")
+            if row is None and method in AGENT_METHODS and (agent_dir / "checkpoint").exists():
                 row = finished.get((args.key, "bc", seed))  # a fitted agent still being evaluated: bc's settings
             if row is None or (seed, method) in done:
+                continue
+            if args.rerun and method in AGENT_METHODS and seed not in rerun_done:
+                print(f"seed {seed}: no finished offline_rl_phase.py --tag {args.rerun} run, {method} skipped")
                 continue
             job = {
                 "key": args.key,
@@ -200,7 +227,7 @@ def main() -> None:
                 "time_limit": row["time_limit"],
             }
             if method in AGENT_METHODS:
-                job["run"] = str(run_dir(args.key, kind, args.tag, seed))
+                job["run"] = str(agent_dir)
             else:
                 job |= {"row": row, "policy": str(policy_dir(args.key, kind, args.tag, seed))}
             jobs.append(job)
@@ -209,7 +236,7 @@ def main() -> None:
         for future in as_completed([pool.submit(play, job) for job in jobs]):
             row = future.result()
             rows.append(row)
-            with out_file.open("a") as f:
+            with (agent_file if row["method"] in AGENT_METHODS else out_file).open("a") as f:
                 f.write(json.dumps({k: v for k, v in row.items() if k != "row"}) + "\n")
             print(
                 f"seed {row['seed']} {row['method']}: {score(np.array(row['unlocked'], float)):.2f} "

@@ -7,7 +7,10 @@ prior reset to it; the critic and the return normaliser keep what the first RL p
 ``--set`` overrides, and evaluates the new actor in the real game as ``offline_crafter.py`` does.
 With ``--bc-steps N`` the rerun rewinds to the end of the model phase instead: the BC head first trains
 ``N`` more updates alone on the frozen model (``offline.bc_frac``), then RL runs as many updates as before;
-the BC head is evaluated too.
+the BC head is evaluated too. ``--bc-reset`` also starts that head from fresh weights (and fresh optimiser
+moments): for a head that reads observations alone (``ac.feat_input=false``), whose updates never touch the
+model, that re-trains it as a new run would with the ``--set`` head settings, on the same world model.
+``--no-rl`` stops after the head (evaluated alone); the same command without it goes on with RL from there.
 
     python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
 
@@ -37,6 +40,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from reverie import Dreamer
     from reverie.config import set_key
     from reverie.data import Dataset
+    from reverie.learner import Learner
     from reverie.logger import read_jsonl
 
     src = Path(job["source"])
@@ -53,19 +57,30 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     restart = rl_start
     if job.get("bc_steps"):  # model phase | BC alone for bc_steps | RL for as many updates as the source
         restart = int(round(total * (1.0 - cfg.offline.rl_frac - cfg.offline.bc_frac)))
-        rl_steps, total = total - rl_start, restart + job["bc_steps"] + total - rl_start
+        rl_steps = 0 if job.get("no_rl") else total - rl_start
+        total = restart + job["bc_steps"] + rl_steps
         set_key(cfg, "offline.rl_frac", str(rl_steps / total))
         set_key(cfg, "offline.bc_frac", str(job["bc_steps"] / total))
     agent = Dreamer.load(src, config=cfg)
     if not (logdir / "checkpoint").exists():  # otherwise: resume the rerun where it stopped
         agent.counters.update(offline_updates=restart, updates=restart, rl_started=0)
-    else:
-        agent = Dreamer.load(logdir)
+        if job.get("bc_reset"):
+            torch.manual_seed(cfg.train.seed)
+            learner = agent.learner
+            fresh = Learner(cfg, learner.obs_space, learner.act_space).bc.state_dict()
+            for param in learner.bc.parameters():
+                learner.opt.state.pop(param, None)
+            learner.bc.load_state_dict(fresh)
+            if learner.bc_avg is not None:
+                learner.bc_avg.load_state_dict(fresh)
+    else:  # the phases' shares follow this job (a --no-rl rerun goes on with RL when run again without it)
+        agent = Dreamer.load(logdir, config=cfg)
     agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
     out = {**job, "wall_s": 0.0}
-    out["wm_bc_rl"] = _eval_summary(
-        agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
-    )
+    if not job.get("no_rl"):
+        out["wm_bc_rl"] = _eval_summary(
+            agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
+        )
     if job.get("bc_steps"):
         head = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="bc", promise_every=25)
         out["wm_bc_head"] = _eval_summary(head)
@@ -90,9 +105,17 @@ def main() -> None:
     parser.add_argument(
         "--bc-steps", type=int, default=0, help="first train the BC head alone this many updates (offline.bc_frac)"
     )
+    parser.add_argument(
+        "--bc-reset", action="store_true", help="with --bc-steps: the head starts from fresh weights (see above)"
+    )
+    parser.add_argument(
+        "--no-rl", action="store_true", help="with --bc-steps: stop after the head (run again without it to go on)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
+    if (args.bc_reset or args.no_rl) and not args.bc_steps:
+        parser.error("--bc-reset and --no-rl re-train the head: give its updates with --bc-steps")
 
     jobs = []
     for seed in args.seeds:
@@ -110,6 +133,8 @@ def main() -> None:
                 "extra": args.set,
                 "eval_episodes": args.eval_episodes,
                 "bc_steps": args.bc_steps,
+                "bc_reset": args.bc_reset,
+                "no_rl": args.no_rl,
                 "policy": args.policy,
             }
         )
@@ -124,6 +149,8 @@ def main() -> None:
         "source_tag": args.source_tag,
         "overrides": args.set,
         "bc_steps": args.bc_steps,
+        "bc_reset": args.bc_reset,
+        "no_rl": args.no_rl,
         "seeds": {},
     }
     for row in rows:
@@ -135,8 +162,9 @@ def main() -> None:
                 entry[f"source_{method}_score"] = before[method]["score"][seeds.index(seed)]
         out["seeds"][str(seed)] = entry
         head = f", BC head {entry['wm_bc_head']['score']:.2f}" if "wm_bc_head" in entry else ""
+        actor = f"{entry['wm_bc_rl']['score']:.2f}" if "wm_bc_rl" in entry else "no RL"
         source = f"source BC head {entry.get('source_wm_bc_head_score')}, RL {entry.get('source_wm_bc_rl_score')}"
-        print(f"seed {seed}: {entry['wm_bc_rl']['score']:.2f}{head} ({source})")
+        print(f"seed {seed}: {actor}{head} ({source})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"offline_rl_phase_{args.tag}.json"
     table = json.loads(path.read_text()) if path.exists() else {}

@@ -770,6 +770,61 @@ def test_bc_phase_trains_only_the_head_between_model_and_rl(rule_ds: Dataset, tm
     assert calls == ["model_update"] * 6 + ["bc_update"] * 3 + ["imagination_update"] * 3
 
 
+def test_bc_head_moving_average_plays_and_starts_rl(rule_ds: Dataset, tmp_path: Path) -> None:
+    for bad, key in (("offline.bc_ema=1", "bc_ema"), ("offline.bc_shift=-1", "bc_shift")):
+        with pytest.raises(ConfigError, match=key):
+            offline_config(tmp_path / "bad", bad)
+    cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_ema=0.75", "optim.warmup=0")
+    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    assert learner.bc_avg is not None and learner.actor("bc") is learner.bc_avg
+    assert Learner(offline_config(tmp_path / "off"), {"vector": OBS_SPACE["vector"]}, DISCRETE).bc_avg is None
+    batch_np = windows(rule_ds, 8)
+    for update in (offline.model_update, offline.bc_update):  # both phases that train the head move the average
+        avg = state_of(learner.bc_avg)
+        update(learner, batch_np)
+        head = state_of(learner.bc)
+        assert not same(head, avg)
+        for k, v in state_of(learner.bc_avg).items():
+            torch.testing.assert_close(v, 0.75 * avg[k] + 0.25 * head[k])
+    offline.start_rl(learner)  # RL starts from the average, which is also its prior
+    assert same(state_of(learner.ac.actor), state_of(learner.bc_avg))
+    assert same(state_of(learner.bc_prior), state_of(learner.bc_avg))
+
+    # A checkpoint saved without the average starts it at its BC head.
+    agent = Dreamer(offline_config(tmp_path / "plain", "model.ensemble=0"))
+    agent.fit(rule_ds, steps=4)
+    agent.save(tmp_path / "plain" / "checkpoint")
+    loaded = Dreamer.load(
+        tmp_path / "plain", config=offline_config(tmp_path / "plain", "model.ensemble=0", "offline.bc_ema=0.9")
+    )
+    assert loaded.learner.bc_avg is not None
+    assert same(state_of(loaded.learner.bc_avg), state_of(agent.learner.bc))
+
+
+def test_bc_shift_moves_only_the_images_the_policy_reads(rule_ds: Dataset, tmp_path: Path) -> None:
+    seen: list[tuple[tuple[int, ...], int]] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline, "random_shift", lambda images, pad: seen.append((tuple(images.shape), pad)) or images + 1)
+        cfg = offline_config(tmp_path / "vec", "ac.obs_input=true", "offline.bc_shift=2")
+        learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+        offline.bc_update(learner, windows(rule_ds, 8))
+        assert seen == []  # a vector is not moved
+        space = {"image": Space(np.uint8, (16, 16, 3), 0, 255)}
+        cfg = offline_config(tmp_path / "img", "ac.obs_input=true", "model.ensemble=0")
+        learner = Learner(cfg, space, DISCRETE)
+        batch = {
+            "image": torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8),
+            "action": torch.nn.functional.one_hot(torch.randint(0, 2, (2, 5)), 2).float(),
+            "is_first": torch.zeros(2, 5),
+        }
+        feat = torch.zeros(2, 5, learner.wm.rssm.feat_dim)
+        plain, _ = offline.bc_loss(learner.bc, feat, batch)
+        assert seen == []
+        moved, _ = offline.bc_loss(learner.bc, feat, batch, shift=2)
+        assert seen == [((2, 4, 16, 16, 3), 2)]  # the policy's view of the steps it is scored on
+        assert not torch.allclose(plain, moved)
+
+
 def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds: Dataset, tmp_path: Path) -> None:
     cfg = ActorCriticConfig(unimix=0.0)
     prior = Policy(torch.log(torch.tensor([[0.5, 0.3, 0.04, 0.16]])), True, cfg)

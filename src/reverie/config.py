@@ -261,6 +261,10 @@ class OfflineConfig:
     """``bc_return_temp``: the largest weight of one step (the loss is the weighted mean)."""
     bc_return_min_reward: float = 0.0
     """``bc_return_temp``: rewards smaller in magnitude count as 0 in that return (Crafter: 0.5 keeps achievements)."""
+    bc_ema: float = 0.0
+    """Decay of a moving average of the BC head's weights (0: off); RL starts from it and ``head="bc"`` plays it."""
+    bc_shift: int = 0
+    """Random-shift augmentation: images the BC head learns from move by up to this many pixels (0: off)."""
     label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
     """Unlabelled steps: a learned no-action input, or actions inferred by an inverse-dynamics model."""
     imag_starts: int = 256
@@ -488,6 +492,8 @@ def validate(cfg: Config) -> None:
         (cfg.offline.bc_return_temp >= 0, "offline.bc_return_temp must be >= 0 (0 turns it off)"),
         (0 <= cfg.offline.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
         (cfg.offline.bc_weight_max >= 1, "offline.bc_weight_max must be >= 1"),
+        (0 <= cfg.offline.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
+        (cfg.offline.bc_shift >= 0, "offline.bc_shift must be >= 0 pixels (0 turns the augmentation off)"),
         (cfg.offline.bc_return_min_reward >= 0, "offline.bc_return_min_reward must be >= 0 (0: every reward counts)"),
         (
             cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,

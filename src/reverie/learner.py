@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim, within_
 from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
 from reverie.functional import symexp
-from reverie.nets import MLP
+from reverie.nets import MLP, soft_update
 from reverie.optim import make_optimizer
 from reverie.rssm import State
 from reverie.symbolic import change_features
@@ -74,6 +75,10 @@ class Learner(nn.Module):
         offline on labelled steps)."""
         self.bc_prior = copy.deepcopy(self.bc).requires_grad_(False)
         """Frozen copy of ``bc`` taken when imagination RL starts: the prior the actor is kept near."""
+        self.bc_avg: Actor | None = None
+        """Moving average of ``bc``'s weights (``offline.bc_ema``): the head that plays and that RL starts from."""
+        if cfg.offline.bc_ema > 0:
+            self.bc_avg = copy.deepcopy(self.bc).requires_grad_(False)
         self.idm: MLP | None = None
         """Inverse dynamics (embeddings of steps t, t+1 -> action), with ``offline.label_mode=inverse_dynamics``."""
         if cfg.offline.label_mode == "inverse_dynamics":
@@ -164,7 +169,20 @@ class Learner(nn.Module):
         """The RL actor, or the behaviour-cloning head."""
         if head not in ("actor", "bc"):
             raise ValueError(f"Unknown policy head '{head}': use 'actor' (RL) or 'bc' (behaviour cloning).")
-        return self.ac.actor if head == "actor" else self.bc
+        if head == "actor":
+            return self.ac.actor
+        return self.bc if self.bc_avg is None else self.bc_avg
+
+    def update_bc_avg(self) -> None:
+        """After an update of the BC head: move its moving average (``offline.bc_ema``) towards it."""
+        if self.bc_avg is not None:
+            soft_update(self.bc_avg, self.bc, 1.0 - self.cfg.offline.bc_ema)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """As ``nn.Module``'s; a checkpoint saved without ``offline.bc_ema`` starts the average at its BC head."""
+        if self.bc_avg is not None and not any(k.startswith("bc_avg.") for k in state_dict):
+            state_dict = {**state_dict, **{f"bc_avg.{k[3:]}": v for k, v in state_dict.items() if k.startswith("bc.")}}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def filter(self, obs: dict[str, Any], state: PolicyState | None) -> State:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from reverie.actor_critic import Actor
-from reverie.functional import masked_mean, return_to_go, rwr_weights, twohot_decode
+from reverie.functional import masked_mean, random_shift, return_to_go, rwr_weights, twohot_decode
 from reverie.learner import Head, Learner
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
@@ -42,14 +42,15 @@ log = logging.getLogger("reverie.offline")
 
 
 def bc_loss(
-    actor: Actor, feat: Tensor, batch: dict[str, Tensor], weight: Tensor | None = None
+    actor: Actor, feat: Tensor, batch: dict[str, Tensor], weight: Tensor | None = None, shift: int = 0
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Negative log-likelihood of the recorded action taken at each step, over labelled transitions.
 
     ``action[t + 1]`` is the action taken at step ``t`` (it led to step ``t + 1``), so the policy at
     ``feat[:, t]`` is scored on it wherever ``t + 1`` continues the episode and carries a label.
     ``weight`` (B, T - 1), if given, weights each step's term (:func:`return_weights`); the loss is the
-    weighted mean over labelled steps.
+    weighted mean over labelled steps. ``shift`` > 0 moves each image the policy reads by up to that many
+    pixels (:func:`reverie.functional.random_shift`).
     """
     mask = 1.0 - batch["is_first"][:, 1:].float()
     if "action_mask" in batch:
@@ -57,6 +58,8 @@ def bc_loss(
     if "bc_mask" in batch:  # rows of the agent's own play are not demonstrations
         mask = mask * batch["bc_mask"][:, 1:].float()
     obs = {k: batch[k][:, :-1] for k in actor.obs_keys} or None  # a policy's own view (``ac.obs_input``)
+    if obs is not None and shift > 0 and actor.encoder is not None:
+        obs = {k: random_shift(v, shift) if k in actor.encoder.images else v for k, v in obs.items()}
     policy = actor(feat[:, :-1], obs)
     target = batch["action"][:, 1:]
     weighted = mask if weight is None else mask * weight
@@ -115,11 +118,12 @@ def model_update(learner: Learner, batch_np: dict[str, np.ndarray], bc_scale: fl
         feat = wm.rssm.feat(states)
         weight, weight_metrics = return_weights(learner, batch)
         metrics.update(weight_metrics)
-        bc, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
+        bc, bc_metrics = bc_loss(learner.bc, feat, batch, weight, learner.cfg.offline.bc_shift)
         metrics.update(bc_metrics)
         critic = data_critic_loss(learner, feat.detach(), batch)
     loss = wm_loss + idm_loss + bc_scale * bc + critic
     _step(learner, loss)
+    learner.update_bc_avg()
     metrics["loss/critic_data"] = critic.detach()
     return _floats(metrics)
 
@@ -172,15 +176,17 @@ def bc_update(learner: Learner, batch_np: dict[str, np.ndarray]) -> dict[str, fl
                 feat = batch["is_first"].new_zeros((*batch["is_first"].shape, 0), dtype=torch.float32)
         weight, weight_metrics = return_weights(learner, batch)
         metrics.update(weight_metrics)
-        loss, bc_metrics = bc_loss(learner.bc, feat, batch, weight)
+        loss, bc_metrics = bc_loss(learner.bc, feat, batch, weight, learner.cfg.offline.bc_shift)
         metrics.update(bc_metrics)
     _step(learner, loss, list(learner.bc.parameters()))
+    learner.update_bc_avg()
     return _floats(metrics)
 
 
 def start_rl(learner: Learner) -> None:
-    """Phase 2 begins: the actor starts as the behaviour-cloning head, whose frozen copy becomes the prior."""
-    state = learner.bc.state_dict()
+    """Phase 2 begins: the actor starts as the behaviour-cloning head (its moving average with
+    ``offline.bc_ema``), whose frozen copy becomes the prior."""
+    state = learner.actor("bc").state_dict()
     learner.ac.actor.load_state_dict(state)
     learner.bc_prior.load_state_dict(state)
 
