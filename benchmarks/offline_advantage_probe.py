@@ -96,7 +96,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
                 pictured = learner.decoded_obs(traj["feat"][:, 0], ["vector"], now)["vector"].cpu().numpy()
                 bc_keys = learner.bc.obs_keys
                 seen = learner.to_tensors({k: batch[k] for k in bc_keys}) if bc_keys else None
-                logits = learner.head_policy(learner.bc, feat, seen).logits[0].float()
+                logits = learner.head_policy(learner.actor("bc"), feat, seen).logits[0].float()
                 allowed = logits >= logits.max() + np.log(0.1)  # the ac.prior_support rule at 0.1
             envs = [copy.deepcopy(env) for _ in range(len(acts))]
             got = np.zeros(len(acts))

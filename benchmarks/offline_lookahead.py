@@ -62,7 +62,7 @@ def play(run: Path, beta: float, episodes: int, samples: int, seed: int) -> dict
                 feat = learner.wm.rssm.feat(latent)
                 seen = learner.to_tensors({k: batch[k] for k in learner.bc.obs_keys}) if learner.bc.obs_keys else None
                 with learner.autocast():
-                    logits = learner.head_policy(learner.bc, feat, seen).logits[0].float()
+                    logits = learner.head_policy(learner.actor("bc"), feat, seen).logits[0].float()
                     if math.isfinite(beta):
                         now = {"vector": torch.as_tensor(batch["vector"], dtype=torch.float32)}
                         q = one_step_values(learner, latent, now, samples)[0]  # (17,): what one_step RL learns
