@@ -200,7 +200,7 @@ def main() -> None:
         rerun = reruns.get(args.key, {})
         rerun_done = {int(seed) for seed in rerun.get("seeds", {})}
         if rerun.get("no_rl"):  # its actor is still the source's: only the re-trained heads
-            args.methods = [m for m in args.methods if AGENT_METHODS.get(m, ("", "bc"))[1] == "bc"]
+            args.methods = [m for m in args.methods if m not in AGENT_METHODS or AGENT_METHODS[m][1] == "bc"]
     done = {(r["seed"], r["method"]) for r in rows if r["world_seed"] == args.world_seed}
     jobs = []
     for seed in args.seeds:
