@@ -22,7 +22,8 @@ appended where those differ from the defaults).
 With ``--rerun TAG`` the agent methods are the agents ``offline_rl_phase.py --tag TAG`` re-ran from that
 setting's runs (``<run>_rl_<TAG>``); their rows go to ``paired_<tag>_rl_<TAG>.jsonl`` and the summary to
 ``offline_paired_<tag>_rl_<TAG>_...json``, while ``bc`` and ``bc_rw`` are shared with the setting's own file (the
-same policies on the same worlds).
+same policies on the same worlds). A head-only re-run (``--no-rl``) plays its heads alone, one that went on with
+RL from another re-run (``--more-rl``) its actors alone.
 
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
     python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
@@ -201,6 +202,8 @@ def main() -> None:
         rerun_done = {int(seed) for seed in rerun.get("seeds", {})}
         if rerun.get("no_rl"):  # its actor is still the source's: only the re-trained heads
             args.methods = [m for m in args.methods if m not in AGENT_METHODS or AGENT_METHODS[m][1] == "bc"]
+        elif rerun.get("more_rl"):  # RL went on from another re-run: the head is that one's, only the actors
+            args.methods = [m for m in args.methods if m not in AGENT_METHODS or AGENT_METHODS[m][1] != "bc"]
     done = {(r["seed"], r["method"]) for r in rows if r["world_seed"] == args.world_seed}
     jobs = []
     for seed in args.seeds:

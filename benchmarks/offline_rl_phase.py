@@ -11,6 +11,9 @@ the BC head is evaluated too. ``--bc-reset`` also starts that head from fresh we
 moments): for a head that reads observations alone (``ac.feat_input=false``), whose updates never touch the
 model, that re-trains it as a new run would with the ``--set`` head settings, on the same world model.
 ``--no-rl`` stops after the head (evaluated alone); the same command without it goes on with RL from there.
+``--from-rerun TAG`` starts from an earlier re-run's finished agent (``--tag TAG``) instead of the source run (its
+re-trained head, say); with ``--more-rl N`` that agent's actor, critic and optimiser moments continue for ``N`` more
+RL updates, as if its RL phase had been ``N`` longer.
 
     python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
 
@@ -31,6 +34,29 @@ from typing import Any
 
 from offline_crafter import ENV_IDS, RESULTS, _eval_summary, dataset_path, run_dir
 
+POLICY_HEADS = ("bc.", "bc_avg.", "bc_prior.", "ac.actor.")
+
+
+def _transplant(first: Any, cfg: Any) -> Any:
+    """A new agent with ``cfg``, whose policy heads are shaped otherwise (``ac.cnn_depth``, say): the source's
+    world model, critic and counters, fresh heads and a fresh optimiser (the moments cannot follow reshaped
+    weights; a head re-trained from fresh weights needs nothing else of the source)."""
+    from reverie import Dreamer
+
+    agent = Dreamer(cfg, first.learner.obs_space, first.learner.act_space)
+    ours = agent.learner.state_dict()
+    keep = {
+        k: v
+        for k, v in first.learner.state_dict().items()
+        if not k.startswith(POLICY_HEADS) and k in ours and ours[k].shape == v.shape
+    }
+    missing = [k for k in ours if k not in keep and not k.startswith(POLICY_HEADS)]
+    if missing:
+        raise SystemExit(f"--set changes more than the policy heads ({missing[:3]}...): only heads can be re-trained.")
+    agent.learner.load_state_dict(keep, strict=False)
+    agent.counters.update(first.counters)
+    return agent
+
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -45,6 +71,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     src = Path(job["source"])
     logdir = src.with_name(f"{src.name}_rl_{job['tag']}")
+    if job.get("from_rerun"):
+        src = src.with_name(f"{src.name}_rl_{job['from_rerun']}")
     start = time.time()
     first = Dreamer.load(src)
     cfg = first.config
@@ -53,6 +81,22 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         set_key(cfg, key, value)
     total = first.counters["offline_updates"]
+    if job.get("more_rl"):  # the source's RL phase goes on: nothing rewinds, nothing resets
+        if not first.counters["rl_started"]:
+            raise SystemExit(f"{src} stopped before RL (a --no-rl re-run): nothing to go on from.")
+        rl_updates = total - int(round(total * (1.0 - cfg.offline.rl_frac)))
+        total += job["more_rl"]
+        set_key(cfg, "offline.rl_frac", str((rl_updates + job["more_rl"]) / total))
+        set_key(cfg, "offline.bc_frac", str(min(cfg.offline.bc_frac, 1.0 - cfg.offline.rl_frac)))
+        agent = Dreamer.load(logdir if (logdir / "checkpoint").exists() else src, config=cfg)
+        agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
+        actor = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
+        return {
+            **job,
+            "wm_bc_rl": _eval_summary(actor),
+            "rl_updates": rl_updates + job["more_rl"],
+            "wall_s": time.time() - start,
+        }
     rl_start = int(round(total * (1.0 - cfg.offline.rl_frac)))
     restart = rl_start
     if job.get("bc_steps"):  # model phase | BC alone for bc_steps | RL for as many updates as the source
@@ -61,7 +105,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         total = restart + job["bc_steps"] + rl_steps
         set_key(cfg, "offline.rl_frac", str(rl_steps / total))
         set_key(cfg, "offline.bc_frac", str(job["bc_steps"] / total))
-    agent = Dreamer.load(src, config=cfg)
+    with torch.random.fork_rng(devices=[]):  # only the shapes count here
+        fresh_bc = Learner(cfg, first.learner.obs_space, first.learner.act_space).bc.state_dict()
+    old_bc = first.learner.bc.state_dict()
+    reshaped = fresh_bc.keys() != old_bc.keys() or any(v.shape != old_bc[k].shape for k, v in fresh_bc.items())
+    if reshaped and not job.get("bc_reset"):
+        raise SystemExit("--set reshapes the policy heads: re-train them from fresh weights with --bc-reset.")
+    agent = _transplant(first, cfg) if reshaped else Dreamer.load(src, config=cfg)
     if not (logdir / "checkpoint").exists():  # otherwise: resume the rerun where it stopped
         agent.counters.update(offline_updates=restart, updates=restart, rl_started=0)
         if job.get("bc_reset"):
@@ -111,17 +161,27 @@ def main() -> None:
     parser.add_argument(
         "--no-rl", action="store_true", help="with --bc-steps: stop after the head (run again without it to go on)"
     )
+    parser.add_argument(
+        "--from-rerun", default="", help="start from the agents offline_rl_phase.py --tag FROM_RERUN re-ran"
+    )
+    parser.add_argument(
+        "--more-rl", type=int, default=0, help="with --from-rerun: this many more RL updates on the re-run's actor"
+    )
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--workers", type=int, default=3)
     args = parser.parse_args()
     if (args.bc_reset or args.no_rl) and not args.bc_steps:
         parser.error("--bc-reset and --no-rl re-train the head: give its updates with --bc-steps")
+    if args.more_rl and (not args.from_rerun or args.bc_steps):
+        parser.error("--more-rl goes on with RL from a re-run: give it --from-rerun (and no --bc-steps)")
 
     jobs = []
     for seed in args.seeds:
         src = run_dir(f"{args.obs}/{args.episodes}/{args.frac:g}", "wm", args.source_tag, seed)
         if not (src / "checkpoint").exists():
             raise SystemExit(f"No finished run at {src}: run offline_crafter.py with --tag {args.source_tag} first.")
+        if args.from_rerun and not (src.with_name(f"{src.name}_rl_{args.from_rerun}") / "checkpoint").exists():
+            raise SystemExit(f"No re-run of {src.name} tagged {args.from_rerun}: run offline_rl_phase.py first.")
         jobs.append(
             {
                 "obs": args.obs,
@@ -135,6 +195,8 @@ def main() -> None:
                 "bc_steps": args.bc_steps,
                 "bc_reset": args.bc_reset,
                 "no_rl": args.no_rl,
+                "from_rerun": args.from_rerun,
+                "more_rl": args.more_rl,
                 "policy": args.policy,
             }
         )
@@ -151,11 +213,13 @@ def main() -> None:
         "bc_steps": args.bc_steps,
         "bc_reset": args.bc_reset,
         "no_rl": args.no_rl,
+        "from_rerun": args.from_rerun,
+        "more_rl": args.more_rl,
         "seeds": {},
     }
     for row in rows:
         seed = row["seed"]
-        entry = {k: row[k] for k in ("wm_bc_rl", "wm_bc_head", "bc_accuracy", "wall_s") if k in row}
+        entry = {k: row[k] for k in ("wm_bc_rl", "wm_bc_head", "bc_accuracy", "rl_updates", "wall_s") if k in row}
         for method in ("wm_bc_head", "wm_bc_rl"):
             seeds = before.get(method, {}).get("seeds", [])
             if seed in seeds:

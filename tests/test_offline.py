@@ -825,6 +825,27 @@ def test_bc_shift_moves_only_the_images_the_policy_reads(rule_ds: Dataset, tmp_p
         assert not torch.allclose(plain, moved)
 
 
+def test_policy_heads_image_encoder_follows_ac_cnn_depth(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ac.cnn_depth"):
+        offline_config(tmp_path / "bad", "ac.cnn_depth=-1")
+    space = {"image": Space(np.uint8, (16, 16, 3), 0, 255)}
+
+    def channels(module: torch.nn.Module) -> list[int]:
+        return [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    widths = {}
+    for depth in (0, 8):
+        flags = ("ac.obs_input=true", "ac.feat_input=false", "model.ensemble=0", f"ac.cnn_depth={depth}")
+        cfg = offline_config(tmp_path / f"d{depth}", *flags)
+        learner = Learner(cfg, space, DISCRETE)
+        widths[depth] = [channels(m) for m in (learner.wm.encoder, learner.bc.encoder, learner.ac.actor.encoder)]
+        image = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
+        assert learner.bc(torch.zeros(3, 0), {"image": image}).logits.shape == (3, 2)
+    model = [cfg.model.cnn_depth * m for m in (2, 3, 4, 4)]
+    assert widths[0] == [model, model, model]  # 0: the heads' convolutions are as wide as the model's
+    assert widths[8] == [model, [16, 24, 32, 32], [16, 24, 32, 32]]  # the model's own encoder keeps its width
+
+
 def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds: Dataset, tmp_path: Path) -> None:
     cfg = ActorCriticConfig(unimix=0.0)
     prior = Policy(torch.log(torch.tensor([[0.5, 0.3, 0.04, 0.16]])), True, cfg)

@@ -151,6 +151,8 @@ class ActorCriticConfig:
     """Policy heads also read the observation via their own encoder (the decoded one in imagination)."""
     feat_input: bool = True
     """Policy heads read the model state; false (with obs_input) gives a policy on the observation alone."""
+    cnn_depth: int = 0
+    """Channels of the first conv stage of a policy head's own image encoder (obs_input); 0: model.cnn_depth."""
     units: int = 64
     """Width of actor and critic MLPs."""
     layers: int = 3
@@ -494,6 +496,7 @@ def validate(cfg: Config) -> None:
         (cfg.offline.bc_weight_max >= 1, "offline.bc_weight_max must be >= 1"),
         (0 <= cfg.offline.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
         (cfg.offline.bc_shift >= 0, "offline.bc_shift must be >= 0 pixels (0 turns the augmentation off)"),
+        (cfg.ac.cnn_depth >= 0, "ac.cnn_depth must be >= 0 channels (0: the model's model.cnn_depth)"),
         (cfg.offline.bc_return_min_reward >= 0, "offline.bc_return_min_reward must be >= 0 (0: every reward counts)"),
         (
             cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,

@@ -116,10 +116,12 @@ class Learner(nn.Module):
         """A policy head's own observation encoder (``ac.obs_input``), built like the model's but always with
         the plain vector codec, so that a head on the observation alone reads what raw-observation behaviour
         cloning reads (with the grid codec's convolutions a head played worse in the one comparison made,
-        5.9 after 4,350 updates vs 12.7 after 3,000, see docs/offline_results.md)."""
+        5.9 after 4,350 updates vs 12.7 after 3,000, see docs/offline_results.md); its convolutions are
+        ``ac.cnn_depth`` wide when set."""
         if not self.cfg.ac.obs_input:
             return None
-        return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, vector_codec="mlp"))
+        depth = self.cfg.ac.cnn_depth or self.cfg.model.cnn_depth
+        return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, vector_codec="mlp", cnn_depth=depth))
 
     # ----------------------------------------------------------------- data conversion
     def to_tensors(self, data: dict[str, Any]) -> dict[str, Tensor]:
