@@ -111,8 +111,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     reshaped = fresh_bc.keys() != old_bc.keys() or any(v.shape != old_bc[k].shape for k, v in fresh_bc.items())
     if reshaped and not job.get("bc_reset"):
         raise SystemExit("--set reshapes the policy heads: re-train them from fresh weights with --bc-reset.")
-    agent = _transplant(first, cfg) if reshaped else Dreamer.load(src, config=cfg)
-    if not (logdir / "checkpoint").exists():  # otherwise: resume the rerun where it stopped
+    if (logdir / "checkpoint").exists():  # resume the rerun where it stopped; the phases' shares follow this job
+        agent = Dreamer.load(logdir, config=cfg)  # (a --no-rl rerun goes on with RL when run again without it)
+    else:
+        agent = _transplant(first, cfg) if reshaped else Dreamer.load(src, config=cfg)
         agent.counters.update(offline_updates=restart, updates=restart, rl_started=0)
         if job.get("bc_reset"):
             torch.manual_seed(cfg.train.seed)
@@ -123,8 +125,6 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             learner.bc.load_state_dict(fresh)
             if learner.bc_avg is not None:
                 learner.bc_avg.load_state_dict(fresh)
-    else:  # the phases' shares follow this job (a --no-rl rerun goes on with RL when run again without it)
-        agent = Dreamer.load(logdir, config=cfg)
     agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
     out = {**job, "wall_s": 0.0}
     if not job.get("no_rl"):
