@@ -58,45 +58,15 @@ def _transplant(first: Any, cfg: Any) -> Any:
     return agent
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+def _rewound(first: Any, cfg: Any, job: dict[str, Any], src: Path, logdir: Path, total: int) -> tuple[Any, int]:
+    """The agent to fit and its new update count: the source rewound to the start of RL (or of the BC phase with
+    ``bc_steps``, its head re-trained from fresh weights with ``bc_reset``), or the rerun resumed from ``logdir``."""
     import torch
 
-    torch.set_num_threads(1)
     from reverie import Dreamer
     from reverie.config import set_key
-    from reverie.data import Dataset
     from reverie.learner import Learner
-    from reverie.logger import read_jsonl
 
-    src = Path(job["source"])
-    logdir = src.with_name(f"{src.name}_rl_{job['tag']}")
-    if job.get("from_rerun"):
-        src = src.with_name(f"{src.name}_rl_{job['from_rerun']}")
-    start = time.time()
-    first = Dreamer.load(src)
-    cfg = first.config
-    set_key(cfg, "run.logdir", str(logdir))
-    for item in job["extra"]:
-        key, value = item.split("=", 1)
-        set_key(cfg, key, value)
-    total = first.counters["offline_updates"]
-    if job.get("more_rl"):  # the source's RL phase goes on: nothing rewinds, nothing resets
-        if not first.counters["rl_started"]:
-            raise SystemExit(f"{src} stopped before RL (a --no-rl re-run): nothing to go on from.")
-        rl_updates = total - int(round(total * (1.0 - cfg.offline.rl_frac)))
-        total += job["more_rl"]
-        set_key(cfg, "offline.rl_frac", str((rl_updates + job["more_rl"]) / total))
-        set_key(cfg, "offline.bc_frac", str(min(cfg.offline.bc_frac, 1.0 - cfg.offline.rl_frac)))
-        agent = Dreamer.load(logdir if (logdir / "checkpoint").exists() else src, config=cfg)
-        agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
-        actor = agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
-        return {
-            **job,
-            "wm_bc_rl": _eval_summary(actor),
-            "rl_updates": rl_updates + job["more_rl"],
-            "wall_s": time.time() - start,
-        }
     rl_start = int(round(total * (1.0 - cfg.offline.rl_frac)))
     restart = rl_start
     if job.get("bc_steps"):  # model phase | BC alone for bc_steps | RL for as many updates as the source
@@ -125,8 +95,44 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             learner.bc.load_state_dict(fresh)
             if learner.bc_avg is not None:
                 learner.bc_avg.load_state_dict(fresh)
+    return agent, total
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import torch
+
+    torch.set_num_threads(1)
+    from reverie import Dreamer
+    from reverie.config import set_key
+    from reverie.data import Dataset
+    from reverie.logger import read_jsonl
+
+    src = Path(job["source"])
+    logdir = src.with_name(f"{src.name}_rl_{job['tag']}")
+    if job.get("from_rerun"):
+        src = src.with_name(f"{src.name}_rl_{job['from_rerun']}")
+    start = time.time()
+    first = Dreamer.load(src)
+    cfg = first.config
+    set_key(cfg, "run.logdir", str(logdir))
+    for item in job["extra"]:
+        key, value = item.split("=", 1)
+        set_key(cfg, key, value)
+    total = first.counters["offline_updates"]
+    out: dict[str, Any] = {**job}
+    if job.get("more_rl"):  # the source's RL phase goes on: nothing rewinds, nothing resets
+        if not first.counters["rl_started"]:
+            raise SystemExit(f"{src} stopped before RL (a --no-rl re-run): nothing to go on from.")
+        rl_updates = total - int(round(total * (1.0 - cfg.offline.rl_frac)))
+        total += job["more_rl"]
+        out["rl_updates"] = rl_updates + job["more_rl"]
+        set_key(cfg, "offline.rl_frac", str(out["rl_updates"] / total))
+        set_key(cfg, "offline.bc_frac", str(min(cfg.offline.bc_frac, 1.0 - cfg.offline.rl_frac)))
+        agent = Dreamer.load(logdir if (logdir / "checkpoint").exists() else src, config=cfg)
+    else:
+        agent, total = _rewound(first, cfg, job, src, logdir, total)
     agent.fit(Dataset(dataset_path(job["obs"], job["episodes"], job["frac"], job["policy"])), steps=total)
-    out = {**job, "wall_s": 0.0}
     if not job.get("no_rl"):
         out["wm_bc_rl"] = _eval_summary(
             agent.evaluate(episodes=job["eval_episodes"], deterministic=False, head="actor", promise_every=25)
