@@ -29,6 +29,8 @@ Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
     python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds wm bc bc_rw --tag weighted \
         --preset offline_crafter_pixels offline_crafter_weighted --bc-return-temp 1 --bc-return-discount 0.97 \
         --bc-return-min-reward 0.5 --eval-episodes 100              # pixels, BC weighted by the achievements
+    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds bc bc_rw --tag new --bc-from weighted \
+        --bc-return-min-reward 0.5 --eval-episodes 100              # the same baselines under a new tag, not refitted
 """
 
 from __future__ import annotations
@@ -188,6 +190,47 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+BC_SETTINGS = (
+    "bc_steps",
+    "bc_layers",
+    "bc_return_temp",
+    "bc_return_discount",
+    "bc_return_min_reward",
+    "time_limit",
+    "eval_episodes",
+    "policy",
+)
+
+
+def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split ``jobs`` into those still to run and the finished rows of ``bc`` / ``bc_rw`` jobs that the tag
+    ``source`` ran with the same dataset, seed and BC settings (their saved policies copied to this tag's folders,
+    the row marked ``borrowed_from``). A baseline's fit and evaluation never read the agent's settings."""
+    src_file = ROOT / f"jobs_{source}.jsonl" if source else ROOT / "jobs.jsonl"
+    if not src_file.exists():
+        raise SystemExit(f"--bc-from {source}: {src_file} does not exist (run offline_crafter.py --tag {source} first)")
+    finished = {}
+    for line in src_file.read_text().splitlines():
+        row = json.loads(line)
+        if row["kind"] in ("bc", "bc_rw"):
+            finished[(row["key"], row["kind"], row["seed"])] = row
+    todo, borrowed = [], []
+    for job in jobs:
+        row = finished.get((job["key"], job["kind"], job["seed"]))
+        same = row is not None and all(row.get(k) == job.get(k) for k in BC_SETTINGS)
+        src_policy = policy_dir(job["key"], job["kind"], source, job["seed"])
+        if not same or not src_policy.exists():
+            todo.append(job)
+            continue
+        dst_policy = policy_dir(job["key"], job["kind"], job["tag"], job["seed"])
+        if not dst_policy.exists():
+            shutil.copytree(src_policy, dst_policy.with_name(dst_policy.name + ".tmp"), dirs_exist_ok=True)
+            os.replace(dst_policy.with_name(dst_policy.name + ".tmp"), dst_policy)
+        assert row is not None
+        borrowed.append({**row, **{k: v for k, v in job.items() if k not in BC_SETTINGS}, "borrowed_from": source})
+    return todo, borrowed
+
+
 def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """Jobs -> ``{"<obs>/<episodes>/<frac>": {method: {"score": [per seed], "success": {name: [...]}, ...}}}``."""
     table: dict[str, Any] = {}
@@ -286,6 +329,12 @@ def main() -> None:
         help="the recording player; scripted-curious also presses random craft and place actions (most fail); "
         "use a --tag of its own",
     )
+    parser.add_argument(
+        "--bc-from",
+        default="",
+        help="take the finished bc / bc_rw jobs (and saved policies) of this other --tag where their settings match: "
+        "the raw-observation baselines do not depend on the agent's settings",
+    )
     parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
     parser.add_argument(
         "--tag",
@@ -347,6 +396,13 @@ def main() -> None:
                                     "policy": args.policy,
                                 }
                             )
+    if args.bc_from:
+        jobs, borrowed = borrow_baselines(jobs, args.bc_from)
+        for row in borrowed:
+            rows.append(row)
+            with jobs_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        print(f"{len(borrowed)} baseline jobs taken from --tag {args.bc_from}", flush=True)
     print(f"{len(jobs)} jobs to run ({len(rows)} already done)", flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(run_job, job) for job in jobs]

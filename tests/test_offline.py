@@ -1050,8 +1050,10 @@ def test_crafter_presets_hold_the_benchmark_settings() -> None:
         "offline.bc_return_min_reward=0.5",
     ]
     pixels = "model.units=256 ac.units=256 model.hidden=256 model.classes=16 optim.lr=1e-3 train.batch_length=32"
-    pixels += " ac.prior_kl=1.0 offline.pessimism=cut offline.rl_frac=0.09375 offline.bc_frac=0.625 ac.obs_input=true"
-    pixels += " ac.feat_input=false offline.data_prior_kl=1.0 offline.imag_starts=64 offline.steps=4800"
+    pixels += " offline.pessimism=cut ac.obs_input=true ac.feat_input=false offline.imag_starts=64"
+    # the px_cnn8_kl3 re-run: heads twice as wide, averaged, 1,950 updates in all; 450 RL updates, KL weights 3
+    pixels += " ac.cnn_depth=8 offline.bc_ema=0.995 ac.prior_kl=3.0 offline.data_prior_kl=3.0"
+    pixels += " offline.steps=2400 offline.bc_frac=0.25 offline.rl_frac=0.1875"
     by_hand = make_config(["offline", "cpu_cnn"], [*pixels.split(), *weighting])
     assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels", "offline_crafter_weighted"]) == by_hand
     assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels"]) != by_hand  # the weighting is its own
