@@ -206,7 +206,7 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     """Split ``jobs`` into those still to run and the finished rows of ``bc`` / ``bc_rw`` jobs that the tag
     ``source`` ran with the same dataset, seed and BC settings (their saved policies copied to this tag's folders,
     the row marked ``borrowed_from``). A baseline's fit and evaluation never read the agent's settings."""
-    src_file = ROOT / f"jobs_{source}.jsonl" if source else ROOT / "jobs.jsonl"
+    src_file = ROOT / f"jobs_{source}.jsonl"
     if not src_file.exists():
         raise SystemExit(f"--bc-from {source}: {src_file} does not exist (run offline_crafter.py --tag {source} first)")
     finished = {}
