@@ -29,6 +29,7 @@ Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
     python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds wm bc bc_rw --tag weighted \
         --preset offline_crafter_pixels offline_crafter_weighted --bc-return-temp 1 --bc-return-discount 0.97 \
         --bc-return-min-reward 0.5 --eval-episodes 100              # pixels, BC weighted by the achievements
+    python benchmarks/offline_crafter.py --obs pixels --episodes 50 1000 --idm-data --data-only  # record, label
     python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds bc bc_rw --tag new --bc-from weighted \
         --bc-return-min-reward 0.5 --eval-episodes 100              # the same baselines under a new tag, not refitted
 """
@@ -337,6 +338,11 @@ def main() -> None:
     )
     parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
     parser.add_argument(
+        "--data-only",
+        action="store_true",
+        help="only record the datasets and their label-dropped (and, with --idm-data, labelled) copies; no job",
+    )
+    parser.add_argument(
         "--tag",
         default="",
         help="name of a variant (e.g. grid with --set model.vector_codec=crafter_grid): its own runs, jobs and "
@@ -364,6 +370,9 @@ def main() -> None:
                     name = f"{obs}/{episodes}" + ("" if args.policy == "scripted" else f"/{args.policy}")
                     meta["record_s"][name] = times["record_s"]
                 meta_file.write_text(json.dumps(meta, indent=1))
+                if args.data_only:
+                    print(f"{obs}/{episodes}: datasets ready", flush=True)
+                    continue
                 for frac in args.fracs:
                     key = f"{obs}/{episodes}/{frac:g}"
                     kinds = (
@@ -396,6 +405,8 @@ def main() -> None:
                                     "policy": args.policy,
                                 }
                             )
+    if args.data_only:
+        return
     if args.bc_from:
         jobs, borrowed = borrow_baselines(jobs, args.bc_from)
         for row in borrowed:
