@@ -14,7 +14,8 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
 * ``wm_bc_rl_relabel`` (label fractions < 1, with ``--idm-data``): the same on a copy of the dataset whose
   unlabelled episodes were labelled beforehand by :class:`reverie.baselines.InverseDynamics` (an
   inverse-dynamics model on raw observations, trained on the labelled episodes; ``<dataset>-idm``);
-  ``wm_bc_head_relabel`` is its BC head. The labelling's held-out accuracy and time go to ``meta``.
+  ``wm_bc_head_relabel`` is its BC head, ``wm_bc_relabel`` BC on its model's features and those labels. The
+  labelling's held-out accuracy and time go to ``meta``.
 
 Datasets are recorded once with the scripted player (``--policy``; episodes cut at ``--time-limit``
 steps; evaluation uses the same limit) and the partially labelled ones are copies with actions dropped.
@@ -49,7 +50,17 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
 ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
-METHODS = ("bc", "bc_rw", "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_rl_idm", "wm_bc_head_relabel", "wm_bc_rl_relabel")
+METHODS = (
+    "bc",
+    "bc_rw",
+    "wm_bc",
+    "wm_bc_head",
+    "wm_bc_rl",
+    "wm_bc_rl_idm",
+    "wm_bc_relabel",
+    "wm_bc_head_relabel",
+    "wm_bc_rl_relabel",
+)
 
 
 def dataset_path(obs: str, episodes: int, frac: float, policy: str = "scripted") -> Path:
@@ -183,10 +194,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if kind in ("wm", "wm_relabel"):
             head = agent.evaluate(episodes=episodes, deterministic=False, head="bc", promise_every=25)
             out["wm_bc_head" + suffix] = _eval_summary(head)
-        if kind == "wm":
+        if kind in ("wm", "wm_relabel"):  # (b) on this model, from the labels it learned with
             feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
             feature_bc.fit(data, steps=job["bc_steps"])
-            out["wm_bc"] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
+            out["wm_bc" + suffix] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
     out["wall_s"] = time.time() - start
     return out
 
