@@ -229,16 +229,14 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     todo, borrowed = [], []
     for job in jobs:
         row = finished.get((job["key"], job["kind"], job["seed"]))
-        same = row is not None and all(row.get(k) == job.get(k) for k in BC_SETTINGS)
         src_policy = policy_dir(job["key"], job["kind"], source, job["seed"])
-        if not same or not src_policy.exists():
+        if row is None or not src_policy.exists() or any(row.get(k) != job.get(k) for k in BC_SETTINGS):
             todo.append(job)
             continue
         dst_policy = policy_dir(job["key"], job["kind"], job["tag"], job["seed"])
         if not dst_policy.exists():
             shutil.copytree(src_policy, dst_policy.with_name(dst_policy.name + ".tmp"), dirs_exist_ok=True)
             os.replace(dst_policy.with_name(dst_policy.name + ".tmp"), dst_policy)
-        assert row is not None
         borrowed.append({**row, **{k: v for k, v in job.items() if k not in BC_SETTINGS}, "borrowed_from": source})
     return todo, borrowed
 
