@@ -31,6 +31,7 @@ Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
         --preset offline_crafter_pixels offline_crafter_weighted --bc-return-temp 1 --bc-return-discount 0.97 \
         --bc-return-min-reward 0.5 --eval-episodes 100              # pixels, BC weighted by the achievements
     python benchmarks/offline_crafter.py --obs pixels --episodes 50 1000 --idm-data --data-only  # record, label
+    python benchmarks/offline_crafter.py --publish symbolic=curious_ach pixels=px_preset2  # the canonical JSON
     python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds bc bc_rw --tag new --bc-from weighted \
         --bc-return-min-reward 0.5 --eval-episodes 100              # the same baselines under a new tag, not refitted
 """
@@ -241,6 +242,45 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     return todo, borrowed
 
 
+def publish(sources: list[str]) -> dict[str, Any]:
+    """The canonical ``offline_crafter.json`` (and plot) from ``<obs>=<tag>`` results, one tag per observation
+    kind (the runs with that kind's recipe), in the issue's layout: per ``<obs>/<episodes>/<frac>`` the methods
+    ``bc``, ``wm_bc``, ``wm_bc_rl`` beside ``bc_rw`` and ``wm_bc_head``. Below full labels the agents trained on
+    the inverse-dynamics-labelled copy (``*_relabel``) stand for (b) and (c) where they ran."""
+    from reverie.fileio import write_text
+
+    result: dict[str, Any] = {}
+    meta: dict[str, Any] = {"sources": {}, "record_s": {}, "idm": {}}
+    for source in sources:
+        obs, _, tag = source.partition("=")
+        if obs not in ENV_IDS or not tag:
+            raise SystemExit(f"--publish {source}: expected <obs>=<tag> with <obs> one of {', '.join(ENV_IDS)}")
+        path = RESULTS / f"offline_crafter_{tag}.json"
+        if not path.exists():
+            raise SystemExit(f"--publish {source}: {path} does not exist (run offline_crafter.py --tag {tag} first)")
+        tagged = json.loads(path.read_text())
+        for key, entry in tagged.items():
+            if not key.startswith(obs + "/"):
+                continue
+            full = float(key.rsplit("/", 1)[1]) >= 1.0
+            out: dict[str, Any] = {}
+            for method in ("bc", "bc_rw", "wm_bc", "wm_bc_head", "wm_bc_rl"):
+                relabel = method + "_relabel"
+                name = relabel if not full and relabel in entry else method
+                if name in entry:
+                    out[method] = {**entry[name], "source": name} if name != method else entry[name]
+            result[key] = {**out, "wall_s": entry.get("wall_s", {})}
+        meta["sources"][obs] = tag
+        meta["record_s"].update(tagged["meta"].get("record_s", {}))
+        meta["idm"].update(tagged["meta"].get("idm", {}))
+        if obs == "pixels" and "pixel_pipeline_200_minutes" in tagged["meta"]:
+            meta["pixel_pipeline_200_minutes"] = tagged["meta"]["pixel_pipeline_200_minutes"]
+    result = {key: result[key] for key in sorted(result)} | {"meta": meta}
+    write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
+    plot(result, RESULTS / "offline_crafter.png")
+    return result
+
+
 def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """Jobs -> ``{"<obs>/<episodes>/<frac>": {method: {"score": [per seed], "success": {name: [...]}, ...}}}``."""
     table: dict[str, Any] = {}
@@ -347,6 +387,13 @@ def main() -> None:
     )
     parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
     parser.add_argument(
+        "--publish",
+        nargs="+",
+        metavar="OBS=TAG",
+        help="only write the canonical offline_crafter.json from finished tags, one per observation kind "
+        "(e.g. symbolic=curious_ach pixels=px_preset2)",
+    )
+    parser.add_argument(
         "--data-only",
         action="store_true",
         help="only record the datasets and their label-dropped (and, with --idm-data, labelled) copies; no job",
@@ -358,6 +405,10 @@ def main() -> None:
         "results/offline_crafter_<tag>.json",
     )
     args = parser.parse_args()
+    if args.publish:
+        result = publish(args.publish)
+        print(f"wrote {RESULTS / 'offline_crafter.json'}: {', '.join(k for k in result if k != 'meta')}")
+        return
     if args.policy != "scripted" and not args.tag:
         parser.error(f"--policy {args.policy} needs a --tag of its own (its runs must not mix with the scripted ones)")
 
