@@ -412,6 +412,8 @@ def main() -> None:
     if args.policy != "scripted" and not args.tag:
         parser.error(f"--policy {args.policy} needs a --tag of its own (its runs must not mix with the scripted ones)")
 
+    from reverie.fileio import write_text
+
     ROOT.mkdir(parents=True, exist_ok=True)
     suffix = f"_{args.tag}" if args.tag else ""
     jobs_file = ROOT / f"jobs{suffix}.jsonl"
@@ -429,7 +431,7 @@ def main() -> None:
                 if "record_s" in times:
                     name = f"{obs}/{episodes}" + ("" if args.policy == "scripted" else f"/{args.policy}")
                     meta["record_s"][name] = times["record_s"]
-                meta_file.write_text(json.dumps(meta, indent=1))
+                write_text(meta_file, json.dumps(meta, indent=1))  # whole or not at all: other tags read it
                 if args.data_only:
                     print(f"{obs}/{episodes}: datasets ready", flush=True)
                     continue
