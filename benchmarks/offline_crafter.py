@@ -16,6 +16,8 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
   inverse-dynamics model on raw observations, trained on the labelled episodes; ``<dataset>-idm``);
   ``wm_bc_head_relabel`` is its BC head, ``wm_bc_relabel`` BC on its model's features and those labels. The
   labelling's held-out accuracy and time go to ``meta``.
+* ``wm_feat``: only (b), fitted on the model of a finished ``wm`` job (``wm_relabel`` below full labels) whose
+  row lacks it (rows of an earlier version of this script); the agent is loaded, not trained further.
 
 Datasets are recorded once with the scripted player (``--policy``; episodes cut at ``--time-limit``
 steps; evaluation uses the same limit) and the partially labelled ones are copies with actions dropped.
@@ -160,7 +162,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
     folder = dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted"))
-    data = Dataset(relabelled(folder) if kind == "wm_relabel" else folder)
+    source = ("wm_relabel" if job["frac"] < 1 else "wm") if kind == "wm_feat" else kind
+    data = Dataset(relabelled(folder) if source == "wm_relabel" else folder)
     env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
@@ -170,6 +173,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         out["fit"] = policy.fit(data, steps=job["bc_steps"], **bc_weighting(job))
         policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
         out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
+    elif kind == "wm_feat":  # (b) on a finished agent's model, which stays as it is
+        agent = Dreamer.load(run_dir(job["key"], source, job.get("tag", ""), seed))
+        feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
+        feature_bc.fit(data, steps=job["bc_steps"])
+        suffix = "_relabel" if source == "wm_relabel" else ""
+        out["wm_bc" + suffix] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
     else:
         logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
         overrides = [
@@ -201,6 +210,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             out["wm_bc" + suffix] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
     out["wall_s"] = time.time() - start
     return out
+
+
+def needs_feature_bc(rows: list[dict[str, Any]], key: str, seed: int, frac: float) -> bool:
+    """Whether the finished agent of ``key`` and ``seed`` (``wm``, or ``wm_relabel`` below full labels) has no (b)
+    yet: a ``wm_feat`` job fits it. Without a finished agent there is nothing to fit on."""
+    source, method = ("wm_relabel", "wm_bc_relabel") if frac < 1 else ("wm", "wm_bc")
+    agents = [r for r in rows if r["key"] == key and r["seed"] == seed and r["kind"] == source]
+    return bool(agents) and not any(method in r for r in rows if r["key"] == key and r["seed"] == seed)
 
 
 BC_SETTINGS = (
@@ -275,10 +292,35 @@ def publish(sources: list[str]) -> dict[str, Any]:
         meta["idm"].update(tagged["meta"].get("idm", {}))
         if obs == "pixels" and "pixel_pipeline_200_minutes" in tagged["meta"]:
             meta["pixel_pipeline_200_minutes"] = tagged["meta"]["pixel_pipeline_200_minutes"]
-    result = {key: result[key] for key in sorted(result)} | {"meta": meta}
+    order = sorted(result, key=lambda k: (k.split("/")[0], int(k.split("/")[1]), -float(k.split("/")[2])))
+    result = {key: result[key] for key in order} | {"meta": meta}
     write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
+    write_text(RESULTS / "offline_crafter.md", markdown_table(result))
     plot(result, RESULTS / "offline_crafter.png")
     return result
+
+
+TABLE_COLUMNS = {
+    "bc": "(a) BC raw obs",
+    "bc_rw": "return-weighted (a)",
+    "wm_bc": "(b) BC on features",
+    "wm_bc_head": "BC head",
+    "wm_bc_rl": "(c) model + BC + RL",
+}
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The published grid as a Markdown table for the docs: per setting and method the mean Crafter score over
+    the seeds, the seeds' scores after it; ``-`` where a method did not run."""
+    lines = ["| setting | " + " | ".join(TABLE_COLUMNS.values()) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    for key in (k for k in result if k != "meta"):
+        cells = []
+        for method in TABLE_COLUMNS:
+            scores = [s for s in result[key].get(method, {}).get("score", []) if s is not None]
+            seeds = " / ".join(f"{s:.2f}" for s in scores)
+            cells.append(f"**{sum(scores) / len(scores):.2f}** ({seeds})" if scores else "-")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
@@ -361,7 +403,7 @@ def main() -> None:
         "--kinds",
         nargs="+",
         default=["wm", "bc"],
-        choices=["wm", "bc", "bc_rw", "wm_idm", "wm_relabel"],
+        choices=["wm", "bc", "bc_rw", "wm_idm", "wm_relabel", "wm_feat"],
         help="which jobs (see above)",
     )
     parser.add_argument(
@@ -440,10 +482,12 @@ def main() -> None:
                     kinds = (
                         list(args.kinds) + (["wm_idm"] if args.idm else []) + (["wm_relabel"] if args.idm_data else [])
                     )
-                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc", "bc_rw")]
+                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc", "bc_rw", "wm_feat")]
                     for seed in args.seeds:
                         for kind in kinds:
                             if (key, kind, seed) in done:
+                                continue
+                            if kind == "wm_feat" and not needs_feature_bc(rows, key, seed, frac):
                                 continue
                             jobs.append(
                                 {
