@@ -13,7 +13,9 @@ evaluates each method on worlds of its own. This script takes the finished jobs 
 
 For each seed and method it reports the Crafter score and return; for each method against ``bc`` the score
 difference with a 90% bootstrap interval (the worlds resampled, the same draw for both methods: the
-difference's uncertainty from the worlds and the sampled actions, not from training). Every (seed, method)
+difference's uncertainty from the worlds and the sampled actions, not from training). At a label fraction below 1,
+where the full-label agents of the same setting were played on the same worlds, it also gives what share of their
+score the relabelled agents keep (``of_full_labels``, with a 90% bootstrap interval). Every (seed, method)
 job runs in its own process; finished jobs are kept in ``runs/offline_crafter/paired_<tag>.jsonl`` (a rerun
 continues) and the summary goes to
 ``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json`` (with ``_e<episodes>_w<world seed>``
@@ -163,6 +165,28 @@ def summarise(rows: list[dict[str, Any]], resamples: int = 1000) -> dict[str, An
     return out
 
 
+def label_ratio(rows: list[dict[str, Any]], full_rows: list[dict[str, Any]], resamples: int = 1000) -> dict[str, Any]:
+    """Per seed, the score of each relabelled agent (``rows``, a label fraction below 1) over the same seed's agent
+    with all labels (``full_rows``, played on the same worlds), with a 90% bootstrap interval (the same worlds
+    resampled for both): the share of the full-label score that the fraction keeps."""
+    full = {(r["seed"], r["method"]): np.array(r["unlocked"], float) for r in full_rows}
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: (r["seed"], r["method"])):
+        base = full.get((row["seed"], row["method"].removesuffix("_relabel")))
+        unlocked = np.array(row["unlocked"], float)
+        if not row["method"].endswith("_relabel") or base is None or len(base) != len(unlocked):
+            continue
+        picks = rng.integers(0, len(base), (resamples, len(base)))
+        ratios = [score(unlocked[p]) / max(score(base[p]), 1e-9) for p in picks]
+        out.setdefault(str(row["seed"]), {})[row["method"]] = {
+            "ratio": score(unlocked) / max(score(base), 1e-9),
+            "ratio_90": [float(np.percentile(ratios, 5)), float(np.percentile(ratios, 95))],
+            "full_score": score(base),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tag", required=True, help="the offline_crafter.py --tag whose jobs to evaluate")
@@ -250,6 +274,18 @@ def main() -> None:
 
     summary = summarise([r for r in rows if r["world_seed"] == args.world_seed])
     summary["settings"] = {"tag": args.tag, "key": args.key, "episodes": args.episodes, "world_seed": args.world_seed}
+    if float(args.key.rsplit("/", 1)[1]) < 1:
+        full_key = args.key.rsplit("/", 1)[0] + "/1"
+        lines = agent_file.read_text().splitlines() if agent_file.exists() else []
+        full_rows = [json.loads(line) for line in lines]
+        full_rows = [
+            r
+            for r in full_rows
+            if r["key"] == full_key and r["episodes"] == args.episodes and r["world_seed"] == args.world_seed
+        ]
+        ratios = label_ratio([r for r in rows if r["world_seed"] == args.world_seed], full_rows)
+        if ratios:
+            summary["of_full_labels"] = ratios
     RESULTS.mkdir(parents=True, exist_ok=True)
     defaults = (parser.get_default("episodes"), parser.get_default("world_seed"))
     default = (args.episodes, args.world_seed) == defaults  # other runs must not overwrite its summary
@@ -265,6 +301,13 @@ def main() -> None:
                 + (f" ({res['minus_bc']:+.2f}, 90% {interval[0]:+.2f}..{interval[1]:+.2f})" if interval else "")
             )
         print(f"seed {seed}: " + "; ".join(cells))
+    for seed, entry in summary.get("of_full_labels", {}).items():
+        cells = [
+            f"{method} {res['ratio']:.0%} of {res['full_score']:.2f} (90% {low:.0%}..{high:.0%})"
+            for method, res in entry.items()
+            for low, high in [res["ratio_90"]]
+        ]
+        print(f"seed {seed}, share of the full-label score: " + "; ".join(cells))
     print(f"wrote {RESULTS / name}")
 
 
