@@ -157,7 +157,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from reverie import Dreamer, make_config
-    from reverie.baselines import BCPolicy, FeatureBC
+    from reverie.baselines import BCPolicy
     from reverie.data import Dataset
 
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
@@ -175,10 +175,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
     elif kind == "wm_feat":  # (b) on a finished agent's model, which stays as it is
         agent = Dreamer.load(run_dir(job["key"], source, job.get("tag", ""), seed))
-        feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
-        feature_bc.fit(data, steps=job["bc_steps"])
         suffix = "_relabel" if source == "wm_relabel" else ""
-        out["wm_bc" + suffix] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
+        out["wm_bc" + suffix] = feature_bc(agent, data, job, eval_seed)
     else:
         logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
         overrides = [
@@ -205,11 +203,18 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             head = agent.evaluate(episodes=episodes, deterministic=False, head="bc", promise_every=25)
             out["wm_bc_head" + suffix] = _eval_summary(head)
         if kind in ("wm", "wm_relabel"):  # (b) on this model, from the labels it learned with
-            feature_bc = FeatureBC(agent, data.act_space["action"], seed=seed)
-            feature_bc.fit(data, steps=job["bc_steps"])
-            out["wm_bc" + suffix] = _eval_summary(feature_bc.evaluate(env_id, episodes, eval_seed, limit))
+            out["wm_bc" + suffix] = feature_bc(agent, data, job, eval_seed)
     out["wall_s"] = time.time() - start
     return out
+
+
+def feature_bc(agent: Any, data: Any, job: dict[str, Any], eval_seed: int) -> dict[str, Any]:
+    """(b): BC on ``agent``'s features (:class:`reverie.baselines.FeatureBC`), fitted on ``data`` and evaluated."""
+    from reverie.baselines import FeatureBC
+
+    policy = FeatureBC(agent, data.act_space["action"], seed=job["seed"])
+    policy.fit(data, steps=job["bc_steps"])
+    return _eval_summary(policy.evaluate(ENV_IDS[job["obs"]], job["eval_episodes"], eval_seed, job["time_limit"]))
 
 
 def needs_feature_bc(rows: list[dict[str, Any]], key: str, seed: int, frac: float) -> bool:
