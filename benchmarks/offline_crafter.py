@@ -264,6 +264,15 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     return todo, borrowed
 
 
+TABLE_COLUMNS = {
+    "bc": "(a) BC raw obs",
+    "bc_rw": "return-weighted (a)",
+    "wm_bc": "(b) BC on features",
+    "wm_bc_head": "BC head",
+    "wm_bc_rl": "(c) model + BC + RL",
+}
+
+
 def publish(sources: list[str]) -> dict[str, Any]:
     """The canonical ``offline_crafter.json`` (and plot) from ``<obs>=<tag>`` results, one tag per observation
     kind (the runs with that kind's recipe), in the issue's layout: per ``<obs>/<episodes>/<frac>`` the methods
@@ -286,7 +295,7 @@ def publish(sources: list[str]) -> dict[str, Any]:
                 continue
             full = float(key.rsplit("/", 1)[1]) >= 1.0
             out: dict[str, Any] = {}
-            for method in ("bc", "bc_rw", "wm_bc", "wm_bc_head", "wm_bc_rl"):
+            for method in TABLE_COLUMNS:  # the issue's methods and their neighbours
                 relabel = method + "_relabel"
                 name = relabel if not full and relabel in entry else method
                 if name in entry:
@@ -303,15 +312,6 @@ def publish(sources: list[str]) -> dict[str, Any]:
     write_text(RESULTS / "offline_crafter.md", markdown_table(result))
     plot(result, RESULTS / "offline_crafter.png")
     return result
-
-
-TABLE_COLUMNS = {
-    "bc": "(a) BC raw obs",
-    "bc_rw": "return-weighted (a)",
-    "wm_bc": "(b) BC on features",
-    "wm_bc_head": "BC head",
-    "wm_bc_rl": "(c) model + BC + RL",
-}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
