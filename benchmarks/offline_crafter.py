@@ -16,6 +16,9 @@ For each observation kind (symbolic, pixels), dataset size (episodes) and action
   inverse-dynamics model on raw observations, trained on the labelled episodes; ``<dataset>-idm``);
   ``wm_bc_head_relabel`` is its BC head, ``wm_bc_relabel`` BC on its model's features and those labels. The
   labelling's held-out accuracy and time go to ``meta``.
+* ``bc_relabel``, ``bc_rw_relabel`` (label fractions < 1): ``bc`` and ``bc_rw`` on that labelled copy (plain
+  ``bc`` below full labels learns from the labelled episodes alone): the inverse-dynamics labelling without a
+  world model (VPT's recipe), the baseline the ``*_relabel`` agents are compared with.
 * ``wm_feat``: only (b), fitted on the model of a finished ``wm`` job (``wm_relabel`` below full labels) whose
   row lacks it (rows of an earlier version of this script); the agent is loaded, not trained further.
 
@@ -56,6 +59,8 @@ PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
 METHODS = (
     "bc",
     "bc_rw",
+    "bc_relabel",
+    "bc_rw_relabel",
     "wm_bc",
     "wm_bc_head",
     "wm_bc_rl",
@@ -128,7 +133,7 @@ def prepare_data(
 
 def bc_weighting(job: dict[str, Any]) -> dict[str, float]:
     """``BCPolicy.fit``'s return-weighting arguments of a raw BC job (none for plain ``bc``)."""
-    if job["kind"] != "bc_rw":
+    if job["kind"] not in ("bc_rw", "bc_rw_relabel"):
         return {}
     return {
         "return_temp": job["bc_return_temp"],
@@ -163,12 +168,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
     folder = dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted"))
     source = ("wm_relabel" if job["frac"] < 1 else "wm") if kind == "wm_feat" else kind
-    data = Dataset(relabelled(folder) if source == "wm_relabel" else folder)
+    data = Dataset(relabelled(folder) if source.endswith("_relabel") else folder)
     env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
     out: dict[str, Any] = {**job}
-    if kind in ("bc", "bc_rw"):
+    if kind in ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel"):
         policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
         out["fit"] = policy.fit(data, steps=job["bc_steps"], **bc_weighting(job))
         policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
@@ -277,7 +282,8 @@ def publish(sources: list[str]) -> dict[str, Any]:
     """The canonical ``offline_crafter.json`` (and plot) from ``<obs>=<tag>`` results, one tag per observation
     kind (the runs with that kind's recipe), in the issue's layout: per ``<obs>/<episodes>/<frac>`` the methods
     ``bc``, ``wm_bc``, ``wm_bc_rl`` beside ``bc_rw`` and ``wm_bc_head``. Below full labels the agents trained on
-    the inverse-dynamics-labelled copy (``*_relabel``) stand for (b) and (c) where they ran."""
+    the inverse-dynamics-labelled copy (``*_relabel``) stand for (a), (b) and (c) where they ran; the method
+    without that copy, where it also ran, stays as ``<method>_no_idm``."""
     from reverie.fileio import write_text
 
     result: dict[str, Any] = {}
@@ -300,6 +306,8 @@ def publish(sources: list[str]) -> dict[str, Any]:
                 name = relabel if not full and relabel in entry else method
                 if name in entry:
                     out[method] = {**entry[name], "source": name} if name != method else entry[name]
+                if name != method and method in entry:  # labelled episodes alone (bc), the no-action input (wm)
+                    out[method + "_no_idm"] = entry[method]
             result[key] = {**out, "wall_s": entry.get("wall_s", {})}
         meta["sources"][obs] = tag
         meta["record_s"].update(tagged["meta"].get("record_s", {}))
@@ -316,14 +324,17 @@ def publish(sources: list[str]) -> dict[str, Any]:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The published grid as a Markdown table for the docs: per setting and method the mean Crafter score over
-    the seeds, the seeds' scores after it; ``-`` where a method did not run."""
+    the seeds, the seeds' scores after it, and ``†`` where the agents learned from the inverse-dynamics-labelled
+    copy; ``-`` where a method did not run."""
     lines = ["| setting | " + " | ".join(TABLE_COLUMNS.values()) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
     for key in (k for k in result if k != "meta"):
         cells = []
         for method in TABLE_COLUMNS:
-            scores = [s for s in result[key].get(method, {}).get("score", []) if s is not None]
+            entry = result[key].get(method, {})
+            scores = [s for s in entry.get("score", []) if s is not None]
             seeds = " / ".join(f"{s:.2f}" for s in scores)
-            cells.append(f"**{sum(scores) / len(scores):.2f}** ({seeds})" if scores else "-")
+            mark = " †" if entry.get("source", "").endswith("_relabel") else ""
+            cells.append(f"**{sum(scores) / len(scores):.2f}** ({seeds}){mark}" if scores else "-")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -408,7 +419,7 @@ def main() -> None:
         "--kinds",
         nargs="+",
         default=["wm", "bc"],
-        choices=["wm", "bc", "bc_rw", "wm_idm", "wm_relabel", "wm_feat"],
+        choices=["wm", "bc", "bc_rw", "bc_relabel", "bc_rw_relabel", "wm_idm", "wm_relabel", "wm_feat"],
         help="which jobs (see above)",
     )
     parser.add_argument(
@@ -472,7 +483,8 @@ def main() -> None:
     if not args.no_run:
         for obs in args.obs:
             for episodes in args.episodes:
-                idm_steps = args.idm_steps if args.idm_data or "wm_relabel" in args.kinds else 0
+                relabel = args.idm_data or any(k.endswith("_relabel") for k in args.kinds)
+                idm_steps = args.idm_steps if relabel else 0
                 times = prepare_data(obs, episodes, args.fracs, args.time_limit, args.policy, idm_steps)
                 meta.setdefault("idm", {}).update(times.get("idm", {}))
                 if "record_s" in times:
