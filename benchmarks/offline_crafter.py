@@ -56,6 +56,7 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
 ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
+RAW_BC_KINDS = ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel")  # jobs that fit a BCPolicy on raw observations
 METHODS = (
     "bc",
     "bc_rw",
@@ -173,7 +174,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     eval_seed = 100_000 + 1000 * seed
     start = time.time()
     out: dict[str, Any] = {**job}
-    if kind in ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel"):
+    if kind in RAW_BC_KINDS:
         policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
         out["fit"] = policy.fit(data, steps=job["bc_steps"], **bc_weighting(job))
         policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
@@ -243,7 +244,7 @@ BC_SETTINGS = (
 
 
 def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split ``jobs`` into those still to run and the finished rows of ``bc`` / ``bc_rw`` jobs that the tag
+    """Split ``jobs`` into those still to run and the finished rows of raw BC jobs (``RAW_BC_KINDS``) that the tag
     ``source`` ran with the same dataset, seed and BC settings (their saved policies copied to this tag's folders,
     the row marked ``borrowed_from``). A baseline's fit and evaluation never read the agent's settings."""
     src_file = ROOT / f"jobs_{source}.jsonl"
@@ -252,7 +253,7 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     finished = {}
     for line in src_file.read_text().splitlines():
         row = json.loads(line)
-        if row["kind"] in ("bc", "bc_rw"):
+        if row["kind"] in RAW_BC_KINDS:
             finished[(row["key"], row["kind"], row["seed"])] = row
     todo, borrowed = [], []
     for job in jobs:
