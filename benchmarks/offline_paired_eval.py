@@ -6,8 +6,9 @@ evaluates each method on worlds of its own. This script takes the finished jobs 
 ``offline_crafter.py --tag`` setting and, for each seed, plays every method on the *same* ``--episodes`` worlds
 (env ``i`` seeded ``--world-seed + i``, one episode each):
 
-* ``bc``, ``bc_rw``: raw-observation BC, loaded from ``runs/offline_crafter/policies/`` where
-  ``offline_crafter.py`` saved it, otherwise refitted with the job's settings and seed (the fit is seeded);
+* ``bc``, ``bc_rw`` (and ``bc_relabel``, ``bc_rw_relabel`` below full labels): raw-observation BC, loaded from
+  ``runs/offline_crafter/policies/`` where ``offline_crafter.py`` saved it, otherwise refitted with the job's
+  settings and seed (the fit is seeded);
 * ``wm_bc_head``, ``wm_bc_rl``: the agent's BC head and its RL actor (``wm`` jobs); with ``--key`` at a label
   fraction below 1, ``wm_bc_head_relabel`` and ``wm_bc_rl_relabel`` (``wm_relabel`` jobs).
 
@@ -42,7 +43,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from offline_crafter import ENV_IDS, RESULTS, ROOT, bc_weighting, dataset_path, policy_dir, run_dir
+from offline_crafter import (
+    ENV_IDS,
+    RAW_BC_KINDS,
+    RESULTS,
+    ROOT,
+    bc_weighting,
+    dataset_path,
+    policy_dir,
+    relabelled,
+    run_dir,
+)
 
 AGENT_METHODS = {
     "wm_bc_head": ("wm", "bc"),
@@ -50,7 +61,7 @@ AGENT_METHODS = {
     "wm_bc_head_relabel": ("wm_relabel", "bc"),
     "wm_bc_rl_relabel": ("wm_relabel", "actor"),
 }
-METHODS = ("bc", "bc_rw", *AGENT_METHODS)
+METHODS = (*RAW_BC_KINDS, *AGENT_METHODS)
 
 
 def _unlocked(finals: list[dict[str, Any]]) -> np.ndarray:
@@ -81,7 +92,7 @@ def play(job: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
     method, episodes = job["method"], job["episodes"]
     env_cfg = EnvConfig(id=job["env_id"], num_envs=episodes, parallel=False, time_limit=job["time_limit"])
-    if method in ("bc", "bc_rw"):
+    if method in RAW_BC_KINDS:
         policy = _bc_policy(job)
 
         def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
@@ -125,7 +136,8 @@ def _bc_policy(job: dict[str, Any]) -> Any:
     row, folder = job["row"], Path(job["policy"])
     if (folder / "meta.json").exists():
         return BCPolicy.load(folder)
-    data = Dataset(dataset_path(row["obs"], row["episodes"], row["frac"], row.get("policy", "scripted")))
+    folder = dataset_path(row["obs"], row["episodes"], row["frac"], row.get("policy", "scripted"))
+    data = Dataset(relabelled(folder) if row["kind"].endswith("_relabel") else folder)
     policy = BCPolicy(data.obs_space, data.act_space["action"], layers=row.get("bc_layers", 2), seed=row["seed"])
     fit = policy.fit(data, steps=row["bc_steps"], **bc_weighting(row))
     if abs(fit["bc/loss"] - row["fit"]["bc/loss"]) > 1e-3:  # the seeded fit should repeat the job's
