@@ -83,6 +83,14 @@ def relabelled(folder: Path) -> Path:
     return folder.with_name(folder.name + "-idm")
 
 
+def job_data(job: dict[str, Any]) -> Path:
+    """The dataset a job (or its finished row) learns from: the inverse-dynamics-labelled copy for ``*_relabel``
+    kinds and for ``wm_feat`` below full labels (whose agent learned from it), the recorded one otherwise."""
+    folder = dataset_path(job["obs"], job["episodes"], job["frac"], job.get("policy", "scripted"))
+    copy = job["kind"].endswith("_relabel") or (job["kind"] == "wm_feat" and job["frac"] < 1)
+    return relabelled(folder) if copy else folder
+
+
 def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
     """The run folder of one world-model job: ``<obs>_<episodes>_<frac>_<kind>[_<tag>]_s<seed>``."""
     suffix = f"_{tag}" if tag else ""
@@ -167,9 +175,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from reverie.data import Dataset
 
     obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
-    folder = dataset_path(obs, job["episodes"], job["frac"], job.get("policy", "scripted"))
     source = ("wm_relabel" if job["frac"] < 1 else "wm") if kind == "wm_feat" else kind
-    data = Dataset(relabelled(folder) if source.endswith("_relabel") else folder)
+    data = Dataset(job_data(job))
     env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
     eval_seed = 100_000 + 1000 * seed
     start = time.time()

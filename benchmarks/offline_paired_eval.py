@@ -49,9 +49,8 @@ from offline_crafter import (
     RESULTS,
     ROOT,
     bc_weighting,
-    dataset_path,
+    job_data,
     policy_dir,
-    relabelled,
     run_dir,
 )
 
@@ -136,8 +135,7 @@ def _bc_policy(job: dict[str, Any]) -> Any:
     row, folder = job["row"], Path(job["policy"])
     if (folder / "meta.json").exists():
         return BCPolicy.load(folder)
-    folder = dataset_path(row["obs"], row["episodes"], row["frac"], row.get("policy", "scripted"))
-    data = Dataset(relabelled(folder) if row["kind"].endswith("_relabel") else folder)
+    data = Dataset(job_data(row))
     policy = BCPolicy(data.obs_space, data.act_space["action"], layers=row.get("bc_layers", 2), seed=row["seed"])
     fit = policy.fit(data, steps=row["bc_steps"], **bc_weighting(row))
     if abs(fit["bc/loss"] - row["fit"]["bc/loss"]) > 1e-3:  # the seeded fit should repeat the job's
