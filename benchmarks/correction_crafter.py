@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     from reverie.fileio import write_text
+    from reverie.logger import read_jsonl
     from reverie.plots import plot_rounds
 
     jobs = [
@@ -114,7 +115,7 @@ def main() -> None:
     ]
     done_file = ROOT / "correction_crafter" / "seeds.jsonl"
     done_file.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    rows = read_jsonl(done_file) if done_file.exists() else []
     same = [r for r in rows if r["settings"] == _settings(jobs[0])]
     todo = [job for job in jobs if job["seed"] not in {r["seed"] for r in same}]
     print(f"{len(todo)} seeds to run ({len(same)} finished with these settings)", flush=True)

@@ -257,9 +257,10 @@ def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict
     src_file = ROOT / f"jobs_{source}.jsonl"
     if not src_file.exists():
         raise SystemExit(f"--bc-from {source}: {src_file} does not exist (run offline_crafter.py --tag {source} first)")
+    from reverie.logger import read_jsonl
+
     finished = {}
-    for line in src_file.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(src_file):
         if row["kind"] in RAW_BC_KINDS:
             finished[(row["key"], row["kind"], row["seed"])] = row
     todo, borrowed = [], []
@@ -479,11 +480,12 @@ def main() -> None:
         parser.error(f"--policy {args.policy} needs a --tag of its own (its runs must not mix with the scripted ones)")
 
     from reverie.fileio import write_text
+    from reverie.logger import read_jsonl
 
     ROOT.mkdir(parents=True, exist_ok=True)
     suffix = f"_{args.tag}" if args.tag else ""
     jobs_file = ROOT / f"jobs{suffix}.jsonl"
-    rows = [json.loads(line) for line in jobs_file.read_text().splitlines()] if jobs_file.exists() else []
+    rows = read_jsonl(jobs_file) if jobs_file.exists() else []  # a line cut by a kill is skipped: that job runs again
     done = {(r["key"], r["kind"], r["seed"]) for r in rows}
     meta_file = ROOT / "meta.json"
     meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {"record_s": {}}

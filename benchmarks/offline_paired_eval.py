@@ -213,14 +213,16 @@ def main() -> None:
     source = ROOT / f"jobs{suffix}.jsonl"
     if not source.exists():
         parser.error(f"no finished jobs at {source}: run offline_crafter.py --tag {args.tag} first")
-    finished = {(r["key"], r["kind"], r["seed"]): r for r in map(json.loads, source.read_text().splitlines())}
+    from reverie.logger import read_jsonl
+
+    finished = {(r["key"], r["kind"], r["seed"]): r for r in read_jsonl(source)}
     out_file = ROOT / f"paired{suffix}.jsonl"
     agent_file = ROOT / f"paired{suffix}_rl_{args.rerun}.jsonl" if args.rerun else out_file
     if args.rerun:
         suffix += f"_rl_{args.rerun}"
 
     def read_rows(path: Path, agents: bool) -> list[dict[str, Any]]:
-        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        rows = read_jsonl(path) if path.exists() else []
         return [
             r
             for r in rows
@@ -286,8 +288,7 @@ def main() -> None:
     summary["settings"] = {"tag": args.tag, "key": args.key, "episodes": args.episodes, "world_seed": args.world_seed}
     if float(args.key.rsplit("/", 1)[1]) < 1:
         full_key = args.key.rsplit("/", 1)[0] + "/1"
-        lines = agent_file.read_text().splitlines() if agent_file.exists() else []
-        full_rows = [json.loads(line) for line in lines]
+        full_rows = read_jsonl(agent_file) if agent_file.exists() else []
         full_rows = [
             r
             for r in full_rows
