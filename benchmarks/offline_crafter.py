@@ -543,6 +543,7 @@ def main() -> None:
         rows = rows_from_results(published)
         meta = merge_meta(published.get("meta", {}), meta)  # the times and reports those jobs were run with
         write_text(jobs_file, "".join(json.dumps(row) + "\n" for row in rows))
+        write_text(meta_file, json.dumps(meta, indent=1))
         print(f"{len(rows)} finished jobs taken from {published_file} (no {jobs_file})", flush=True)
     done = {(r["key"], r["kind"], r["seed"]) for r in rows}
     jobs = []

@@ -87,3 +87,22 @@ def test_merge_meta_keeps_both_sides_and_prefers_the_first(offline_crafter: Modu
     assert merged["record_s"] == {"pixels/200": 164.5, "pixels/50": 46.7, "pixels/1000": 900.0}
     assert merged["idm"] == published["idm"]
     assert "pixel_pipeline_200_minutes" not in merged  # recomputed from the rows it belongs to
+
+
+def test_a_fresh_clone_goes_on_from_the_published_results(
+    offline_crafter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    results.mkdir()
+    meta = {"record_s": {"pixels/50": 40.0}, "idm": {"pixels-50-a0.1": {"idm/held_out_accuracy": 0.7}}}
+    published = json.loads(json.dumps(offline_crafter.aggregate(_rows(), meta)))
+    (results / "offline_crafter_t.json").write_text(json.dumps(published))
+    monkeypatch.setattr(offline_crafter, "ROOT", runs)
+    monkeypatch.setattr(offline_crafter, "RESULTS", results)
+    monkeypatch.setattr("sys.argv", ["offline_crafter.py", "--obs", "pixels", "--tag", "t", "--no-run"])
+    offline_crafter.main()
+    jobs = [json.loads(line) for line in (runs / "jobs_t.jsonl").read_text().splitlines()]
+    assert len(jobs) == len(_rows())  # every published job counts as done
+    assert json.loads((runs / "meta.json").read_text()) == meta  # kept for the invocations that record more
+    assert json.loads((results / "offline_crafter_t.json").read_text()) == published  # rewritten unchanged
+    assert (results / "offline_crafter_t.png").exists()
