@@ -408,12 +408,12 @@ def rows_from_results(result: dict[str, Any]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-def merge_meta(meta: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` with ``published``'s entries where it has none (record times and labelling reports kept by
-    another invocation or on an earlier machine); the derived ``pixel_pipeline_200_minutes`` is recomputed."""
-    merged = {**published, **meta}
+def merge_meta(meta: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with ``other``'s entries where it has none (record times and labelling reports kept by another
+    invocation or on an earlier machine); the derived ``pixel_pipeline_200_minutes`` is recomputed."""
+    merged = dict(meta)  # only those two sections come over: a published file's other keys are its own
     for section in ("record_s", "idm"):
-        merged[section] = {**published.get(section, {}), **meta.get(section, {})}
+        merged[section] = {**other.get(section, {}), **meta.get(section, {})}
     merged.pop("pixel_pipeline_200_minutes", None)
     return merged
 
@@ -538,8 +538,10 @@ def main() -> None:
     meta_file = ROOT / "meta.json"
     meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {"record_s": {}}
     published_file = RESULTS / f"offline_crafter{suffix}.json"
-    if not rows and published_file.exists():  # a fresh clone: go on from the published results
-        published = json.loads(published_file.read_text())
+    published = json.loads(published_file.read_text()) if not rows and published_file.exists() else {}
+    if "sources" in published.get("meta", {}):  # --publish's canonical file: its methods are renamed, no job rows
+        print(f"{published_file} was written by --publish: its jobs are not taken as finished", flush=True)
+    elif published:  # a fresh clone: go on from the published results
         rows = rows_from_results(published)
         meta = merge_meta(published.get("meta", {}), meta)  # the times and reports those jobs were run with
         write_text(jobs_file, "".join(json.dumps(row) + "\n" for row in rows))
@@ -617,7 +619,10 @@ def main() -> None:
             scores = {m: row[m]["score"] for m in METHODS if m in row}
             print(f"{row['key']} seed {row['seed']} {row['kind']}: {scores} ({row['wall_s'] / 60:.1f} min)", flush=True)
             write_results(rows, meta, suffix)
-    write_results(rows, meta, suffix)
+    if rows:  # nothing finished: the results file (and --publish's, without a tag) stays as it is
+        write_results(rows, meta, suffix)
+    else:
+        print("no finished jobs: nothing written", flush=True)
 
 
 def write_results(rows: list[dict[str, Any]], meta: dict[str, Any], suffix: str = "") -> None:

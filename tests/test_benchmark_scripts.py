@@ -86,6 +86,7 @@ def test_merge_meta_keeps_both_sides_and_prefers_the_first(offline_crafter: Modu
     merged = offline_crafter.merge_meta(published, here)
     assert merged["record_s"] == {"pixels/200": 164.5, "pixels/50": 46.7, "pixels/1000": 900.0}
     assert merged["idm"] == published["idm"]
+    assert "sources" not in offline_crafter.merge_meta({}, {"sources": {"pixels": "t"}})  # --publish's own key
     assert "pixel_pipeline_200_minutes" not in merged  # recomputed from the rows it belongs to
 
 
@@ -106,3 +107,17 @@ def test_a_fresh_clone_goes_on_from_the_published_results(
     assert json.loads((runs / "meta.json").read_text()) == meta  # kept for the invocations that record more
     assert json.loads((results / "offline_crafter_t.json").read_text()) == published  # rewritten unchanged
     assert (results / "offline_crafter_t.png").exists()
+
+
+def test_the_canonical_published_file_is_not_taken_for_job_rows(
+    offline_crafter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    canonical = offline_crafter.aggregate(_rows(), {"sources": {"pixels": "t"}, "record_s": {}})
+    (results / "offline_crafter.json").write_text(json.dumps(canonical))  # --publish renames methods
+    monkeypatch.setattr(offline_crafter, "ROOT", tmp_path / "runs")
+    monkeypatch.setattr(offline_crafter, "RESULTS", results)
+    monkeypatch.setattr("sys.argv", ["offline_crafter.py", "--obs", "pixels", "--no-run"])
+    offline_crafter.main()
+    assert not (tmp_path / "runs" / "jobs.jsonl").exists()
