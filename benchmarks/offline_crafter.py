@@ -396,9 +396,14 @@ def rows_from_results(result: dict[str, Any]) -> list[dict[str, Any]]:
                 kind = kind_of(method, seed, wall)
                 row = rows.setdefault(
                     (key, kind, seed),
-                    {"key": key, "kind": kind, "seed": seed, "wall_s": wall.get(f"{kind}_s{seed}", 0.0)},
+                    {
+                        "key": key,
+                        "kind": kind,
+                        "seed": seed,
+                        "wall_s": wall.get(f"{kind}_s{seed}", 0.0),
+                        "recovered": True,
+                    },
                 )
-                row["recovered"] = True
                 row[method] = {
                     "score": res["score"][i],
                     "return": res["return"][i],
