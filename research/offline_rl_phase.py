@@ -15,9 +15,9 @@ model, that re-trains it as a new run would with the ``--set`` head settings, on
 re-trained head, say); with ``--more-rl N`` that agent's actor, critic and optimiser moments continue for ``N`` more
 RL updates, as if its RL phase had been ``N`` longer.
 
-    python benchmarks/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
+    python research/offline_rl_phase.py --source-tag obs --tag datakl --set offline.data_prior_kl=1.0
 
-Writes ``benchmarks/results/offline_rl_phase_<tag>.json``, ``{"<obs>/<episodes>/<label fraction>": ...}`` (other
+Writes ``research/results/offline_rl_phase_<tag>.json``, ``{"<obs>/<episodes>/<label fraction>": ...}`` (other
 settings already in the file are kept): per seed the new actor's score and success rates next to the
 source run's BC head and RL actor.
 """
@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from offline_crafter import ENV_IDS, RESULTS, _eval_summary, dataset_path, run_dir
+from offline_crafter_tagged import ENV_IDS, RESULTS, _eval_summary, dataset_path, run_dir
 
 POLICY_HEADS = ("bc.", "bc_avg.", "bc_prior.", "ac.actor.")
 

@@ -11,9 +11,9 @@ times with ``--episodes`` sampled-action episodes each (fresh env seeds per repe
   head's own support (``ac.prior_support``): what the support rule alone does, before any RL update;
 - ``head_as_actor``: the same without the support rule (it should play as ``bc`` does).
 
-    python benchmarks/offline_eval_noise.py --runs benchmarks/runs/offline_crafter/runs/<run> ... --repeats 3
+    python research/offline_eval_noise.py --runs research/runs/offline_crafter/runs/<run> ... --repeats 3
 
-Writes ``benchmarks/results/<--out>``: per run and policy the scores of every repeat, their mean and spread.
+Writes ``research/results/<--out>``: per run and policy the scores of every repeat, their mean and spread.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offline_crafter import RESULTS, _eval_summary
+from offline_crafter_tagged import RESULTS, _eval_summary
 
 
 def evaluate_run(run: Path, repeats: int, episodes: int) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="finished offline_crafter.py run folders")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--out", default="offline_eval_noise.json", help="file name in benchmarks/results/")
+    parser.add_argument("--out", default="offline_eval_noise.json", help="file name in research/results/")
     args = parser.parse_args()
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     for run in args.runs:

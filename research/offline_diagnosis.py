@@ -19,10 +19,10 @@
    or more: the exploit rate the model shows on competent play it was trained on, a floor for the
    correction loop's exploit rate.
 
-Needs a fitted agent from ``benchmarks/offline_crafter.py``. Writes
-``benchmarks/results/offline_diagnosis.json``.
+Needs a fitted agent from ``research/offline_crafter_tagged.py``. Writes
+``research/results/offline_diagnosis.json``.
 
-    python benchmarks/offline_diagnosis.py --seed 0 --steps 1500
+    python research/offline_diagnosis.py --seed 0 --steps 1500
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def paths(obs: str, seed: int, tag: str = "") -> tuple[Path, Path]:
     run = ROOT / "runs" / f"{obs}_200_1_wm{'_' + tag if tag else ''}_s{seed}"
     data = ROOT / "data" / f"{obs}-200-a1"
     if not (run / "checkpoint").exists() or not (data / "dataset.json").exists():
-        raise SystemExit(f"No fitted agent at {run} (or no dataset at {data}): run benchmarks/offline_crafter.py.")
+        raise SystemExit(f"No fitted agent at {run} (or no dataset at {data}): run research/offline_crafter_tagged.py.")
     return run, data
 
 

@@ -19,7 +19,7 @@ where the full-label agents of the same setting were played on the same worlds, 
 score the relabelled agents keep (``of_full_labels``, with a 90% bootstrap interval). Every (seed, method)
 job runs in its own process; finished jobs are kept in ``runs/offline_crafter/paired_<tag>.jsonl`` (a rerun
 continues) and the summary goes to
-``benchmarks/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json`` (with ``_e<episodes>_w<world seed>``
+``research/results/offline_paired_<tag>_<obs>_<episodes>_<frac>.json`` (with ``_e<episodes>_w<world seed>``
 appended where those differ from the defaults).
 
 With ``--rerun TAG`` the agent methods are the agents ``offline_rl_phase.py --tag TAG`` re-ran from that
@@ -28,8 +28,8 @@ setting's runs (``<run>_rl_<TAG>``); their rows go to ``paired_<tag>_rl_<TAG>.js
 same policies on the same worlds). A head-only re-run (``--no-rl``) plays its heads alone, one that went on with
 RL from another re-run (``--more-rl``) its actors alone.
 
-    python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
-    python benchmarks/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
+    python research/offline_paired_eval.py --tag curious_ach --key symbolic/200/1 --episodes 300
+    python research/offline_paired_eval.py --tag curious_ach --key symbolic/200/0.1 --methods wm_bc_rl_relabel
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from offline_crafter import (
+from offline_crafter_tagged import (
     ENV_IDS,
     RAW_BC_KINDS,
     RESULTS,

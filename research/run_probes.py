@@ -10,10 +10,10 @@ from typing import Any
 
 
 def check_runs(parser: argparse.ArgumentParser, runs: list[Path]) -> None:
-    """Exit with a clear message unless every folder holds a checkpoint of ``benchmarks/offline_crafter.py``."""
+    """Exit with a clear message unless every folder holds a checkpoint of ``research/offline_crafter_tagged.py``."""
     for run in runs:
         if not (run / "checkpoint").exists():
-            parser.error(f"{run} holds no checkpoint/: give run folders that benchmarks/offline_crafter.py wrote")
+            parser.error(f"{run} holds no checkpoint/: give run folders that research/offline_crafter_tagged.py wrote")
 
 
 def held_out(folder: Path, policy: str, episodes: int, seed: int) -> Any:

@@ -9,9 +9,9 @@ GRU over the episode's observations beside it (trained on windows of ``--window`
 ``--burn-in`` steps without loss, carried across the whole episode when playing). Neither reads past actions
 (behaviour cloning with the action history learns to copy the last action).
 
-Writes ``benchmarks/results/offline_memory_bc.json``.
+Writes ``research/results/offline_memory_bc.json``.
 
-    python benchmarks/offline_memory_bc.py --data benchmarks/runs/offline_crafter/data/symbolic-200-a1-curious
+    python research/offline_memory_bc.py --data research/runs/offline_crafter/data/symbolic-200-a1-curious
 """
 
 from __future__ import annotations

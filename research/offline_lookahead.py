@@ -13,11 +13,11 @@ the policy that maximises ``E[Q] - beta * KL(pi || bc)``: the solution of one st
 held to the BC prior by a KL of weight ``beta``, computed exactly instead of learned. ``beta = inf``
 is the BC head itself. Every ``beta`` plays the same worlds (env seeds), so the comparison is paired.
 
-Needs run folders of ``benchmarks/offline_crafter.py`` (symbolic). Writes
-``benchmarks/results/offline_lookahead.json`` (``--out``).
+Needs run folders of ``research/offline_crafter_tagged.py`` (symbolic). Writes
+``research/results/offline_lookahead.json`` (``--out``).
 
-    python benchmarks/offline_lookahead.py --runs \
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_curious_gate6k_s0 --betas inf 0.3 0.1
+    python research/offline_lookahead.py --runs \
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_curious_gate6k_s0 --betas inf 0.3 0.1
 """
 
 from __future__ import annotations

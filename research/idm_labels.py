@@ -2,10 +2,10 @@
 
 Labels a partially labelled dataset with :class:`reverie.baselines.InverseDynamics` and compares the inferred
 actions with those of the fully labelled recording it was made from (the offline Crafter datasets:
-``symbolic-200-a0.1`` from ``symbolic-200-a1``). Writes ``benchmarks/results/idm_labels.json``: held-out and
+``symbolic-200-a0.1`` from ``symbolic-200-a1``). Writes ``research/results/idm_labels.json``: held-out and
 inferred accuracy, per-action recall and counts, fit time.
 
-    python benchmarks/idm_labels.py                       # the 10% symbolic Crafter dataset
+    python research/idm_labels.py                       # the 10% symbolic Crafter dataset
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     for folder in (args.partial, args.full):
         if not (folder / "dataset.json").exists():
             raise SystemExit(
-                f"{folder} is not a dataset; `python benchmarks/offline_crafter.py --obs symbolic --fracs 1.0 0.1` "
+                f"{folder} is not a dataset; `python research/offline_crafter_tagged.py --obs symbolic --fracs 1.0 0.1` "
                 "records both."
             )
     partial, full = Dataset(args.partial), Dataset(args.full)

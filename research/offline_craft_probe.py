@@ -14,13 +14,13 @@ sampled from the prior, as in imagination). Presses are split into
 A model that knows what each action needs predicts ~0 for ``failed``; one that learned "crafting pays"
 predicts ~1, and imagination RL can then buy reward with presses that do nothing in the real game.
 
-Needs run folders of ``benchmarks/offline_crafter.py`` (symbolic). Records the held-out episodes once
+Needs run folders of ``research/offline_crafter_tagged.py`` (symbolic). Records the held-out episodes once
 (seed 1000, not a seed any dataset here was recorded with). Writes
-``benchmarks/results/offline_craft_probe.json``.
+``research/results/offline_craft_probe.json``.
 
-    python benchmarks/offline_craft_probe.py --runs \\
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_obsonly_s0 \\
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_curious_s0
+    python research/offline_craft_probe.py --runs \\
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_obsonly_s0 \\
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_curious_s0
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ zero-reward steps, the return a rollout collects from nothing; the real means; a
 picture of the step (the likeliest observation, as an observation-reading policy sees it in imagination)
 holds the real inventory: every count right (``inventory_all_right``) and per count (``_items_right``).
 With ``--variants`` it first fits fresh models itself (the model phase alone, ``--updates`` updates) to
-compare decoder and reward settings at the same budget. Writes ``benchmarks/results/offline_reward_probe.json``.
+compare decoder and reward settings at the same budget. Writes ``research/results/offline_reward_probe.json``.
 
-    python benchmarks/offline_reward_probe.py --runs \\
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_prev_s0 \\
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_change_s0
-    python benchmarks/offline_reward_probe.py --updates 300 --variants \
+    python research/offline_reward_probe.py --runs \\
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_prev_s0 \\
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_change_s0
+    python research/offline_reward_probe.py --updates 300 --variants \
         counts:model.decoder_prev=true,model.reward_change=true,model.count_classes=true \
         copy:model.decoder_prev=true,model.reward_change=true,model.count_classes=true,model.count_copy=true
 """
@@ -207,7 +207,7 @@ def main() -> None:
         nargs="*",
         default=[],
         help="also fit fresh models for --updates model-phase updates: name:key=value,key=value on top of the "
-        "settings of offline_model_learning.py (into benchmarks/runs/offline_reward_probe/<name>)",
+        "settings of offline_model_learning.py (into research/runs/offline_reward_probe/<name>)",
     )
     parser.add_argument("--updates", type=int, default=300, help="model-phase updates of each --variants model")
     parser.add_argument("--episodes", type=int, default=20, help="held-out scripted episodes to record")

@@ -23,11 +23,11 @@ is from the game's, after the same action and after the others, against simply k
 ``present_cells_right_*``: the share of the view's cells whose material the model's picture of the present
 (decoded from the filtered state, which has seen it) gets right, against the previous frame's.
 
-Needs run folders of ``benchmarks/offline_crafter.py`` (symbolic). Writes
-``benchmarks/results/offline_advantage_probe.json``.
+Needs run folders of ``research/offline_crafter_tagged.py`` (symbolic). Writes
+``research/results/offline_advantage_probe.json``.
 
-    python benchmarks/offline_advantage_probe.py --runs \\
-        benchmarks/runs/offline_crafter/runs/symbolic_200_1_wm_curious_s0
+    python research/offline_advantage_probe.py --runs \\
+        research/runs/offline_crafter/runs/symbolic_200_1_wm_curious_s0
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--head", default="bc", choices=["bc", "actor"], help="the policy that plays and follows")
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--horizon", type=int, default=0, help="steps summed per value (0: the agent's ac.horizon)")
-    parser.add_argument("--out", default="offline_advantage_probe.json", help="file name under benchmarks/results")
+    parser.add_argument("--out", default="offline_advantage_probe.json", help="file name under research/results")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch

@@ -14,9 +14,9 @@ updates measures on a fixed batch of held-out episodes, per cell of the 7 x 9 lo
   change the model attributes to the action.
 
 Variants are ``name:key=value,key=value`` on top of ``--set`` (the settings of the offline Crafter runs).
-Writes ``benchmarks/results/offline_model_learning.json`` and ``.png``.
+Writes ``research/results/offline_model_learning.json`` and ``.png``.
 
-    python benchmarks/offline_model_learning.py --minutes 15 --variants base b64:train.batch_size=64
+    python research/offline_model_learning.py --minutes 15 --variants base b64:train.batch_size=64
 """
 
 from __future__ import annotations
@@ -178,9 +178,9 @@ def main() -> None:
     for folder in (args.data, args.held_out):
         if not (folder / "dataset.json").exists():
             raise SystemExit(
-                f"{folder} is not a dataset; record it first, e.g. `python benchmarks/offline_crafter.py "
+                f"{folder} is not a dataset; record it first, e.g. `python research/offline_crafter_tagged.py "
                 "--obs symbolic --fracs 1.0 --policy scripted-curious --tag curious` and "
-                "`python benchmarks/offline_craft_probe.py` (which records the held-out episodes)."
+                "`python research/offline_craft_probe.py` (which records the held-out episodes)."
             )
     jobs = []
     for text in args.variants:
