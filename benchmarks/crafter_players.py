@@ -3,9 +3,9 @@
 Each player plays ``--episodes`` episodes (episode ``i`` in the world of seed ``i``, the player seeded
 with ``i`` too, so the scripted player's style varies across episodes) under the standard protocol:
 an episode ends at death or after 10,000 steps. Reported per player: the Crafter score and the
-success rate of each achievement (:mod:`reverie.crafter_eval`), the mean episode length, deaths, the
+success rate of each achievement (:mod:`reverie.crafter.score`), the mean episode length, deaths, the
 number of craft or place actions that failed (the game ignored them; the scripted player must have
-none) and the wall time. The players are built from :data:`reverie.data.POLICIES`, exactly as
+none) and the wall time. The players are built by :func:`reverie.data.make_policy`, exactly as
 ``reverie data record --policy ...`` builds them.
 
     python benchmarks/crafter_players.py                      # 100 episodes each, two worker processes
@@ -33,9 +33,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score, plot_achievements  # noqa: E402
-from reverie.data import POLICIES  # noqa: E402
-from reverie.envs import CrafterEnv  # noqa: E402
+from reverie.crafter.env import CrafterEnv  # noqa: E402
+from reverie.crafter.score import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score, plot_achievements  # noqa: E402
+from reverie.data import make_policy  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PLAYERS = ("random", "scripted")
@@ -48,7 +48,7 @@ def play_episode(job: tuple[str, int, int]) -> dict[str, Any]:
     start = time.perf_counter()
     env = CrafterEnv(seed=seed, symbolic=True, length=length)  # the symbolic variant skips rendering
     names = env.crafter_env.action_names
-    policy = POLICIES[player](env, seed)
+    policy = make_policy(player, env, seed)
     obs = env.step({"action": 0, "reset": True})
     steps = failed = 0
     while not obs["is_last"]:

@@ -1,45 +1,40 @@
-"""Offline Crafter: agents learned from scripted-player recordings alone, compared in the real game.
+"""Offline Crafter: agents learned from recorded play alone, compared in the real game.
 
-For each observation kind (symbolic, pixels), dataset size (episodes) and action-label fraction:
+Two recipes, the published ones, one per observation kind (their settings are the lists ``SYMBOLIC`` and
+``PIXELS`` below, applied after the ``offline`` preset, and for pixels ``cpu_cnn``). For each dataset size
+(``--episodes``), action-label fraction (``--fracs``) and seed, these methods are fitted and played in the game:
 
-* ``bc``: behaviour cloning on raw observations (:class:`reverie.baselines.BCPolicy`);
-* ``bc_rw`` (``--kinds bc_rw``): the same, return-weighted (``BCPolicy.fit(return_temp=...)``,
-  ``--bc-return-temp``, ``--bc-return-discount`` and ``--bc-return-min-reward``): what weighting imitation by
-  the recorded returns gives without a world model;
-* ``wm_bc``: behaviour cloning on the world model's features (:class:`reverie.baselines.FeatureBC` over
-  ``agent.encode``), the model trained by ``Dreamer.fit``;
-* ``wm_bc_rl``: world model + BC prior + imagination RL (``Dreamer.fit``, PMPO + KL to the prior);
-* ``wm_bc_rl_idm`` (label fractions < 1, with ``--idm``): the same with inverse-dynamics labels instead
-  of the no-action input.
-* ``wm_bc_rl_relabel`` (label fractions < 1, with ``--idm-data``): the same on a copy of the dataset whose
-  unlabelled episodes were labelled beforehand by :class:`reverie.baselines.InverseDynamics` (an
-  inverse-dynamics model on raw observations, trained on the labelled episodes; ``<dataset>-idm``);
-  ``wm_bc_head_relabel`` is its BC head, ``wm_bc_relabel`` BC on its model's features and those labels. The
-  labelling's held-out accuracy and time go to ``meta``.
-* ``bc_relabel``, ``bc_rw_relabel`` (label fractions < 1): ``bc`` and ``bc_rw`` on that labelled copy (plain
-  ``bc`` below full labels learns from the labelled episodes alone): the inverse-dynamics labelling without a
-  world model (VPT's recipe), the baseline the ``*_relabel`` agents are compared with.
-* ``wm_feat``: only (b), fitted on the model of a finished ``wm`` job (``wm_relabel`` below full labels) whose
-  row lacks it (rows of an earlier version of this script); the agent is loaded, not trained further.
+* ``bc``: behaviour cloning on raw observations (:class:`reverie.baselines.BCPolicy`), method (a);
+* ``bc_rw``: the same, each step weighted by the discounted return of the achievements that followed it;
+* ``wm``: ``Dreamer.fit`` with the recipe, which gives three methods: ``wm_bc`` (BC on the world model's
+  features, :class:`reverie.baselines.FeatureBC`, method (b)), ``wm_bc_head`` (the agent's own BC head) and
+  ``wm_bc_rl`` (world model + BC prior + imagination RL, method (c)).
 
-Datasets are recorded once with the scripted player (``--policy``; episodes cut at ``--time-limit``
-steps; evaluation uses the same limit) and the partially labelled ones are copies with actions dropped.
-Every (setting, seed) job runs in its own process with one torch thread; finished jobs are kept in
-``benchmarks/runs/offline_crafter/jobs.jsonl``, so an interrupted run continues where it stopped; without that
-file (a fresh clone) the jobs of the results JSON count as finished, so a grid goes on from its published results.
-Writes ``benchmarks/results/offline_crafter.json`` and ``offline_crafter.png``.
+Below full labels the unlabelled episodes are first labelled by an inverse-dynamics model on raw observations
+(``reverie data label``; ``<dataset>-idm``), and every method also runs on that copy (``bc_relabel``,
+``bc_rw_relabel``, ``wm_relabel``); plain ``bc`` and ``bc_rw`` there learn from the labelled episodes alone.
 
-    python benchmarks/offline_crafter.py                                   # the acceptance set
-    python benchmarks/offline_crafter.py --obs symbolic --episodes 50 200 --fracs 1.0 --seeds 0
-    python benchmarks/offline_crafter.py --obs symbolic --fracs 1.0 --kinds wm --tag preset \
-        --preset offline_crafter_symbolic --eval-episodes 50        # the symbolic agents' settings
-    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds wm bc bc_rw --tag weighted \
-        --preset offline_crafter_pixels offline_crafter_weighted --bc-return-temp 1 --bc-return-discount 0.97 \
-        --bc-return-min-reward 0.5 --eval-episodes 100              # pixels, BC weighted by the achievements
-    python benchmarks/offline_crafter.py --obs pixels --episodes 50 1000 --idm-data --data-only  # record, label
-    python benchmarks/offline_crafter.py --publish symbolic=curious_ach pixels=px_preset2  # the canonical JSON
-    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds bc bc_rw --tag new --bc-from weighted \
-        --bc-return-min-reward 0.5 --eval-episodes 100              # the same baselines under a new tag, not refitted
+Datasets are recorded once (symbolic: the ``scripted-curious`` player, which also presses craft and place actions
+that fail; pixels: ``scripted``), episodes cut at 500 steps; evaluation uses the same limit, 100 episodes with
+sampled actions. Every (setting, seed, kind) job runs in its own process with one torch thread and is appended to
+``benchmarks/runs/offline_crafter/recipe/jobs.jsonl``, so an interrupted run continues where it stopped. The
+jobs are merged into ``benchmarks/results/offline_crafter.json`` (per ``<obs>/<episodes>/<frac>`` and method the
+scores, returns and success rates per seed; below full labels the methods on the labelled copy stand for (a), (b),
+(c) with ``source`` naming them, and plain (a) on the labelled episodes alone is ``bc_no_idm``), with
+``offline_crafter.png`` and the table ``offline_crafter.md``. The cells already in that file count as finished:
+``--redo`` runs them again (each finished job then replaces its published seed).
+
+``--paired`` plays every method of a seed on the same worlds (env ``i`` seeded ``world seed + i``, one episode
+each, 300 by default), since one 100-episode evaluation moves by about two points and the jobs above evaluate each
+method on worlds of its own. Per seed it gives each method's score and its difference to (a) with a 90% bootstrap
+interval over the worlds; below full labels, the share of the full-label score each method keeps on the same
+worlds. It needs the jobs' agents (``runs/``) and refits a missing raw-BC policy; results go to
+``benchmarks/results/offline_crafter_paired.json`` under the setting's key.
+
+    python benchmarks/offline_crafter.py --obs symbolic --episodes 200 --fracs 1.0   # one cell, 3 seeds
+    python benchmarks/offline_crafter.py --obs symbolic pixels --episodes 50 200 1000 --data-only  # record, label
+    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --paired           # the same 300 worlds
+    python benchmarks/offline_crafter.py --no-run                                    # rebuild JSON, plot, table
 """
 
 from __future__ import annotations
@@ -53,103 +48,103 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent / "runs" / "offline_crafter"
+JOBS = ROOT / "recipe"  # run folders, saved policies and the job files of the two recipes
 ENV_IDS = {"symbolic": "crafter-symbolic", "pixels": "crafter"}
 PRESETS = {"symbolic": ["offline"], "pixels": ["offline", "cpu_cnn"]}
-RAW_BC_KINDS = ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel")  # jobs that fit a BCPolicy on raw observations
-METHODS = (
-    "bc",
-    "bc_rw",
-    "bc_relabel",
-    "bc_rw_relabel",
-    "wm_bc",
-    "wm_bc_head",
-    "wm_bc_rl",
-    "wm_bc_rl_idm",
-    "wm_bc_relabel",
-    "wm_bc_head_relabel",
-    "wm_bc_rl_relabel",
-)
+PLAYERS = {"symbolic": "scripted-curious", "pixels": "scripted"}  # who records each kind's datasets
+WEIGHTED = ["offline.bc_return_temp=1.0", "offline.bc_return_discount=0.97", "offline.bc_return_min_reward=0.5"]
+# Symbolic: a policy on the observation alone, the world model its simulator of observations with the grid codec
+# that pictures each observation from the one before; 1,350 model, 3,000 BC-alone and 450 RL updates; RL held to the
+# BC prior by a KL of 1 on imagined and recorded states; BC weighted by the achievements' return in every phase.
+SYMBOLIC = [
+    *("model.units=256", "model.hidden=256", "model.classes=16", "model.vector_codec=crafter_grid_delta"),
+    *("ac.units=256", "ac.prior_kl=1.0", "ac.input=obs", "optim.lr=1e-3", "train.batch_length=32"),
+    *("offline.steps=4800", "offline.bc_frac=0.625", "offline.rl_frac=0.09375", "offline.pessimism=cut"),
+    "offline.data_prior_kl=1.0",
+    *WEIGHTED,
+]
+# Pixels: the policy reads the frame alone through its own CNN, twice as wide as the model's; 1,350 model (the head
+# learning alongside), 600 head-alone and 450 RL updates; the head's moving average plays and becomes the prior,
+# RL is held to it by KL weights of 3; 64 imagined rollout starts (every imagined step is decoded and read).
+PIXELS = [
+    *("model.units=256", "model.hidden=256", "model.classes=16"),
+    *("ac.units=256", "ac.prior_kl=3.0", "ac.input=obs", "ac.cnn_depth=8", "optim.lr=1e-3", "train.batch_length=32"),
+    *("offline.steps=2400", "offline.bc_frac=0.25", "offline.rl_frac=0.1875", "offline.pessimism=cut"),
+    *("offline.data_prior_kl=3.0", "offline.imag_starts=64", "offline.bc_ema=0.995"),
+    *WEIGHTED,
+]
+RECIPES = {"symbolic": SYMBOLIC, "pixels": PIXELS}
+BC = {"steps": 3000, "layers": 2, "return_temp": 1.0, "return_discount": 0.97, "return_min_reward": 0.5}
+TIME_LIMIT, IDM_STEPS = 500, 5000
+# Paired worlds: the pixel recipe's head width and KL were chosen on worlds 500,000-500,299, so its paired
+# evaluation uses fresh ones.
+WORLD_SEEDS = {"symbolic": 500_000, "pixels": 600_000}
+RAW_BC_KINDS = ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel")
+METHODS = (*RAW_BC_KINDS, "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_relabel", "wm_bc_head_relabel", "wm_bc_rl_relabel")
+TABLE_COLUMNS = {
+    "bc": "(a) BC raw obs",
+    "bc_rw": "return-weighted (a)",
+    "wm_bc": "(b) BC on features",
+    "wm_bc_head": "BC head",
+    "wm_bc_rl": "(c) model + BC + RL",
+}
 
 
-def dataset_path(obs: str, episodes: int, frac: float, policy: str = "scripted") -> Path:
+def dataset_path(obs: str, episodes: int, frac: float) -> Path:
     """``<obs>-<episodes>-a<frac>``, with ``-curious`` for the ``scripted-curious`` player's recordings."""
-    suffix = "" if policy == "scripted" else "-" + policy.removeprefix("scripted-")
+    suffix = "" if PLAYERS[obs] == "scripted" else "-" + PLAYERS[obs].removeprefix("scripted-")
     return ROOT / "data" / f"{obs}-{episodes}-a{frac:g}{suffix}"
 
 
 def relabelled(folder: Path) -> Path:
-    """The copy of a partially labelled dataset that :class:`reverie.baselines.InverseDynamics` labelled."""
+    """The copy of a partially labelled dataset whose missing actions inverse dynamics filled in."""
     return folder.with_name(folder.name + "-idm")
 
 
-def job_data(job: dict[str, Any]) -> Path:
-    """The dataset a job (or its finished row) learns from: the inverse-dynamics-labelled copy for ``*_relabel``
-    kinds and for ``wm_feat`` below full labels (whose agent learned from it), the recorded one otherwise."""
-    folder = dataset_path(job["obs"], job["episodes"], job["frac"], job.get("policy", "scripted"))
-    copy = job["kind"].endswith("_relabel") or (job["kind"] == "wm_feat" and job["frac"] < 1)
-    return relabelled(folder) if copy else folder
+def job_data(obs: str, episodes: int, frac: float, kind: str) -> Path:
+    """The dataset a job learns from: the labelled copy for ``*_relabel`` kinds, the recorded one otherwise."""
+    folder = dataset_path(obs, episodes, frac)
+    return relabelled(folder) if kind.endswith("_relabel") else folder
 
 
-def run_dir(key: str, kind: str, tag: str, seed: int) -> Path:
-    """The run folder of one world-model job: ``<obs>_<episodes>_<frac>_<kind>[_<tag>]_s<seed>``."""
-    suffix = f"_{tag}" if tag else ""
-    return ROOT / "runs" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
+def job_dir(key: str, kind: str, seed: int) -> Path:
+    """An agent's run folder or a raw-BC policy's: ``<obs>_<episodes>_<frac>_<kind>_s<seed>``."""
+    return JOBS / ("runs" if kind.startswith("wm") else "policies") / f"{key.replace('/', '_')}_{kind}_s{seed}"
 
 
-def policy_dir(key: str, kind: str, tag: str, seed: int) -> Path:
-    """Where a raw-observation BC job saves its policy: ``policies/<obs>_<episodes>_<frac>_<kind>[_<tag>]_s<seed>``."""
-    suffix = f"_{tag}" if tag else ""
-    return ROOT / "policies" / f"{key.replace('/', '_')}_{kind}{suffix}_s{seed}"
-
-
-def prepare_data(
-    obs: str, episodes: int, fracs: list[float], time_limit: int, policy: str = "scripted", idm_steps: int = 0
-) -> dict[str, Any]:
-    """Record the fully labelled dataset (once), its label-dropped copies and (``idm_steps`` > 0) their
-    inverse-dynamics-labelled copies; returns seconds spent (``record_s``) and the labelling reports (``idm``)."""
+def prepare_data(obs: str, episodes: int, fracs: list[float]) -> dict[str, Any]:
+    """Record the fully labelled dataset (once), its label-dropped copies and their inverse-dynamics-labelled
+    copies; returns the recording's seconds (``record_s``) and the labelling reports (``idm``) of what it made."""
+    from reverie.baselines import InverseDynamics
     from reverie.data import Dataset, record, rewrite
 
     def unfinished(folder: Path) -> bool:
-        """True where ``folder`` holds no finished dataset; what an interrupted run left there is removed."""
         if (folder / "dataset.json").exists():
             return False
-        if folder.exists():
-            print(f"{folder} holds an unfinished dataset (an interrupted run): writing it again", flush=True)
+        if folder.exists():  # an interrupted run left it half written
             shutil.rmtree(folder)
         return True
 
-    times: dict[str, Any] = {}
-    full = dataset_path(obs, episodes, 1.0, policy)
+    out: dict[str, Any] = {"idm": {}}
+    full = dataset_path(obs, episodes, 1.0)
     if unfinished(full):
         start = time.time()
-        record(ENV_IDS[obs], policy, episodes, full, seed=0, time_limit=time_limit)
-        times["record_s"] = time.time() - start
-    for frac in fracs:
-        path = dataset_path(obs, episodes, frac, policy)
-        if frac < 1.0 and unfinished(path):
+        record(ENV_IDS[obs], PLAYERS[obs], episodes, full, seed=0, time_limit=TIME_LIMIT)
+        out["record_s"] = time.time() - start
+    for frac in (f for f in fracs if f < 1):
+        path = dataset_path(obs, episodes, frac)
+        if unfinished(path):
             rewrite(full, path, action_frac=frac, seed=0)
-        if frac < 1.0 and idm_steps and unfinished(relabelled(path)):
-            from reverie.baselines import InverseDynamics
-
-            start = time.time()
-            source = Dataset(path)
+        if unfinished(relabelled(path)):
+            start, source = time.time(), Dataset(path)
             idm = InverseDynamics(source.obs_space, source.act_space, seed=0)
-            _, report = idm.label(source, relabelled(path), steps=idm_steps)
-            times.setdefault("idm", {})[path.name] = {**report, "label_s": time.time() - start}
-    return times
-
-
-def bc_weighting(job: dict[str, Any]) -> dict[str, float]:
-    """``BCPolicy.fit``'s return-weighting arguments of a raw BC job (none for plain ``bc``)."""
-    if job["kind"] not in ("bc_rw", "bc_rw_relabel"):
-        return {}
-    return {
-        "return_temp": job["bc_return_temp"],
-        "return_discount": job["bc_return_discount"],
-        "return_min_reward": job.get("bc_return_min_reward", 0.0),
-    }
+            _, report = idm.label(source, relabelled(path), steps=IDM_STEPS)
+            out["idm"][path.name] = {**report, "label_s": time.time() - start}
+    return out
 
 
 def _eval_summary(metrics: dict[str, float]) -> dict[str, Any]:
@@ -164,178 +159,138 @@ def _eval_summary(metrics: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+def fit_bc(obs: str, episodes: int, frac: float, kind: str, seed: int) -> tuple[Any, dict[str, float]]:
+    """A raw-observation BC policy of ``kind`` fitted with the recipe's settings (seeded), and its fit report."""
+    from reverie.baselines import BCPolicy
+    from reverie.data import Dataset
+
+    data = Dataset(job_data(obs, episodes, frac, kind))
+    policy = BCPolicy(data.obs_space, data.act_space["action"], layers=BC["layers"], seed=seed)
+    weights = {k: v for k, v in BC.items() if k.startswith("return_")} if kind.startswith("bc_rw") else {}
+    return policy, policy.fit(data, steps=BC["steps"], **weights)
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One (setting, seed, kind) job in a fresh process: ``kind`` is ``bc`` or ``wm`` (or ``wm_idm``,
-    ``wm_relabel``)."""
+    """One (setting, seed, kind) job in a fresh process; returns its row: the job and each method's summary."""
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     import torch
 
     torch.set_num_threads(1)
     from reverie import Dreamer, make_config
-    from reverie.baselines import BCPolicy
+    from reverie.baselines import FeatureBC
     from reverie.data import Dataset
 
-    obs, seed, kind, limit = job["obs"], job["seed"], job["kind"], job["time_limit"]
-    source = ("wm_relabel" if job["frac"] < 1 else "wm") if kind == "wm_feat" else kind
-    data = Dataset(job_data(job))
-    env_id, episodes = ENV_IDS[obs], job["eval_episodes"]
-    eval_seed = 100_000 + 1000 * seed
-    start = time.time()
-    out: dict[str, Any] = {**job}
+    obs, episodes, frac, kind, seed = job["obs"], job["episodes"], job["frac"], job["kind"], job["seed"]
+    env_id, n, eval_seed = ENV_IDS[obs], job["eval_episodes"], 100_000 + 1000 * seed
+    start, out = time.time(), dict(job)
     if kind in RAW_BC_KINDS:
-        policy = BCPolicy(data.obs_space, data.act_space["action"], layers=job.get("bc_layers", 2), seed=seed)
-        out["fit"] = policy.fit(data, steps=job["bc_steps"], **bc_weighting(job))
-        policy.save(policy_dir(job["key"], kind, job.get("tag", ""), seed))  # for offline_paired_eval.py
-        out[kind] = _eval_summary(policy.evaluate(env_id, episodes, eval_seed, limit))
-    elif kind == "wm_feat":  # (b) on a finished agent's model, which stays as it is
-        agent = Dreamer.load(run_dir(job["key"], source, job.get("tag", ""), seed))
-        suffix = "_relabel" if source == "wm_relabel" else ""
-        out["wm_bc" + suffix] = feature_bc(agent, data, job, eval_seed)
+        policy, out["fit"] = fit_bc(obs, episodes, frac, kind, seed)
+        policy.save(job_dir(job["key"], kind, seed))  # for --paired
+        out[kind] = _eval_summary(policy.evaluate(env_id, n, eval_seed, TIME_LIMIT))
     else:
-        logdir = run_dir(job["key"], kind, job.get("tag", ""), seed)
-        overrides = [
-            f"run.logdir={logdir}",
-            f"train.seed={seed}",
-            f"env.time_limit={limit}",
-            "offline.eval_episodes=0",
-            "offline.log_every=100",
-            "run.progress=false",
-            "run.tensorboard=false",
-            *job["extra"],
-        ]
-        if kind == "wm_idm":
-            overrides.append("offline.label_mode=inverse_dynamics")
-        resume = (logdir / "checkpoint").exists()
-        presets = [*PRESETS[obs], *job.get("presets", [])]
-        agent = Dreamer.load(logdir) if resume else Dreamer(make_config(presets, overrides))
-        agent.fit(data, steps=job["steps"])
+        logdir = job_dir(job["key"], kind, seed)
+        overrides = [*RECIPES[obs], f"run.logdir={logdir}", f"train.seed={seed}", f"env.time_limit={TIME_LIMIT}"]
+        overrides += ["run.eval_episodes=0", "run.progress=false", "run.tensorboard=false"]
+        agent = (
+            Dreamer.load(logdir) if (logdir / "checkpoint").exists() else Dreamer(make_config(PRESETS[obs], overrides))
+        )
+        data = Dataset(job_data(obs, episodes, frac, kind))
+        agent.fit(data)  # resumable: the total is offline.steps
         out["fit_s"] = time.time() - start
-        suffix = {"wm": "", "wm_idm": "_idm", "wm_relabel": "_relabel"}[kind]
-        metrics = agent.evaluate(episodes=episodes, deterministic=False, head="actor", promise_every=25)
-        out["wm_bc_rl" + suffix] = _eval_summary(metrics)
-        if kind in ("wm", "wm_relabel"):
-            head = agent.evaluate(episodes=episodes, deterministic=False, head="bc", promise_every=25)
-            out["wm_bc_head" + suffix] = _eval_summary(head)
-        if kind in ("wm", "wm_relabel"):  # (b) on this model, from the labels it learned with
-            out["wm_bc" + suffix] = feature_bc(agent, data, job, eval_seed)
+        suffix = kind.removeprefix("wm")
+        for head, method in (("actor", "wm_bc_rl"), ("bc", "wm_bc_head")):
+            metrics = agent.evaluate(episodes=n, deterministic=False, head=head, promise_every=25)
+            out[method + suffix] = _eval_summary(metrics)
+        features = FeatureBC(agent, data.act_space["action"], seed=seed)  # (b) on this model, from its labels
+        features.fit(data, steps=BC["steps"])
+        out["wm_bc" + suffix] = _eval_summary(features.evaluate(env_id, n, eval_seed, TIME_LIMIT))
     out["wall_s"] = time.time() - start
     return out
 
 
-def feature_bc(agent: Any, data: Any, job: dict[str, Any], eval_seed: int) -> dict[str, Any]:
-    """(b): BC on ``agent``'s features (:class:`reverie.baselines.FeatureBC`), fitted on ``data`` and evaluated."""
-    from reverie.baselines import FeatureBC
-
-    policy = FeatureBC(agent, data.act_space["action"], seed=job["seed"])
-    policy.fit(data, steps=job["bc_steps"])
-    return _eval_summary(policy.evaluate(ENV_IDS[job["obs"]], job["eval_episodes"], eval_seed, job["time_limit"]))
+# --- results: job rows <-> the published layout --------------------------------------------------------------
 
 
-def needs_feature_bc(rows: list[dict[str, Any]], key: str, seed: int, frac: float) -> bool:
-    """Whether the finished agent of ``key`` and ``seed`` (``wm``, or ``wm_relabel`` below full labels) has no (b)
-    yet: a ``wm_feat`` job fits it. Without a finished agent there is nothing to fit on."""
-    source, method = ("wm_relabel", "wm_bc_relabel") if frac < 1 else ("wm", "wm_bc")
-    agents = [r for r in rows if r["key"] == key and r["seed"] == seed and r["kind"] == source]
-    return bool(agents) and not any(method in r for r in rows if r["key"] == key and r["seed"] == seed)
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows -> ``{"<obs>/<episodes>/<frac>": {method: {"seeds", "score", "return", "success", ...}, "wall_s"}}``;
+    where two rows hold one (setting, method, seed), the later row's counts."""
+    latest = {(row["key"], method, row["seed"]): i for i, row in enumerate(rows) for method in METHODS if method in row}
+    table: dict[str, Any] = {}
+    for i in sorted(set(latest.values()), key=lambda i: (rows[i]["key"], rows[i]["seed"], i)):
+        row = rows[i]
+        entry = table.setdefault(row["key"], {})
+        for method in (m for m in METHODS if latest.get((row["key"], m, row["seed"])) == i):
+            res = entry.setdefault(method, {"seeds": [], "score": [], "return": [], "success": {}})
+            res["seeds"].append(row["seed"])
+            res["score"].append(row[method]["score"])
+            res["return"].append(row[method]["return"])
+            for name, rate in row[method]["success"].items():
+                res["success"].setdefault(name, []).append(rate)
+            for name in ("promise_gap", "promised_return", "real_return_h"):
+                if name in row[method]:
+                    res.setdefault(name, []).append(row[method][name])
+        entry.setdefault("wall_s", {})[f"{row['kind']}_s{row['seed']}"] = row["wall_s"]
+    return table
 
 
-BC_SETTINGS = (
-    "bc_steps",
-    "bc_layers",
-    "bc_return_temp",
-    "bc_return_discount",
-    "bc_return_min_reward",
-    "time_limit",
-    "eval_episodes",
-    "policy",
-)
-
-
-def borrow_baselines(jobs: list[dict[str, Any]], source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split ``jobs`` into those still to run and the finished rows of raw BC jobs (``RAW_BC_KINDS``) that the tag
-    ``source`` ran with the same dataset, seed and BC settings (their saved policies copied to this tag's folders,
-    the row marked ``borrowed_from``). A baseline's fit and evaluation never read the agent's settings."""
-    src_file = ROOT / f"jobs_{source}.jsonl"
-    if not src_file.exists():
-        raise SystemExit(f"--bc-from {source}: {src_file} does not exist (run offline_crafter.py --tag {source} first)")
-    from reverie.logger import read_jsonl
-
-    finished = {}
-    for row in read_jsonl(src_file):
-        if row["kind"] in RAW_BC_KINDS:
-            finished[(row["key"], row["kind"], row["seed"])] = row
-    todo, borrowed = [], []
-    for job in jobs:
-        row = finished.get((job["key"], job["kind"], job["seed"]))
-        src_policy = policy_dir(job["key"], job["kind"], source, job["seed"])
-        if row is None or not src_policy.exists() or any(row.get(k) != job.get(k) for k in BC_SETTINGS):
-            todo.append(job)
-            continue
-        dst_policy = policy_dir(job["key"], job["kind"], job["tag"], job["seed"])
-        if not dst_policy.exists():
-            shutil.copytree(src_policy, dst_policy.with_name(dst_policy.name + ".tmp"), dirs_exist_ok=True)
-            os.replace(dst_policy.with_name(dst_policy.name + ".tmp"), dst_policy)
-        borrowed.append({**row, **{k: v for k, v in job.items() if k not in BC_SETTINGS}, "borrowed_from": source})
-    return todo, borrowed
-
-
-TABLE_COLUMNS = {
-    "bc": "(a) BC raw obs",
-    "bc_rw": "return-weighted (a)",
-    "wm_bc": "(b) BC on features",
-    "wm_bc_head": "BC head",
-    "wm_bc_rl": "(c) model + BC + RL",
-}
-
-
-def publish(sources: list[str]) -> dict[str, Any]:
-    """The canonical ``offline_crafter.json`` (and plot) from ``<obs>=<tag>`` results, one tag per observation
-    kind (the runs with that kind's recipe), in the issue's layout: per ``<obs>/<episodes>/<frac>`` the methods
-    ``bc``, ``wm_bc``, ``wm_bc_rl`` beside ``bc_rw`` and ``wm_bc_head``. Below full labels the agents trained on
-    the inverse-dynamics-labelled copy (``*_relabel``) stand for (a), (b) and (c) where they ran; the method
-    without that copy, where it also ran, stays as ``<method>_no_idm``."""
-    from reverie.fileio import write_text
-
+def published(table: dict[str, Any]) -> dict[str, Any]:
+    """The aggregated table in the published layout: below full labels the ``*_relabel`` method stands for its
+    plain name (with ``source``) and the plain one, where it ran too, becomes ``<method>_no_idm``."""
     result: dict[str, Any] = {}
-    meta: dict[str, Any] = {"sources": {}, "record_s": {}, "idm": {}}
-    for source in sources:
-        obs, _, tag = source.partition("=")
-        if obs not in ENV_IDS or not tag:
-            raise SystemExit(f"--publish {source}: expected <obs>=<tag> with <obs> one of {', '.join(ENV_IDS)}")
-        path = RESULTS / f"offline_crafter_{tag}.json"
-        if not path.exists():
-            raise SystemExit(f"--publish {source}: {path} does not exist (run offline_crafter.py --tag {tag} first)")
-        tagged = json.loads(path.read_text())
-        for key, entry in tagged.items():
-            if not key.startswith(obs + "/"):
-                continue
-            full = float(key.rsplit("/", 1)[1]) >= 1.0
-            out: dict[str, Any] = {}
-            for method in TABLE_COLUMNS:  # the issue's methods and their neighbours
-                relabel = method + "_relabel"
-                name = relabel if not full and relabel in entry else method
-                if name in entry:
-                    out[method] = {**entry[name], "source": name} if name != method else entry[name]
-                if name != method and method in entry:  # labelled episodes alone (bc), the no-action input (wm)
-                    out[method + "_no_idm"] = entry[method]
-            result[key] = {**out, "wall_s": entry.get("wall_s", {})}
-        meta["sources"][obs] = tag
-        meta["record_s"].update(tagged["meta"].get("record_s", {}))
-        meta["idm"].update(tagged["meta"].get("idm", {}))
-        if obs == "pixels" and "pixel_pipeline_200_minutes" in tagged["meta"]:
-            meta["pixel_pipeline_200_minutes"] = tagged["meta"]["pixel_pipeline_200_minutes"]
-    order = sorted(result, key=lambda k: (k.split("/")[0], int(k.split("/")[1]), -float(k.split("/")[2])))
-    result = {key: result[key] for key in order} | {"meta": meta}
-    write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
-    write_text(RESULTS / "offline_crafter.md", markdown_table(result))
-    plot(result, RESULTS / "offline_crafter.png")
+    order = sorted(table, key=lambda k: (k.split("/")[0], int(k.split("/")[1]), -float(k.split("/")[2])))
+    for key in order:
+        entry, out = table[key], {}
+        full = float(key.rsplit("/", 1)[1]) >= 1.0
+        for method in TABLE_COLUMNS:
+            name = method + "_relabel" if not full and method + "_relabel" in entry else method
+            if name in entry:
+                out[method] = {**entry[name], "source": name} if name != method else entry[name]
+            if name != method and method in entry:
+                out[method + "_no_idm"] = entry[method]
+        result[key] = {**out, "wall_s": entry.get("wall_s", {})}
     return result
 
 
+def kind_of(method: str, seed: int, wall: dict[str, float]) -> str:
+    """The job kind whose row holds ``method`` (``wm_feat``: (b) fitted by an earlier version in a job of its own)."""
+    if method in RAW_BC_KINDS:
+        return method
+    suffix = "_relabel" if method.endswith("_relabel") else ""
+    if method.startswith(("wm_bc_rl", "wm_bc_head")) or f"wm_feat_s{seed}" not in wall:
+        return "wm" + suffix
+    return "wm_feat"
+
+
+def rows_from_published(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Job rows back from the published file (the inverse of ``published(aggregate(rows))``), marked
+    ``recovered``: the rows keep what the file holds (scores, successes, promises, wall time)."""
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for key, entry in result.items():
+        if key == "meta":
+            continue
+        wall = entry.get("wall_s", {})
+        for job, wall_s in wall.items():  # in the order the jobs finished, as aggregate lists them
+            kind, _, seed = job.rpartition("_s")
+            rows[(key, kind, int(seed))] = {"key": key, "kind": kind, "seed": int(seed), "wall_s": wall_s}
+        for name, res in entry.items():
+            if name == "wall_s":
+                continue
+            method = name.removesuffix("_no_idm") if name.endswith("_no_idm") else res.get("source", name)
+            for i, seed in enumerate(res["seeds"]):
+                kind = kind_of(method, seed, wall)
+                row = rows.setdefault((key, kind, seed), {"key": key, "kind": kind, "seed": seed, "wall_s": 0.0})
+                row[method] = {
+                    "score": res["score"][i],
+                    "return": res["return"][i],
+                    "success": {k: rates[i] for k, rates in res["success"].items()},
+                    **{k: res[k][i] for k in ("promise_gap", "promised_return", "real_return_h") if k in res},
+                }
+    return [{**row, "recovered": True} for row in rows.values()]
+
+
 def markdown_table(result: dict[str, Any]) -> str:
-    """The published grid as a Markdown table for the docs: per setting and method the mean Crafter score over
-    the seeds, the seeds' scores after it, and ``†`` where the agents learned from the inverse-dynamics-labelled
-    copy; ``-`` where a method did not run."""
+    """The grid as a Markdown table: per setting and method the mean Crafter score over the seeds, the seeds'
+    scores, ``†`` where the methods learned from the inverse-dynamics-labelled copy, ``-`` where none ran."""
     lines = ["| setting | " + " | ".join(TABLE_COLUMNS.values()) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
     for key in (k for k in result if k != "meta"):
         cells = []
@@ -349,98 +304,23 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """Jobs -> ``{"<obs>/<episodes>/<frac>": {method: {"score": [per seed], "success": {name: [...]}, ...}}}``."""
-    table: dict[str, Any] = {}
-    for row in sorted(rows, key=lambda r: (r["key"], r["seed"])):
-        entry = table.setdefault(row["key"], {})
-        for method in METHODS:
-            if method not in row:
-                continue
-            res = entry.setdefault(method, {"seeds": [], "score": [], "return": [], "success": {}})
-            res["seeds"].append(row["seed"])
-            res["score"].append(row[method]["score"])
-            res["return"].append(row[method]["return"])
-            for name, rate in row[method]["success"].items():
-                res["success"].setdefault(name, []).append(rate)
-            for key in ("promise_gap", "promised_return", "real_return_h"):
-                if key in row[method]:
-                    res.setdefault(key, []).append(row[method][key])
-        entry.setdefault("wall_s", {})[f"{row['kind']}_s{row['seed']}"] = row["wall_s"]
-    return {**table, "meta": meta}
-
-
-def kind_of(method: str, seed: int, wall: dict[str, float]) -> str:
-    """The job kind whose row holds ``method`` (the inverse of ``run_job``'s outputs)."""
-    if method in RAW_BC_KINDS:
-        return method
-    suffix = "_relabel" if method.endswith("_relabel") else "_idm" if method.endswith("_idm") else ""
-    if method.startswith("wm_bc_rl") or method.startswith("wm_bc_head"):
-        return "wm" + suffix
-    return "wm_feat" if f"wm_feat_s{seed}" in wall else "wm" + suffix  # (b): its own job or the model's
-
-
-def rows_from_results(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Job rows back from an aggregated results JSON (the inverse of ``aggregate``): a fresh clone, whose
-    ``benchmarks/runs`` is empty, continues a grid from its published results instead of running it again. The
-    rows keep what the results hold (scores, successes, promises, wall time), not the jobs' settings."""
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for key, entry in result.items():
-        if key == "meta":
-            continue
-        wall = entry.get("wall_s", {})
-        for method, res in entry.items():
-            if method not in METHODS:
-                continue
-            for i, seed in enumerate(res["seeds"]):
-                kind = kind_of(method, seed, wall)
-                row = rows.setdefault(
-                    (key, kind, seed),
-                    {
-                        "key": key,
-                        "kind": kind,
-                        "seed": seed,
-                        "wall_s": wall.get(f"{kind}_s{seed}", 0.0),
-                        "recovered": True,
-                    },
-                )
-                row[method] = {
-                    "score": res["score"][i],
-                    "return": res["return"][i],
-                    "success": {name: rates[i] for name, rates in res["success"].items()},
-                    **{k: res[k][i] for k in ("promise_gap", "promised_return", "real_return_h") if k in res},
-                }
-    return list(rows.values())
-
-
-def merge_meta(meta: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """``meta`` with ``other``'s entries where it has none (record times and labelling reports kept by another
-    invocation or on an earlier machine); the derived ``pixel_pipeline_200_minutes`` is recomputed."""
-    merged = dict(meta)  # only those two sections come over: a published file's other keys are its own
-    for section in ("record_s", "idm"):
-        merged[section] = {**other.get(section, {}), **meta.get(section, {})}
-    merged.pop("pixel_pipeline_200_minutes", None)
-    return merged
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     keys = [k for k in result if k != "meta"]
-    methods = [m for m in METHODS if any(m in result[k] for k in keys)]
+    methods = [m for m in TABLE_COLUMNS if any(m in result[k] for k in keys)]
     fig = Figure(figsize=(max(6, 2.2 * len(keys)), 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    width = 0.8 / len(methods)
+    width = 0.8 / max(1, len(methods))
     for m, method in enumerate(methods):
         for k, key in enumerate(keys):
             scores = [s for s in result[key].get(method, {}).get("score", []) if s is not None]
-            if not scores:
-                continue
-            x = k + (m - (len(methods) - 1) / 2) * width
-            ax.bar(x, sum(scores) / len(scores), width, color=f"C{m}", label=method if k == 0 else None)
-            ax.scatter([x] * len(scores), scores, color="k", s=8, zorder=3)
+            if scores:
+                x = k + (m - (len(methods) - 1) / 2) * width
+                ax.bar(x, sum(scores) / len(scores), width, color=f"C{m}", label=method if k == 0 else None)
+                ax.scatter([x] * len(scores), scores, color="k", s=8, zorder=3)
     ax.set_xticks(range(len(keys)), keys, rotation=15)
     ax.set_ylabel("Crafter score (%)")
     ax.set_title("Offline Crafter from scripted play: mean over seeds (dots: seeds)")
@@ -450,197 +330,266 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--obs", nargs="+", default=["symbolic", "pixels"], choices=list(ENV_IDS))
-    parser.add_argument("--episodes", nargs="+", type=int, default=[200])
-    parser.add_argument("--fracs", nargs="+", type=float, default=[1.0, 0.1])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument(
-        "--steps", type=int, default=None, help="offline updates of Dreamer.fit (default: the config's offline.steps)"
-    )
-    parser.add_argument("--bc-steps", type=int, default=3000, help="updates of the BC baselines")
-    parser.add_argument(
-        "--bc-layers", type=int, default=2, help="hidden layers of (a)'s MLP (the agent's policy head has ac.layers=3)"
-    )
-    parser.add_argument("--bc-return-temp", type=float, default=1.0, help="bc_rw: BCPolicy.fit's return_temp")
-    parser.add_argument("--bc-return-discount", type=float, default=0.97, help="bc_rw: its return_discount")
-    parser.add_argument(
-        "--bc-return-min-reward", type=float, default=0.0, help="bc_rw: its return_min_reward (0.5: achievements)"
-    )
-    parser.add_argument("--time-limit", type=int, default=500, help="episode length of data and evaluation")
-    parser.add_argument("--eval-episodes", type=int, default=20)
-    parser.add_argument("--idm", action="store_true", help="also run inverse-dynamics labelling for fracs < 1")
-    parser.add_argument(
-        "--idm-data",
-        action="store_true",
-        help="also run on copies of the fracs < 1 datasets labelled by a raw-observation inverse-dynamics model",
-    )
-    parser.add_argument("--idm-steps", type=int, default=5000, help="training steps of that inverse-dynamics model")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--kinds",
-        nargs="+",
-        default=["wm", "bc"],
-        choices=["wm", "bc", "bc_rw", "bc_relabel", "bc_rw_relabel", "wm_idm", "wm_relabel", "wm_feat"],
-        help="which jobs (see above)",
-    )
-    parser.add_argument(
-        "--preset",
-        nargs="*",
-        default=[],
-        help="named presets after the observation kind's (offline_crafter_symbolic, offline_crafter_pixels: the agents'"
-        " settings; offline_crafter_weighted after either: BC weighted by the achievements' return)",
-    )
-    parser.add_argument("--set", nargs="*", default=[], help="extra config overrides for Dreamer.fit")
-    parser.add_argument(
-        "--policy",
-        default="scripted",
-        choices=["scripted", "scripted-curious"],
-        help="the recording player; scripted-curious also presses random craft and place actions (most fail); "
-        "use a --tag of its own",
-    )
-    parser.add_argument(
-        "--bc-from",
-        default="",
-        help="take the finished bc / bc_rw jobs (and saved policies) of this other --tag where their settings match: "
-        "the raw-observation baselines do not depend on the agent's settings",
-    )
-    parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON and plot from finished jobs")
-    parser.add_argument(
-        "--publish",
-        nargs="+",
-        metavar="OBS=TAG",
-        help="only write the canonical offline_crafter.json from finished tags, one per observation kind "
-        "(e.g. symbolic=curious_ach pixels=px_preset2)",
-    )
-    parser.add_argument(
-        "--data-only",
-        action="store_true",
-        help="only record the datasets and their label-dropped (and, with --idm-data, labelled) copies; no job",
-    )
-    parser.add_argument(
-        "--tag",
-        default="",
-        help="name of a variant (e.g. grid with --set model.vector_codec=crafter_grid): its own runs, jobs and "
-        "results/offline_crafter_<tag>.json",
-    )
-    args = parser.parse_args()
-    if args.publish:
-        result = publish(args.publish)
-        print(f"wrote {RESULTS / 'offline_crafter.json'}: {', '.join(k for k in result if k != 'meta')}")
-        return
-    if args.policy != "scripted" and not args.tag:
-        parser.error(f"--policy {args.policy} needs a --tag of its own (its runs must not mix with the scripted ones)")
+def write_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate the rows (published ones first) into ``offline_crafter.json``, its plot and table (atomically)."""
+    from reverie.fileio import write_text
 
+    pixel = [r for r in rows if (r["key"], r["kind"], r["seed"]) == ("pixels/200/1", "wm", 0) and "recovered" not in r]
+    if pixel and "pixels/200" in meta.get("record_s", {}):
+        meta["pixel_pipeline_200_minutes"] = (meta["record_s"]["pixels/200"] + pixel[-1]["wall_s"]) / 60
+    result = {**published(aggregate(rows)), "meta": meta}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_text(RESULTS / "offline_crafter.json", json.dumps(result, indent=1))
+    write_text(RESULTS / "offline_crafter.md", markdown_table(result))
+    plot(result, RESULTS / "offline_crafter.png")
+    return result
+
+
+# --- paired evaluation: every method of a seed on the same worlds --------------------------------------------
+
+AGENT_METHODS = {"wm_bc_head": "bc", "wm_bc_rl": "actor"}  # method -> the agent's head that plays it
+
+
+def _unlocked(finals: list[dict[str, Any]]) -> np.ndarray:
+    """(E, 22) 0/1: which achievements each episode unlocked."""
+    from reverie.crafter.score import ACHIEVEMENTS, LOG_PREFIX
+
+    return np.array([[float(f.get(LOG_PREFIX + name, 0) > 0) for name in ACHIEVEMENTS] for f in finals])
+
+
+def score(unlocked: np.ndarray) -> float:
+    """The Crafter score of an (E, 22) unlocked matrix."""
+    from reverie.crafter.score import crafter_score
+
+    return crafter_score((100.0 * unlocked.mean(0)).tolist())
+
+
+def play(job: dict[str, Any]) -> dict[str, Any]:
+    """Play one method of one seed on the job's worlds; returns the job with ``unlocked`` and ``returns``."""
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(job["world_seed"])
+    from reverie.config import EnvConfig
+    from reverie.envs import make_batch_env
+    from reverie.evaluation import run_episodes
+
+    start, method, key, seed = time.time(), job["method"], job["key"], job["seed"]
+    obs, episodes, frac = key.split("/")[0], int(key.split("/")[1]), float(key.split("/")[2])
+    env_cfg = EnvConfig(id=ENV_IDS[obs], num_envs=job["episodes"], parallel=False, time_limit=TIME_LIMIT)
+    if method in RAW_BC_KINDS:
+        folder = job_dir(key, method, seed)
+        if (folder / "meta.json").exists():
+            from reverie.baselines import BCPolicy
+
+            policy = BCPolicy.load(folder)
+        else:  # a published cell whose policy was not kept: the same seeded fit again
+            policy, _ = fit_bc(obs, episodes, frac, method, seed)
+            policy.save(folder)
+
+        def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
+            return policy.act(obs, deterministic=False)
+
+    else:
+        from reverie import Dreamer
+
+        agent = Dreamer.load(job["run"])
+        learner, head, state = agent.learner, AGENT_METHODS[method.removesuffix("_relabel")], None
+
+        def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
+            nonlocal state  # learner.policy resets an env's state at obs["is_first"]
+            with torch.no_grad():
+                action, state, _ = learner.policy(obs, state, False, head)  # type: ignore[arg-type]
+            return action
+
+    envs = make_batch_env(env_cfg, job["world_seed"])
+    try:
+        results = run_episodes(envs, act_fn, job["episodes"])
+    finally:
+        envs.close()
+    unlocked = _unlocked(results.finals).astype(int).tolist()
+    return {**job, "unlocked": unlocked, "returns": results.returns.tolist(), "wall_s": time.time() - start}
+
+
+def summarise(rows: list[dict[str, Any]], resamples: int = 1000) -> dict[str, Any]:
+    """Per seed each method's score and return and, against (a) on the same worlds, the score difference with a
+    90% bootstrap interval (the worlds resampled, the same draw for both); across seeds the scores and (a)'s spread."""
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_seed.setdefault(row["seed"], {})[row["method"]] = row
+    out: dict[str, Any] = {"seeds": {}}
+    rng = np.random.default_rng(0)
+    for seed, methods in sorted(by_seed.items()):
+        entry: dict[str, Any] = {}
+        for method, row in sorted(methods.items(), key=lambda kv: METHODS.index(kv[0])):
+            unlocked = np.array(row["unlocked"], float)
+            entry[method] = {"score": score(unlocked), "return": float(np.mean(row["returns"]))}
+            if method != "bc" and "bc" in methods and len(methods["bc"]["unlocked"]) == len(unlocked):
+                base = np.array(methods["bc"]["unlocked"], float)
+                picks = rng.integers(0, len(base), (resamples, len(base)))
+                diffs = [score(unlocked[p]) - score(base[p]) for p in picks]
+                entry[method]["minus_bc"] = score(unlocked) - score(base)
+                entry[method]["minus_bc_90"] = [float(np.percentile(diffs, 5)), float(np.percentile(diffs, 95))]
+        out["seeds"][str(seed)] = entry
+    for method in METHODS:
+        scores = [out["seeds"][s][method]["score"] for s in out["seeds"] if method in out["seeds"][s]]
+        if scores:
+            out.setdefault("score", {})[method] = scores
+    if "bc" in out.get("score", {}):
+        out["bc_spread"] = max(out["score"]["bc"]) - min(out["score"]["bc"])
+    return out
+
+
+def label_ratio(rows: list[dict[str, Any]], full_rows: list[dict[str, Any]], resamples: int = 1000) -> dict[str, Any]:
+    """Per seed, each ``*_relabel`` method's score over the same method's with all labels on the same worlds, with
+    a 90% bootstrap interval: the share of the full-label score that the label fraction keeps."""
+    full = {(r["seed"], r["method"]): np.array(r["unlocked"], float) for r in full_rows}
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for row in sorted(rows, key=lambda r: (r["seed"], r["method"])):
+        base = full.get((row["seed"], row["method"].removesuffix("_relabel")))
+        unlocked = np.array(row["unlocked"], float)
+        if not row["method"].endswith("_relabel") or base is None or len(base) != len(unlocked):
+            continue
+        picks = rng.integers(0, len(base), (resamples, len(base)))
+        ratios = [score(unlocked[p]) / max(score(base[p]), 1e-9) for p in picks]
+        out.setdefault(str(row["seed"]), {})[row["method"]] = {
+            "ratio": score(unlocked) / max(score(base), 1e-9),
+            "ratio_90": [float(np.percentile(ratios, 5)), float(np.percentile(ratios, 95))],
+            "full_score": score(base),
+        }
+    return out
+
+
+def paired(key: str, seeds: list[int], episodes: int, world_seed: int, workers: int) -> None:
+    """Play every method of ``key``'s seeds on the same worlds; write the summary when all seeds are done."""
     from reverie.fileio import write_text
     from reverie.logger import read_jsonl
 
-    ROOT.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{args.tag}" if args.tag else ""
-    jobs_file = ROOT / f"jobs{suffix}.jsonl"
-    rows = read_jsonl(jobs_file) if jobs_file.exists() else []  # a line cut by a kill is skipped: that job runs again
-    meta_file = ROOT / "meta.json"
-    meta: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {"record_s": {}}
-    published_file = RESULTS / f"offline_crafter{suffix}.json"
-    published = json.loads(published_file.read_text()) if not rows and published_file.exists() else {}
-    if "sources" in published.get("meta", {}):  # --publish's canonical file: its methods are renamed, no job rows
-        print(f"{published_file} was written by --publish: its jobs are not taken as finished", flush=True)
-    elif published:  # a fresh clone: go on from the published results
-        rows = rows_from_results(published)
-        meta = merge_meta(published.get("meta", {}), meta)  # the times and reports those jobs were run with
-        write_text(jobs_file, "".join(json.dumps(row) + "\n" for row in rows))
-        write_text(meta_file, json.dumps(meta, indent=1))
-        print(f"{len(rows)} finished jobs taken from {published_file} (no {jobs_file})", flush=True)
-    done = {(r["key"], r["kind"], r["seed"]) for r in rows}
-    jobs = []
-    if not args.no_run:
+    full = float(key.rsplit("/", 1)[1]) >= 1
+    methods = ["bc", "bc_rw", "wm_bc_head", "wm_bc_rl"] if full else ["bc_relabel", "bc_rw_relabel"]
+    methods += [] if full else ["wm_bc_head_relabel", "wm_bc_rl_relabel"]
+    rows_file = JOBS / "paired.jsonl"
+    same = [r for r in (read_jsonl(rows_file) if rows_file.exists() else []) if r["episodes"] == episodes]
+    same = [r for r in same if r["world_seed"] == world_seed]
+    rows = [r for r in same if r["key"] == key and r["seed"] in seeds]
+    done = {(r["seed"], r["method"]) for r in rows}
+    jobs, missing = [], []
+    for seed, method in ((s, m) for s in seeds for m in methods if (s, m) not in done):
+        job = {"key": key, "seed": seed, "method": method, "episodes": episodes, "world_seed": world_seed}
+        if method not in RAW_BC_KINDS:
+            kind = "wm_relabel" if method.endswith("_relabel") else "wm"
+            job["run"] = str(job_dir(key, kind, seed))
+            if not (Path(job["run"]) / "checkpoint").exists():
+                missing.append(job["run"])
+                continue
+        jobs.append(job)
+    print(f"{key}: {len(jobs)} evaluations to run ({len(done)} done)", flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        for future in as_completed([pool.submit(play, job) for job in jobs]):
+            row = future.result()
+            rows.append(row)
+            with rows_file.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(
+                f"{key} seed {row['seed']} {row['method']}: {score(np.array(row['unlocked'], float)):.2f}", flush=True
+            )
+    if missing or len(rows) < len(seeds) * len(methods):
+        print(f"{key}: no summary written; agents not fitted yet: {', '.join(missing) or '-'}", flush=True)
+        return
+    summary = summarise(rows)
+    summary["settings"] = {"key": key, "episodes": episodes, "world_seed": world_seed}
+    if not full:
+        full_key = key.rsplit("/", 1)[0] + "/1"
+        ratios = label_ratio(rows, [r for r in same if r["key"] == full_key and r["seed"] in seeds])
+        if ratios:
+            summary["of_full_labels"] = ratios
+    path = RESULTS / "offline_crafter_paired.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result[key] = summary
+    write_text(path, json.dumps(result, indent=1) + "\n")
+    for seed, entry in summary["seeds"].items():
+        cells = [
+            f"{m} {r['score']:.2f}" + (f" ({r['minus_bc']:+.2f})" if "minus_bc" in r else "") for m, r in entry.items()
+        ]
+        print(f"{key} seed {seed}: " + "; ".join(cells))
+
+
+# --- main ----------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--obs", nargs="+", default=["symbolic", "pixels"], choices=list(ENV_IDS))
+    parser.add_argument("--episodes", nargs="+", type=int, default=[200], help="recorded episodes per dataset")
+    parser.add_argument("--fracs", nargs="+", type=float, default=[1.0, 0.1], help="shares of labelled episodes")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", default=["wm", "bc", "bc_rw"], choices=["wm", "bc", "bc_rw"])
+    parser.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes of each method")
+    parser.add_argument("--workers", type=int, default=2, help="processes (pixels at 1,000 episodes: ~6 GB each)")
+    parser.add_argument("--data-only", action="store_true", help="only record and label the datasets")
+    parser.add_argument("--no-run", action="store_true", help="only rebuild the JSON, plot and table")
+    parser.add_argument("--redo", action="store_true", help="run the cells already published again")
+    parser.add_argument("--paired", action="store_true", help="play each setting's methods on the same worlds")
+    parser.add_argument("--paired-episodes", type=int, default=300, help="--paired: worlds (one episode each)")
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="--paired: env i is seeded this + i (0: 500,000 for symbolic, 600,000 for pixels)",
+    )
+    args = parser.parse_args()
+    from reverie.fileio import write_text
+    from reverie.logger import read_jsonl
+
+    if args.paired:
         for obs in args.obs:
-            for episodes in args.episodes:
-                relabel = args.idm_data or any(k.endswith("_relabel") for k in args.kinds)
-                idm_steps = args.idm_steps if relabel else 0
-                times = prepare_data(obs, episodes, args.fracs, args.time_limit, args.policy, idm_steps)
-                if meta_file.exists():  # another invocation may have recorded meanwhile: keep its entries
-                    meta = merge_meta(meta, json.loads(meta_file.read_text()))
-                meta.setdefault("idm", {}).update(times.get("idm", {}))
-                if "record_s" in times:
-                    name = f"{obs}/{episodes}" + ("" if args.policy == "scripted" else f"/{args.policy}")
-                    meta["record_s"][name] = times["record_s"]
-                write_text(meta_file, json.dumps(meta, indent=1))  # whole or not at all: other tags read it
-                if args.data_only:
-                    print(f"{obs}/{episodes}: datasets ready", flush=True)
-                    continue
-                for frac in args.fracs:
-                    key = f"{obs}/{episodes}/{frac:g}"
-                    kinds = (
-                        list(args.kinds) + (["wm_idm"] if args.idm else []) + (["wm_relabel"] if args.idm_data else [])
-                    )
-                    kinds = [k for k in dict.fromkeys(kinds) if frac < 1 or k in ("wm", "bc", "bc_rw", "wm_feat")]
-                    for seed in args.seeds:
-                        for kind in kinds:
-                            if (key, kind, seed) in done:
-                                continue
-                            if kind == "wm_feat" and not needs_feature_bc(rows, key, seed, frac):
-                                continue
-                            jobs.append(
-                                {
-                                    "key": key,
-                                    "obs": obs,
-                                    "episodes": episodes,
-                                    "frac": frac,
-                                    "seed": seed,
-                                    "kind": kind,
-                                    "steps": args.steps,
-                                    "bc_steps": args.bc_steps,
-                                    "bc_layers": args.bc_layers,
-                                    "bc_return_temp": args.bc_return_temp,
-                                    "bc_return_discount": args.bc_return_discount,
-                                    "bc_return_min_reward": args.bc_return_min_reward,
-                                    "time_limit": args.time_limit,
-                                    "eval_episodes": args.eval_episodes,
-                                    "extra": list(args.set),
-                                    "presets": list(args.preset),
-                                    "tag": args.tag,
-                                    "policy": args.policy,
-                                }
-                            )
+            world_seed = args.world_seed or WORLD_SEEDS[obs]
+            for key in (f"{obs}/{e}/{f:g}" for e in args.episodes for f in sorted(args.fracs, reverse=True)):
+                paired(key, args.seeds, args.paired_episodes, world_seed, args.workers)
+        return
+    JOBS.mkdir(parents=True, exist_ok=True)
+    jobs_file, meta_file, results_file = JOBS / "jobs.jsonl", ROOT / "meta.json", RESULTS / "offline_crafter.json"
+    old = json.loads(results_file.read_text()) if results_file.exists() else {}
+    rows = rows_from_published(old) + (read_jsonl(jobs_file) if jobs_file.exists() else [])  # a cut line: run again
+    meta: dict[str, Any] = {**old.get("meta", {})}
+    meta.setdefault("record_s", {}), meta.setdefault("idm", {})
+    done = {(r["key"], r["kind"], r["seed"]) for r in rows if not (args.redo and r.get("recovered"))}
+    jobs = []
+    for obs in [] if args.no_run else args.obs:
+        for episodes in args.episodes:
+            made = prepare_data(obs, episodes, args.fracs)
+            if meta_file.exists():  # what another invocation recorded meanwhile
+                local = json.loads(meta_file.read_text())
+                for section in ("record_s", "idm"):
+                    meta[section] = {**local.get(section, {}), **meta.get(section, {})}
+            meta["idm"].update(made["idm"])
+            if "record_s" in made:
+                name = f"{obs}/{episodes}" + ("" if PLAYERS[obs] == "scripted" else f"/{PLAYERS[obs]}")
+                meta["record_s"][name] = made["record_s"]
+            write_text(meta_file, json.dumps({s: meta[s] for s in ("record_s", "idm")}, indent=1))
+            for frac in [] if args.data_only else args.fracs:
+                key = f"{obs}/{episodes}/{frac:g}"
+                kinds = list(args.kinds) + ([] if frac >= 1 else [k + "_relabel" for k in args.kinds])
+                for seed, kind in ((s, k) for s in args.seeds for k in kinds if (key, k, s) not in done):
+                    job = {"key": key, "obs": obs, "episodes": episodes, "frac": frac, "seed": seed, "kind": kind}
+                    jobs.append({**job, "eval_episodes": args.eval_episodes})
     if args.data_only:
         return
-    if args.bc_from:
-        jobs, borrowed = borrow_baselines(jobs, args.bc_from)
-        for row in borrowed:
-            rows.append(row)
-            with jobs_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-        print(f"{len(borrowed)} baseline jobs taken from --tag {args.bc_from}", flush=True)
-    print(f"{len(jobs)} jobs to run ({len(rows)} already done)", flush=True)
+    print(f"{len(jobs)} jobs to run ({len(done)} done)", flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        for future in as_completed(futures):
+        for future in as_completed([pool.submit(run_job, job) for job in jobs]):
             row = future.result()
             rows.append(row)
             with jobs_file.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            scores = {m: row[m]["score"] for m in METHODS if m in row}
+            scores = {m: round(row[m]["score"], 2) for m in METHODS if m in row}
             print(f"{row['key']} seed {row['seed']} {row['kind']}: {scores} ({row['wall_s'] / 60:.1f} min)", flush=True)
-            write_results(rows, meta, suffix)
-    if rows:  # nothing finished: the results file (and --publish's, without a tag) stays as it is
-        write_results(rows, meta, suffix)
-    else:
-        print("no finished jobs: nothing written", flush=True)
-
-
-def write_results(rows: list[dict[str, Any]], meta: dict[str, Any], suffix: str = "") -> None:
-    """Aggregate the finished jobs into the JSON and the plot (atomically)."""
-    from reverie.fileio import write_text
-
-    pixel = [r for r in rows if r["key"] == "pixels/200/1" and r["seed"] == 0 and r["kind"] == "wm"]
-    if pixel and "pixels/200" in meta["record_s"]:
-        meta["pixel_pipeline_200_minutes"] = (meta["record_s"]["pixels/200"] + pixel[0]["wall_s"]) / 60
-    result = aggregate(rows, meta)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_text(RESULTS / f"offline_crafter{suffix}.json", json.dumps(result, indent=1))
-    plot(result, RESULTS / f"offline_crafter{suffix}.png")
+            write_results(rows, meta)
+    if rows:
+        write_results(rows, meta)
+        print(f"wrote {results_file}")
 
 
 if __name__ == "__main__":

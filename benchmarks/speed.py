@@ -1,9 +1,9 @@
 """Speed benchmark: updates/s, env steps/s and achieved FLOP/s per size preset, fp32 and bf16.
 
 For each size preset it builds a learner for 64x64 image observations (Crafter-like: 17 discrete
-actions) and one for vector observations, times ``train_step`` on a random batch, counts the FLOPs
-of one update with ``torch.utils.flop_counter`` (matmuls and convolutions, forward and backward),
-and compares the achieved rate with this machine's matmul peak measured by the same script.
+actions) and one for vector observations, times one online update (``Learner.update(batch, "online")``) on a
+random batch, counts the FLOPs of one update with ``torch.utils.flop_counter`` (matmuls and convolutions,
+forward and backward), and compares the achieved rate with this machine's matmul peak measured by the same script.
 Env steps/s is the acting loop (one policy step per env step, CartPole) without updates.
 
     python benchmarks/speed.py                       # debug, size1m, size12m; fp32 and bf16
@@ -82,16 +82,16 @@ def time_updates(size: str, obs: str, precision: str, repeats: int, device: torc
     learner = Learner(cfg, obs_space, Space(np.int64, (), 0, actions, discrete=True))
     batch = random_batch(obs_space, actions, cfg.train.batch_size, cfg.train.batch_length)
     for _ in range(2 if compile else 1):  # warm-up (compiled: one more, so no compilation falls in the timing)
-        learner.train_step(batch)
+        learner.update(batch, "online")
     flops = None
     if not compile:  # (FLOPs are the same compiled; the counter's dispatch mode would recompile)
         with FlopCounterMode(display=False) as counter:
-            learner.train_step(batch)
+            learner.update(batch, "online")
         flops = counter.get_total_flops()
     sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        learner.train_step(batch)
+        learner.update(batch, "online")
     sync(device)
     seconds = (time.perf_counter() - start) / repeats
     launches = {}
@@ -122,7 +122,7 @@ def launch_profile(learner: Learner, batch: dict[str, np.ndarray], device: torch
     sync(device)
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        learner.train_step(batch)
+        learner.update(batch, "online")
         sync(device)
     wall = time.perf_counter() - start
     events = prof.key_averages()
