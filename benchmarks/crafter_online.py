@@ -72,8 +72,8 @@ def run_variant(variant: str, minutes: float, eval_every: int, episodes: int, lo
     final = agent.last_eval
     return {
         "variant": variant,
-        "env_steps": agent.counters["env_steps"],
-        "updates": agent.counters["updates"],
+        "env_steps": agent.state.env_steps,
+        "updates": agent.state.updates,
         "wall_s": time.time() - start,
         "curve": [[int(r["step"]), float(r["eval/score"])] for r in rows if "eval/score" in r],
         "final_score": final.get("eval/score"),
@@ -138,7 +138,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "arm": job["arm"],
         "seed": job["seed"],
         "curve": curve,
-        "updates": agent.counters["updates"] - agent.counters["offline_updates"],
+        "updates": agent.state.updates - agent.state.offline_updates,
         "wall_s": time.time() - start,
     }
 

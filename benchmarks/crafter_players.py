@@ -48,7 +48,7 @@ def play_episode(job: tuple[str, int, int]) -> dict[str, Any]:
     start = time.perf_counter()
     env = CrafterEnv(seed=seed, symbolic=True, length=length)  # the symbolic variant skips rendering
     names = env.crafter_env.action_names
-    policy = make_policy(player, env, seed)
+    policy = make_policy(player, env, seed, "crafter-symbolic")
     obs = env.step({"action": 0, "reset": True})
     steps = failed = 0
     while not obs["is_last"]:

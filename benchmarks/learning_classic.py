@@ -53,7 +53,7 @@ def run_one(env_id: str, seed: int, steps: int, eval_every: int, logdir: str, ex
         for row in read_jsonl(Path(logdir) / "metrics.jsonl")
         if "eval/return" in row
     ]
-    return {"seed": seed, "curve": curve, "wall_s": time.time() - start, "updates": agent.counters["updates"]}
+    return {"seed": seed, "curve": curve, "wall_s": time.time() - start, "updates": agent.state.updates}
 
 
 def steps_to(curve: list[list[float]], threshold: float) -> int | None:
@@ -117,7 +117,12 @@ def collect(rundir: Path, envs: list[str], seeds: list[int]) -> dict:
             rows = read_jsonl(runs[-1] / "metrics.jsonl")
             meta = json.loads((runs[-1] / "checkpoint" / "meta.json").read_text())
             curve = [[int(r["step"]), float(r["eval/return"])] for r in rows if "eval/return" in r]
-            run = {"seed": seed, "curve": curve, "updates": meta["counters"]["updates"], "run": str(runs[-1])}
+            run = {
+                "seed": seed,
+                "curve": curve,
+                "updates": meta.get("train_state", meta.get("counters", {})).get("updates"),
+                "run": str(runs[-1]),
+            }
             run["steps_to_threshold"] = steps_to(curve, task["threshold"])
             entry["seeds"].append(run)
     return results
