@@ -58,7 +58,7 @@ def main() -> None:
     counts = confusion.sum(1)
     names = [str(a) for a in range(n)]
     if "crafter" in partial.env_id:
-        from reverie.scripted.rules import ACTIONS
+        from reverie.crafter.scripted.rules import ACTIONS
 
         names = list(ACTIONS)
     result = {

@@ -61,7 +61,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
 
     torch.manual_seed(seed)
     from reverie import Dreamer
-    from reverie.envs import CrafterEnv
+    from reverie.crafter.env import CrafterEnv
     from reverie.evaluation import promised_return
 
     agent = Dreamer.load(run)
@@ -136,7 +136,7 @@ def probe(run: Path, states: int, every: int, samples: int, head: str, seed: int
 
 def _materials_match(a: np.ndarray, b: np.ndarray) -> float:
     """Share of the local view's cells whose material two crafter-symbolic vectors agree on."""
-    from reverie.symbolic import cell_materials
+    from reverie.crafter.codec import cell_materials
 
     return float((cell_materials(a) == cell_materials(b)).mean())
 

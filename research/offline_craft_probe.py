@@ -44,8 +44,8 @@ def probe(run: Path, data: Any) -> dict[str, Any]:
 
     torch.manual_seed(0)
     from reverie import Dreamer
-    from reverie.crafter_eval import LOG_PREFIX
-    from reverie.scripted import ACTIONS
+    from reverie.crafter.score import LOG_PREFIX
+    from reverie.crafter.scripted import ACTIONS
 
     agent = Dreamer.load(run)
     learner, cfg = agent.learner, agent.config.model

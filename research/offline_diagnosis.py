@@ -195,7 +195,7 @@ def frozen_head(job: dict[str, Any]) -> dict[str, Any]:
         results = run_episodes(envs, act, job["episodes"])
     finally:
         envs.close()
-    metrics = results.metrics("eval")
+    metrics = results.metrics("eval", "crafter-symbolic")
     return {
         "score": metrics.get("eval/score"),
         "return": metrics["eval/return"],

@@ -42,8 +42,8 @@ def play(run: Path, beta: float, episodes: int, samples: int, seed: int) -> dict
 
     torch.manual_seed(seed)
     from reverie import Dreamer
-    from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score
-    from reverie.envs import CrafterEnv
+    from reverie.crafter.score import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score
+    from reverie.crafter.env import CrafterEnv
     from reverie.offline import one_step_values
 
     agent = Dreamer.load(run)

@@ -100,7 +100,7 @@ def evaluate_gru(net: Any, env_id: str, episodes: int, seed: int, limit: int) ->
 
     envs = make_batch_env(EnvConfig(id=env_id, num_envs=episodes, parallel=False, time_limit=limit), seed)
     try:
-        return run_episodes(envs, act_fn, episodes).metrics("eval")
+        return run_episodes(envs, act_fn, episodes).metrics("eval", env_id)
     finally:
         envs.close()
 

@@ -57,7 +57,7 @@ def measure(learner: Any, batch_np: dict[str, np.ndarray], rng: np.random.Genera
     """The module docstring's shares on a (B, T) batch of held-out sequences."""
     import torch
 
-    from reverie.symbolic import cell_materials
+    from reverie.crafter.codec import cell_materials
 
     learner.eval()
     with torch.no_grad(), learner.autocast():

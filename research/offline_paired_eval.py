@@ -65,14 +65,14 @@ METHODS = (*RAW_BC_KINDS, *AGENT_METHODS)
 
 def _unlocked(finals: list[dict[str, Any]]) -> np.ndarray:
     """(E, 22) 0/1: which achievements each episode unlocked."""
-    from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX
+    from reverie.crafter.score import ACHIEVEMENTS, LOG_PREFIX
 
     return np.array([[float(f.get(LOG_PREFIX + name, 0) > 0) for name in ACHIEVEMENTS] for f in finals])
 
 
 def score(unlocked: np.ndarray) -> float:
     """The Crafter score of an (E, 22) unlocked matrix."""
-    from reverie.crafter_eval import crafter_score
+    from reverie.crafter.score import crafter_score
 
     return crafter_score((100.0 * unlocked.mean(0)).tolist())
 
@@ -101,7 +101,7 @@ def play(job: dict[str, Any]) -> dict[str, Any]:
         from reverie import Dreamer
 
         agent = Dreamer.load(job["run"])
-        if agent.counters["offline_updates"] < agent.config.offline.steps:
+        if agent.state.offline_updates < agent.config.offline.steps:
             raise ValueError(f"{job['run']} has not finished its fit: wait for offline_crafter.py")
         own = agent.config.env
         if (own.id, own.time_limit, own.action_repeat) != (env_cfg.id, env_cfg.time_limit, env_cfg.action_repeat):

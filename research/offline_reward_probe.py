@@ -108,7 +108,7 @@ def probe(run: Path, data: Any, sequences: int, seed: int, overrides: tuple[str,
 
 def inventory_items(vectors: Any) -> Any:
     """(..., N) crafter-symbolic vectors (array or tensor) -> (..., len(ITEMS)) the inventory in whole items."""
-    from reverie.envs.crafter import ITEMS
+    from reverie.crafter.env import ITEMS
 
     return vectors[..., -len(ITEMS) - 6 : -6] * 9
 
@@ -120,7 +120,7 @@ def rollout(learner: Any, batch_np: dict[str, np.ndarray], horizon: int) -> dict
     prediction on zero-reward and paying steps and how often the picture holds the real inventory."""
     import torch
 
-    from reverie.envs.crafter import ITEMS
+    from reverie.crafter.env import ITEMS
 
     wm = learner.wm
     key = wm.decoder.vectors[0]
