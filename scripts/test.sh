@@ -8,4 +8,4 @@ PY=${PYTHON:-python3}
 "$PY" -m ruff check src tests benchmarks
 "$PY" -m ruff format --check src tests benchmarks
 "$PY" -m mypy src/reverie
-"$PY" -m pytest tests "$@"
+"$PY" -m pytest tests src/reverie "$@"   # src/reverie: the docstring examples (doctest)

@@ -154,8 +154,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, debug_config: Any) -> Drea
 def test_contract(obs_kind: str, act_kind: str, tmp_path: Path, debug_config: Any) -> None:
     env_id = ENV_IDS[obs_kind, act_kind]
     agent = Dreamer(debug_config(tmp_path, f"env.id={env_id}", "train.steps=96")).learn()
-    assert agent.counters["env_steps"] == 96
-    assert agent.counters["updates"] > 0
+    assert agent.state.env_steps == 96
+    assert agent.state.updates > 0
     assert list(agent.learner.obs_space) == [obs_kind]
     assert agent.learner.act_space.discrete == (act_kind == "discrete")
 
@@ -215,7 +215,7 @@ def test_save_load_identical(trained: Dreamer, tmp_path: Path) -> None:
 
     loaded = Dreamer.load(path)
     assert_same(loaded.state_dict(), trained.state_dict())
-    assert loaded.counters == trained.counters
+    assert loaded.state == trained.state
     assert loaded.config.to_dict() == trained.config.to_dict()
 
     env = GymEnv("CartPole-v1", seed=3)
@@ -329,7 +329,7 @@ def test_loaded_optimiser_follows_the_new_config_and_keeps_its_moments(trained: 
 def test_replay_reloads_from_disk(trained: Dreamer) -> None:
     t = trained.config.train
     saved = trained.replay.stats()
-    assert saved["steps"] == trained.counters["env_steps"] > t.replay_chunk  # full chunks and a partial one
+    assert saved["steps"] == trained.state.env_steps > t.replay_chunk  # full chunks and a partial one
     reloaded = Replay(trained.logdir / "replay", t.replay_size, t.replay_chunk, t.recent_frac, seed=0)
     assert len(reloaded) >= saved["steps"]
     assert reloaded.num_episodes == saved["episodes"]
@@ -346,7 +346,7 @@ def test_interrupted_save_keeps_checkpoint_behind_replay(
     step = {k: v[0, 0] for k, v in agent.replay.sample(1, 1).items()}
     for _ in range(10):  # steps collected since the last save, held in memory only
         agent.replay.add(step)
-    agent.counters["env_steps"] += 10
+    agent.state.env_steps += 10
 
     def killed(self: Replay) -> None:
         raise KeyboardInterrupt("killed while flushing the replay")
@@ -358,7 +358,7 @@ def test_interrupted_save_keeps_checkpoint_behind_replay(
     t = agent.config.train
     on_disk = len(Replay(run / "replay", t.replay_size, t.replay_chunk))
     resumed = Dreamer.load(run)
-    assert resumed.counters["env_steps"] <= on_disk, (resumed.counters, on_disk)
+    assert resumed.state.env_steps <= on_disk, (resumed.state, on_disk)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_missing_labels(trained: Dreamer) -> None:
     def step(data: dict[str, np.ndarray]) -> tuple[dict[str, float], torch.nn.Module]:
         learner = copy.deepcopy(trained.learner)
         torch.manual_seed(0)
-        return learner.train_step(data), learner
+        return learner.update(data, "online"), learner
 
     masked, learner = step({**batch, **masks})
     bad = {k: v for k, v in masked.items() if not math.isfinite(v)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,42 +14,12 @@ from reverie.checkpoint import CheckpointError
 from reverie.data import Dataset, DatasetError, DatasetWriter, record
 from reverie.envs import Space, reserved_spaces
 
-OBS_SPACE = {"vector": Space(np.float32, (4,)), **reserved_spaces()}  # CartPole's
-DISCRETE = Space(np.int64, (), 0, 2, discrete=True)
-BOX = Space(np.float32, (1,), -1.0, 1.0)
 SMALL: dict[str, Any] = {"units": 32, "layers": 1}  # tiny nets keep the tests fast
 
 
-def rule(vector: np.ndarray) -> np.ndarray:
-    """The expert: push right when the pole leans right (a fair CartPole controller)."""
-    return (vector[..., 2] > 0).astype(np.int64)
-
-
-def box_rule(vector: np.ndarray) -> np.ndarray:
-    return np.tanh(2 * vector[..., :1]).astype(np.float32)
-
-
-def write_dataset(
-    folder: Path, labelled: list[bool], act_space: Space = DISCRETE, expert: Callable[..., np.ndarray] = rule
-) -> Dataset:
-    """Episodes of 40 random CartPole-like observations whose next stored action is ``expert(obs)``."""
-    with DatasetWriter(folder, "CartPole-v1", OBS_SPACE, act_space, chunk=16) as writer:
-        for i, has_actions in enumerate(labelled):
-            rng = np.random.default_rng(i)
-            vector = rng.normal(0, 0.5, (40, 4)).astype(np.float32)
-            action = np.zeros((40, *act_space.shape), act_space.dtype)
-            action[1:] = expert(vector[:-1])  # action[t] led to step t: the expert acted on obs[t - 1]
-            last = np.arange(40) == 39
-            reward = (np.arange(40) > 0).astype(np.float32)
-            steps = {"vector": vector, "reward": reward, "is_first": np.arange(40) == 0}
-            steps |= {"is_last": last, "is_terminal": last, "action": action}
-            writer.add_episode(steps, has_actions=has_actions)
-    return Dataset(folder)
-
-
 @pytest.fixture(scope="module")
-def rule_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    return write_dataset(tmp_path_factory.mktemp("bc") / "ds", [True, False, True, True, False, True])
+def rule_ds(rule_data, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return rule_data.write(tmp_path_factory.mktemp("bc") / "ds", [True, False, True, True, False, True])
 
 
 @pytest.fixture(scope="module")
@@ -64,37 +33,41 @@ def held_out(n: int = 500) -> np.ndarray:
     return vector[np.abs(vector[:, 2]) > 0.05]  # away from the decision boundary
 
 
-def test_bc_learns_the_rule_from_labelled_episodes_only(trained: tuple[BCPolicy, dict[str, float]]) -> None:
+def test_bc_learns_the_rule_from_labelled_episodes_only(rule_data, trained: tuple[BCPolicy, dict[str, float]]) -> None:
     policy, metrics = trained
     assert metrics["bc/pairs"] == 4 * 39  # the 2 unlabelled episodes (zeros for actions) are left out
     assert metrics["bc/accuracy"] > 0.9 and metrics["bc/loss"] < 0.3
     vector = held_out()
-    assert (policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean() > 0.95
+    assert (policy.act({"vector": vector}, deterministic=True) == rule_data.rule(vector)).mean() > 0.95
     sampled = policy.act({"vector": vector})
-    assert sampled.dtype == np.int64 and sampled.shape == (len(vector),) and (sampled == rule(vector)).mean() > 0.8
+    assert (
+        sampled.dtype == np.int64
+        and sampled.shape == (len(vector),)
+        and (sampled == rule_data.rule(vector)).mean() > 0.8
+    )
 
 
-def test_no_labelled_episode_or_other_spaces_refused(tmp_path: Path, rule_ds: Dataset) -> None:
-    unlabelled = write_dataset(tmp_path / "none", [False, False])
+def test_no_labelled_episode_or_other_spaces_refused(rule_data, tmp_path: Path, rule_ds: Dataset) -> None:
+    unlabelled = rule_data.write(tmp_path / "none", [False, False])
     with pytest.raises(ValueError, match="no episode with actions"):
-        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(unlabelled, steps=1)
-    wide = {**OBS_SPACE, "vector": Space(np.float32, (5,)), "extra": Space(np.float32, (2,))}
+        BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL).fit(unlabelled, steps=1)
+    wide = {**rule_data.OBS_SPACE, "vector": Space(np.float32, (5,)), "extra": Space(np.float32, (2,))}
     with pytest.raises(ValueError, match=r"\['extra', 'vector'\]"):
-        BCPolicy(wide, DISCRETE, **SMALL).fit(rule_ds, steps=1)
+        BCPolicy(wide, rule_data.DISCRETE, **SMALL).fit(rule_ds, steps=1)
     with pytest.raises(ValueError, match=r"\['action'\]"):
-        BCPolicy(OBS_SPACE, Space(np.int64, (), 0, 3, discrete=True), **SMALL).fit(rule_ds, steps=1)
+        BCPolicy(rule_data.OBS_SPACE, Space(np.int64, (), 0, 3, discrete=True), **SMALL).fit(rule_ds, steps=1)
 
 
-def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(tmp_path: Path) -> None:
+def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_data, tmp_path: Path) -> None:
     """Random recorded actions paid 1 where they matched ``rule``: plain BC learns no preference, return-weighted
     BC the rule; an episode without rewards weighs 1, and bad settings are refused."""
-    with DatasetWriter(tmp_path / "ds", "CartPole-v1", OBS_SPACE, DISCRETE, chunk=16) as writer:
+    with DatasetWriter(tmp_path / "ds", "CartPole-v1", rule_data.OBS_SPACE, rule_data.DISCRETE, chunk=16) as writer:
         for i in range(8):
             rng = np.random.default_rng(i)
             vector = rng.normal(0, 0.5, (40, 4)).astype(np.float32)
             action = rng.integers(0, 2, 40) * (np.arange(40) > 0)  # step 0 holds no action
             reward = np.zeros(40, np.float32)
-            reward[1:] = action[1:] == rule(vector[:-1])  # the action that led to step t paid at step t
+            reward[1:] = action[1:] == rule_data.rule(vector[:-1])  # the action that led to step t paid at step t
             last = np.arange(40) == 39
             steps = {"vector": vector, "reward": reward, "is_first": np.arange(40) == 0}
             writer.add_episode({**steps, "is_last": last, "is_terminal": last, "action": action}, has_rewards=i < 7)
@@ -102,26 +75,32 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(tmp_path
     vector = held_out()
     agreement = []
     for temp in (0.0, 0.3):
-        policy = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)
+        policy = BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL)
         policy.fit(data, steps=400, batch_size=64, lr=3e-3, return_temp=temp, return_discount=0.0)
-        agreement.append((policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean())
+        agreement.append((policy.act({"vector": vector}, deterministic=True) == rule_data.rule(vector)).mean())
     # Rewards below return_min_reward do not count: with the rule's rewards (1) below it, no preference again.
-    policy = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)
+    policy = BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL)
     policy.fit(data, steps=400, batch_size=64, lr=3e-3, return_temp=0.3, return_discount=0.0, return_min_reward=2.0)
-    agreement.append((policy.act({"vector": vector}, deterministic=True) == rule(vector)).mean())
+    agreement.append((policy.act({"vector": vector}, deterministic=True) == rule_data.rule(vector)).mean())
     assert agreement[0] < 0.75 and agreement[1] > 0.9 and agreement[2] < 0.75, agreement
-    _, _, returns = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)._pairs(data, discount=0.0)
+    _, _, returns = BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL)._pairs(data, discount=0.0)
     assert np.isnan(returns[-39:]).all() and set(np.unique(returns[:-39])) == {0.0, 1.0}
-    _, _, returns = BCPolicy(OBS_SPACE, DISCRETE, **SMALL)._pairs(data, discount=0.0, min_reward=2.0)
+    _, _, returns = BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL)._pairs(
+        data, discount=0.0, min_reward=2.0
+    )
     assert np.isnan(returns[-39:]).all() and set(np.unique(returns[:-39])) == {0.0}
     with pytest.raises(ValueError, match="return_discount"):
-        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(data, steps=1, return_temp=1.0, return_discount=1.0)
+        BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL).fit(
+            data, steps=1, return_temp=1.0, return_discount=1.0
+        )
     with pytest.raises(ValueError, match="return_min_reward"):
-        BCPolicy(OBS_SPACE, DISCRETE, **SMALL).fit(data, steps=1, return_temp=1.0, return_min_reward=-1.0)
+        BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL).fit(
+            data, steps=1, return_temp=1.0, return_min_reward=-1.0
+        )
 
 
-def test_seeded_fits_identical(rule_ds: Dataset) -> None:
-    a, b, c = (BCPolicy(OBS_SPACE, DISCRETE, **SMALL, seed=s) for s in (1, 1, 2))
+def test_seeded_fits_identical(rule_data, rule_ds: Dataset) -> None:
+    a, b, c = (BCPolicy(rule_data.OBS_SPACE, rule_data.DISCRETE, **SMALL, seed=s) for s in (1, 1, 2))
     losses = [p.fit(rule_ds, steps=5, batch_size=16)["bc/loss"] for p in (a, b, c)]
     assert losses[0] == losses[1] != losses[2]
 
@@ -153,15 +132,15 @@ def test_evaluate_cartpole(trained: tuple[BCPolicy, dict[str, float]]) -> None:
         policy.evaluate("Pendulum-v1", episodes=1)
 
 
-def test_box_actions_regress_the_mean(tmp_path: Path) -> None:
-    ds = write_dataset(tmp_path / "box", [True] * 4, BOX, box_rule)
+def test_box_actions_regress_the_mean(rule_data, tmp_path: Path) -> None:
+    ds = rule_data.write(tmp_path / "box", [True] * 4, rule_data.BOX, rule_data.box_rule)
     policy = BCPolicy(ds.obs_space, ds.act_space, **SMALL)
     metrics = policy.fit(ds, steps=300, batch_size=64, lr=3e-3)
     assert metrics["bc/loss"] < 0.03 and "bc/accuracy" not in metrics
     vector = held_out()
     action = policy.act({"vector": vector})
     assert action.dtype == np.float32 and action.shape == (len(vector), 1)
-    assert np.abs(action - box_rule(vector)).mean() < 0.1 and np.abs(action).max() <= 1
+    assert np.abs(action - rule_data.box_rule(vector)).mean() < 0.1 and np.abs(action).max() <= 1
 
 
 def test_images_crafter(tmp_path: Path) -> None:
@@ -202,14 +181,14 @@ class FakeFeaturizer:
         return self._feat(obs["vector"], memory), memory
 
 
-def test_feature_bc_learns_the_rule_and_keeps_state(rule_ds: Dataset) -> None:
+def test_feature_bc_learns_the_rule_and_keeps_state(rule_data, rule_ds: Dataset) -> None:
     featurizer = FakeFeaturizer()
     bc = FeatureBC(featurizer, rule_ds.act_space, **SMALL)
     metrics = bc.fit(rule_ds, steps=300, batch_size=64, lr=3e-3)
     assert metrics["bc/pairs"] == 4 * 39 and metrics["bc/accuracy"] > 0.9
     vector = held_out()
     feats = featurizer._feat(vector, np.zeros_like(vector))
-    assert (bc.act(feats, deterministic=True) == rule(vector)).mean() > 0.9
+    assert (bc.act(feats, deterministic=True) == rule_data.rule(vector)).mean() > 0.9
     metrics = bc.evaluate("CartPole-v1", episodes=2, time_limit=20)
     assert {"eval/return", "eval/return_std", "eval/length"} == set(metrics)
     assert featurizer.calls[0] == (True, None) and all(call == (False, (2,)) for call in featurizer.calls[1:])

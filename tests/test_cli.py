@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -79,7 +80,7 @@ def test_train_writes_a_run_folder(run: tuple[Path, int, str]) -> None:
         assert (logdir / name).is_file(), name
     assert sorted((logdir / "replay").glob("*.npz"))
     assert json.loads((logdir / "config.json").read_text())["train"]["steps"] == 200
-    counters = meta(logdir)["counters"]
+    counters = meta(logdir)["train_state"]
     assert counters["env_steps"] == 200 and counters["updates"] > 0
     rows = read_jsonl(logdir / "metrics.jsonl")
     assert [r["step"] for r in rows if "train/loss/dyn" in r] == [100, 200]
@@ -152,10 +153,18 @@ def test_error_new_run_over_existing_one(
     assert (logdir / "checkpoint" / "meta.json").read_text() == before
 
 
-def test_run_killed_before_first_save_can_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_killed_before_first_save_can_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_line: Any
+) -> None:
+    """A folder with a replay but no checkpoint yet (a kill before the first save): nothing to resume, one line
+    says so; started again without --resume, the run goes on in that folder."""
     (tmp_path / "replay").mkdir()
     argv = ["train", "--preset", "debug", "--logdir", str(tmp_path), "--steps", "16", "--set", "run.eval_episodes=1"]
-    assert main([*argv, "--resume"]) == 0 or main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    one_line(capsys.readouterr().err, "Nothing to resume", "no checkpoint yet", "Drop --resume")
+    assert main(argv) == 0, capsys.readouterr().err
+    assert meta(tmp_path)["train_state"]["env_steps"] == 16
 
 
 def test_resume_a_moved_run_writes_to_its_new_folder(
@@ -174,11 +183,11 @@ def test_resume_a_moved_run_writes_to_its_new_folder(
         code = err
     assert not old.exists(), "the resumed run wrote to the checkpoint's old run.logdir instead of --logdir"
     assert code == 0, capsys.readouterr().err
-    assert meta(moved)["counters"]["env_steps"] == 208
+    assert meta(moved)["train_state"]["env_steps"] == 208
 
 
-def test_resume_without_replay_fails_cleanly_or_refills(
-    run: tuple[Path, int, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_resume_without_replay_refills_it_before_updating(
+    run: tuple[Path, int, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     logdir = tmp_path / "run"  # the checkpoint was copied, its replay was not
     shutil.copytree(run[0] / "checkpoint", logdir / "checkpoint")
@@ -186,8 +195,14 @@ def test_resume_without_replay_fails_cleanly_or_refills(
     data = json.loads(config.read_text())
     data["run"]["logdir"] = str(logdir)
     config.write_text(json.dumps(data))
-    argv = ["train", "--logdir", str(logdir), "--resume", "--steps", "208", "--set", "run.eval_episodes=1"]
-    assert main(argv) in (0, 2), capsys.readouterr().err
+    argv = ["train", "--logdir", str(logdir), "--resume", "--steps", "216", "--set", "run.eval_episodes=1"]
+    with caplog.at_level(logging.WARNING, logger="reverie"):
+        assert main(argv) == 0, capsys.readouterr().err
+    assert any("acting without updates until it does" in r.getMessage() for r in caplog.records)
+    state = meta(logdir)["train_state"]
+    before = meta(run[0])["train_state"]
+    assert state["env_steps"] == 216 and replay_steps(logdir) == 16  # the new steps refill the replay
+    assert before["updates"] < state["updates"]  # and updates went on once it held a sequence
 
 
 def test_unknown_key_hint_names_a_working_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -222,7 +237,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "no checkpoint at 400 env steps in time"
             time.sleep(0.05)
             with contextlib.suppress(OSError, ValueError, KeyError):  # mid-save: the folder is being swapped
-                saved = json.loads((logdir / "checkpoint" / "meta.json").read_text())["counters"]["env_steps"]
+                saved = json.loads((logdir / "checkpoint" / "meta.json").read_text())["train_state"]["env_steps"]
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -231,7 +246,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
             first.wait()
         log.close()
 
-    at_kill = meta(logdir)["counters"]
+    at_kill = meta(logdir)["train_state"]
     kill_steps = at_kill["env_steps"]
     assert kill_steps >= 400, at_kill
     kill_replay = replay_steps(logdir)
@@ -243,7 +258,7 @@ def test_resume_after_sigkill(tmp_path: Path) -> None:
     result = last_json(done.stdout)
     assert result["env_steps"] >= 1200 and math.isfinite(result["eval/return"])
 
-    final = meta(logdir)["counters"]
+    final = meta(logdir)["train_state"]
     assert final["env_steps"] >= 1200
     assert final["updates"] > at_kill["updates"]
     assert final["runs"] == at_kill["runs"] + 1

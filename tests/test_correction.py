@@ -21,12 +21,14 @@ import torch
 
 import reverie.correction as correction
 from reverie import Dreamer
+from reverie.actor_critic import bc_loss
 from reverie.checkpoint import find_checkpoint
 from reverie.cli import main
 from reverie.config import make_config, set_key
 from reverie.correction import Check, RealPlay, auroc, correct, exploit_report, mixed_batch, watch
 from reverie.data import Dataset, record
-from reverie.offline import bc_loss, dataset_replay
+from reverie.learner import Learner
+from reverie.offline import dataset_replay
 from reverie.report import build_report
 
 REPORT_KEYS = (
@@ -73,9 +75,9 @@ def fitted_run(crafter_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) ->
 
     Tests that change the agent load their own copy from the run folder."""
     logdir = tmp_path_factory.mktemp("correct") / "run"
-    cfg = make_config(["offline", "debug"], [f"run.logdir={logdir}", "offline.eval_episodes=0", "model.ensemble=3"])
+    cfg = make_config(["offline", "debug"], [f"run.logdir={logdir}", "run.eval_episodes=0", "model.ensemble=3"])
     agent = Dreamer(cfg).fit(crafter_ds, steps=20)
-    assert agent.counters["rl_started"] == 1
+    assert agent.state.has_prior
     return agent, logdir
 
 
@@ -317,9 +319,7 @@ def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
     assert not (data.sample(64, 8)["reward"] == 7.0).any()  # the real rows are recognisable
 
     batch = mixed_batch(data, real, 8, 8, real_frac=0.25)
-    # every dataset key, the label masks included; per-step loss weights (no misses here: all 1)
-    assert set(batch) == set(data.sample(1, 8)) | {"bc_mask", "loss_weight"}
-    np.testing.assert_array_equal(batch["loss_weight"], 1.0)
+    assert set(batch) == set(data.sample(1, 8)) | {"bc_mask"}  # every dataset key, the label masks included
     assert all(v.shape[:2] == (8, 8) for v in batch.values())
     from_real = (batch["reward"] == 7.0).all(1)
     assert from_real.tolist() == [False] * 6 + [True] * 2
@@ -335,7 +335,6 @@ def test_mixed_batch_rows_and_bc_mask(crafter_ds: Dataset) -> None:
         batch = mixed_batch(data, other, 8, 8, real_frac=0.25)  # none, or none as long as a row: all dataset rows
         assert not (batch["reward"] == 7.0).any() and batch["reward"].shape == (8, 8)
         np.testing.assert_array_equal(batch["bc_mask"], np.ones((8, 8)))
-        assert "loss_weight" not in batch
 
 
 def test_real_play_aims_windows_at_the_models_misses(crafter_ds: Dataset) -> None:
@@ -371,49 +370,6 @@ def test_real_play_aims_windows_at_the_models_misses(crafter_ds: Dataset) -> Non
         mixed.sample(1, 42)
     with pytest.raises(ValueError, match="focus must lie in"):
         RealPlay(eps, focus=1.5)
-
-    weighted = RealPlay(eps, focus=0.5, margin=0.5, seed=0, miss_weight=5.0).sample(200, 8)
-    at_miss = np.isin(weighted["where"], [130, 205])
-    assert at_miss.any() and (weighted["loss_weight"][at_miss] == 5.0).all()
-    assert (weighted["loss_weight"][~at_miss] == 1.0).all()  # step 12 (within the margin) too
-    with pytest.raises(ValueError, match="miss_weight must be >= 1"):
-        RealPlay(eps, miss_weight=0.5)
-
-
-def test_world_model_losses_are_means_weighted_per_step() -> None:
-    from reverie.config import ModelConfig
-    from reverie.envs.base import Space
-    from reverie.functional import twohot_loss
-    from reverie.world_model import WorldModel
-
-    torch.manual_seed(0)
-    wm = WorldModel({"vector": Space(np.float32, (5,))}, 3, ModelConfig(deter=32, hidden=16, units=16, layers=1))
-    batch = {
-        "vector": torch.randn(2, 6, 5),
-        "action": torch.eye(3)[torch.randint(0, 3, (2, 6))],
-        "reward": torch.randn(2, 6),
-        "is_first": torch.zeros(2, 6, dtype=torch.bool),
-        "is_terminal": torch.zeros(2, 6, dtype=torch.bool),
-    }
-    weight = torch.ones(2, 6)
-    weight[1, 4] = 10.0
-    with torch.no_grad():
-        plain = wm.loss(batch)[2]
-        torch.manual_seed(1)
-        _, states, metrics = wm.loss({**batch, "loss_weight": weight})
-        torch.manual_seed(1)
-        same = wm.loss({**batch, "loss_weight": 3.0 * torch.ones(2, 6)})[2]
-        torch.manual_seed(1)
-        even = wm.loss(batch)[2]
-        feat = wm.rssm.feat(states)
-        rew = twohot_loss(wm.reward_head(feat), batch["reward"], wm.bins)
-        rec = wm.decoder.loss(feat, batch)["vector"]
-    assert float(metrics["loss/rew"]) == pytest.approx(float((rew * weight).sum() / weight.sum()), rel=1e-5)
-    assert float(metrics["loss/rec"]) == pytest.approx(float((rec * weight).sum() / weight.sum()), rel=1e-5)
-    assert float(metrics["loss/rec"]) != pytest.approx(float(rec.mean()), rel=1e-3)  # the weighted step counts more
-    for key in ("loss/rew", "loss/rec", "loss/dyn", "loss/rep", "loss/con"):  # equal weights: the plain mean
-        assert float(same[key]) == pytest.approx(float(even[key]), rel=1e-5), key
-    assert set(plain) == set(metrics)
 
 
 def test_mixed_batch_keeps_a_dataset_row_and_rejects_bad_fractions(crafter_ds: Dataset) -> None:
@@ -456,28 +412,23 @@ def test_correct_fine_tunes_between_rounds(
 ) -> None:
     agent = load_copy(fitted_run[1], tmp_path / "run")
     before = {"wm": state_of(agent.learner.wm), "actor": state_of(agent.learner.ac.actor)}
-    counters = dict(agent.counters)
+    counters = dataclasses.replace(agent.state)
     seen: list[dict[str, Any]] = []  # the networks as each round's real play found them
-    calls = {"model": 0, "imagine": 0}
+    phases: list[str] = []
     real_rows: list[float] = []
-    real_watch, real_model, real_imagine = correction.watch, correction.model_update, correction.imagination_update
+    real_watch, real_update = correction.watch, Learner.update
 
     def spy_watch(*args: Any, **kwargs: Any) -> Any:
         seen.append({"wm": state_of(agent.learner.wm), "actor": state_of(agent.learner.ac.actor)})
         return real_watch(*args, **kwargs)
 
-    def spy_model(learner: Any, batch: dict[str, np.ndarray], *args: Any) -> Any:
-        calls["model"] += 1
+    def spy_update(learner: Learner, batch: dict[str, np.ndarray], phase: Any, *args: Any) -> Any:
+        phases.append(phase)
         real_rows.append(float((batch["bc_mask"] == 0).all(1).sum()))
-        return real_model(learner, batch, *args)
-
-    def spy_imagine(*args: Any) -> Any:
-        calls["imagine"] += 1
-        return real_imagine(*args)
+        return real_update(learner, batch, phase, *args)
 
     monkeypatch.setattr(correction, "watch", spy_watch)
-    monkeypatch.setattr(correction, "model_update", spy_model)
-    monkeypatch.setattr(correction, "imagination_update", spy_imagine)
+    monkeypatch.setattr(Learner, "update", spy_update)
     so_far: list[list[int]] = []
     reports = correct(
         agent,
@@ -498,14 +449,14 @@ def test_correct_fine_tunes_between_rounds(
     json.dumps(reports)  # what correction.json holds
     assert [r["real_steps"] for r in reports] == [2 * 41, 4 * 41]  # stored steps (reset included) so far
 
-    assert calls == {"model": 3, "imagine": 3} and real_rows == [1.0] * 3  # 0.25 of a batch of 4 is real play
+    assert phases == ["model"] * 3 + ["rl"] * 3 and real_rows == [1.0] * 6  # 0.25 of a batch of 4 is real play
     assert len(seen) == 2 and same(seen[0]["wm"], before["wm"]) and same(seen[0]["actor"], before["actor"])
     assert not same(seen[1]["wm"], seen[0]["wm"])  # fine-tuned between the rounds
     assert not same(seen[1]["actor"], seen[0]["actor"])  # and the policy trained in imagination again
     assert same(state_of(agent.learner.wm), seen[1]["wm"])  # nothing after the last round's real play
-    assert agent.counters["env_steps"] - counters["env_steps"] == reports[-1]["real_steps"]
-    assert agent.counters["updates"] - counters["updates"] == 6
-    assert agent.counters["offline_updates"] == counters["offline_updates"]
+    assert agent.state.env_steps - counters.env_steps == reports[-1]["real_steps"]
+    assert agent.state.updates - counters.updates == 6
+    assert agent.state.offline_updates == counters.offline_updates
 
 
 def test_correct_repeats_with_the_same_seed(
@@ -545,7 +496,7 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     shutil.copytree(fitted_run[1], run)
     meta = (run / "checkpoint" / "meta.json").read_text()
     out = tmp_path / "corrected"
-    argv = ("--focus", "0.8", "--set", "offline.reward_doubt=2")
+    argv = ("--focus", "0.8", "--set", "offline.imag_starts=32")
     code, stdout, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *FAST, *argv, "--out", out)
     assert code == 0, err
 
@@ -562,10 +513,10 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}
 
     corrected = Dreamer.load(out)
-    assert corrected.config.offline.reward_doubt == 2.0  # the policy was trained with the override, and keeps it
+    assert corrected.config.offline.imag_starts == 32  # the policy was trained with the override, and keeps it
     assert find_checkpoint(out) == out / "checkpoint"
-    assert corrected.counters["env_steps"] == written["rounds"][-1]["real_steps"]
-    assert corrected.counters["updates"] == fitted_run[0].counters["updates"] + 4
+    assert corrected.state.env_steps == written["rounds"][-1]["real_steps"]
+    assert corrected.state.updates == fitted_run[0].state.updates + 4
     assert not same(state_of(corrected.learner.wm), state_of(fitted_run[0].learner.wm))
     assert (run / "checkpoint" / "meta.json").read_text() == meta  # --from is left as it was
 
@@ -577,17 +528,21 @@ def test_cli_correct_keeps_finished_rounds_when_a_later_one_crashes(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def crash(*args: Any) -> Any:
-        raise RuntimeError("killed while training in imagination")
+    real_update = Learner.update
 
-    monkeypatch.setattr(correction, "imagination_update", crash)
+    def crash(learner: Learner, batch: Any, phase: Any, *args: Any) -> Any:
+        if phase == "rl":
+            raise RuntimeError("killed while training in imagination")
+        return real_update(learner, batch, phase, *args)
+
+    monkeypatch.setattr(Learner, "update", crash)
     out = tmp_path / "corrected"
     with pytest.raises(RuntimeError, match="killed"):
         run_cli(capsys, "--from", fitted_run[1], "--data", crafter_ds.folder, *FAST, "--out", out)
     written = json.loads((out / "correction.json").read_text())
     assert [r["round"] for r in written["rounds"]] == [0]  # round 0 was watched and kept
     saved = Dreamer.load(out)
-    assert saved.counters["env_steps"] == fitted_run[0].counters["env_steps"] + written["rounds"][0]["real_steps"]
+    assert saved.state.env_steps == fitted_run[0].state.env_steps + written["rounds"][0]["real_steps"]
     assert same(state_of(saved.learner.wm), state_of(fitted_run[0].learner.wm))  # the agent round 0 watched
 
 
@@ -605,7 +560,7 @@ def test_cli_correct_errors(
     one_line(err, str(missing))
     assert not out.exists()
 
-    for override, problem in (("model.units=8", "Only offline.* keys"), ("offline.reward_doubt=-1", ">= 0")):
+    for override, problem in (("model.units=8", "Only offline.* keys"), ("offline.data_prior_kl=-1", ">= 0")):
         argv = [*FAST, "--set", override]
         code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *argv, "--out", out)
         assert code == 2 and err.startswith("reverie: error: ")
@@ -627,5 +582,5 @@ def test_cli_correct_from_a_checkpoint_folder_updates_its_run(
     shutil.copytree(fitted_run[1], run)
     code, _, err = run_cli(capsys, "--from", run / "checkpoint", "--data", crafter_ds.folder, *FAST)
     assert code == 0, err
-    assert Dreamer.load(run).counters["env_steps"] > 0  # the run now holds the corrected agent
+    assert Dreamer.load(run).state.env_steps > 0  # the run now holds the corrected agent
     assert not (run / "checkpoint" / "checkpoint").exists()

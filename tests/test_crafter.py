@@ -1,19 +1,30 @@
-"""Crafter: the score and achievement table (no crafter needed), then the pixel and symbolic adapters."""
+"""Crafter as a plug-in: the score, table and episode summary (no crafter needed), the registration with
+:mod:`reverie.plugins`, then the pixel and symbolic adapters."""
 
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from reverie import plugins
 from reverie.config import EnvConfig
-from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX, achievement_table, crafter_score, plot_achievements
-from reverie.envs import CrafterEnv, EnvError, check_env, make_env
+from reverie.crafter.env import ACTIONS, EFFECT_KEYS, ITEMS, MATERIALS, OBJECTS, CrafterEnv, symbolic_size
+from reverie.crafter.score import (
+    ACHIEVEMENTS,
+    LOG_PREFIX,
+    achievement_table,
+    crafter_score,
+    plot_achievements,
+    summary,
+)
+from reverie.envs import EnvError, check_env, make_env
 from reverie.envs.base import model_keys
-from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
 
 # ---------------------------------------------------------------------------------------------------
 # Score and table: pure functions
@@ -60,12 +71,115 @@ def test_plot_achievements_writes_png(tmp_path) -> None:
     assert plot_achievements(rates, tmp_path / "one.png").stat().st_size > 1000
 
 
+def test_summary_scores_finished_episodes_from_their_last_observations() -> None:
+    finals = [
+        {LOG_PREFIX + "collect_wood": np.int32(2), LOG_PREFIX + "wake_up": np.int32(1), "log/reward": 1.0},
+        {LOG_PREFIX + "collect_wood": np.int32(1), LOG_PREFIX + "wake_up": np.int32(0)},
+        {"log/reward": 0.0},  # no achievement counters (not a Crafter episode): left out
+    ]
+    out = summary(finals)
+    assert set(out) == {"score"} | {f"success/{name}" for name in ACHIEVEMENTS}
+    assert out["success/collect_wood"] == 100.0 and out["success/wake_up"] == 50.0 and out["success/eat_cow"] == 0.0
+    assert out["score"] == pytest.approx(math.exp((math.log(101) + math.log(51)) / 22) - 1)
+    assert summary([]) == {} and summary([{"log/reward": 1.0}]) == {}
+
+
 def test_missing_crafter_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "crafter", None)  # import crafter -> ImportError
-    with pytest.raises(EnvError, match=r'pip install "crafter>=1.8" numba'):
-        make_env(EnvConfig(id="crafter"), seed=0)
+    for env_id in ("crafter", "crafter-symbolic"):
+        with pytest.raises(EnvError, match=r'pip install "crafter>=1.8" numba'):
+            make_env(EnvConfig(id=env_id), seed=0)
+
+
+def test_a_near_miss_of_a_crafter_id_names_the_real_ones() -> None:
     with pytest.raises(EnvError, match="crafter-symbolic"):
         make_env(EnvConfig(id="crafter-pixels"), seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plug-in's registration
+
+
+def test_the_plugin_registers_crafter_for_both_ids() -> None:
+    game = plugins.game_for("crafter")
+    assert game is not None and game.name == "crafter" and plugins.game_for("crafter-symbolic") is game
+    assert plugins.game_for("CartPole-v1") is None and plugins.game_for("crafter-pixels") is None
+    assert game.action_names == ACTIONS and len(ACTIONS) == 17 and ACTIONS[:2] == ("noop", "move_left")
+    assert set(game.keys.values()) == set(ACTIONS)  # a key for every action, and only for actions
+    assert game.keys["w"] == "move_up" and game.keys[" "] == "do" and game.keys["n"] == "noop"
+    assert plugins.policy_names("crafter-symbolic") == ["scripted", "scripted-curious"]
+    assert plugins.policy_names("CartPole-v1") == [] and plugins.policy("crafter", "nope") is None
+    from reverie.crafter.codec import DeltaCodec, GridCodec
+    from reverie.crafter.scripted import ScriptedPlayer, curious_player
+
+    assert plugins.policy("crafter", "scripted") is ScriptedPlayer
+    assert plugins.policy("crafter-symbolic", "scripted-curious") is curious_player
+    assert plugins.codec_names() == ["mlp", "crafter_grid", "crafter_grid_delta"]
+    assert plugins.codec("crafter_grid") is GridCodec and plugins.codec("crafter_grid_delta") is DeltaCodec
+    with pytest.raises(ValueError, match="Unknown vector codec 'grid'; registered codecs: mlp, crafter_grid, "):
+        plugins.codec("grid")
+
+
+def test_the_plugin_summarizes_crafter_episodes_only() -> None:
+    finals = [{LOG_PREFIX + "place_table": 1}, {LOG_PREFIX + "place_table": 0}]
+    assert plugins.summarize("crafter-symbolic", finals) == summary(finals)
+    assert plugins.summarize("crafter", finals)["success/place_table"] == 50.0
+    assert plugins.summarize("CartPole-v1", finals) == {} and plugins.summarize("crafter", []) == {}
+
+
+def test_the_effect_hook_sees_inventory_changes_but_not_vitals() -> None:
+    game = plugins.game_for("crafter")
+    assert game is not None and game.effect_keys == EFFECT_KEYS
+    effect = plugins.resolve(game.effect)
+    before = {key: np.zeros(3, np.int32) for key in EFFECT_KEYS}
+    after = {key: value.copy() for key, value in before.items()}
+    after["log/inventory_wood"][1] = 1  # env 1 collected wood
+    assert "log/inventory_health" not in EFFECT_KEYS  # health comes and goes without an action
+    assert effect(before, after).tolist() == [False, True, False]
+
+
+@pytest.fixture
+def registry() -> Iterator[list[str]]:
+    """Names of games a test registers; unregistered afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        plugins.unregister_game(name)
+
+
+def test_the_registry_rejects_a_second_game_claiming_a_crafter_id_or_codec(registry: list[str]) -> None:
+    crafter = plugins.game_for("crafter-symbolic")
+    for game in (
+        plugins.Game("copycat", env_ids=("copycat-v0", "crafter-symbolic")),
+        plugins.Game("copycat", env_ids=("copycat-v0",), codecs={"crafter_grid": object}),
+    ):
+        with pytest.raises(ValueError, match=r"'copycat' claims \['crafter(-symbolic|_grid)'\].*'crafter'"):
+            plugins.register_game(game)
+        assert plugins.game_for("crafter-symbolic") is crafter and plugins.game_for("copycat-v0") is None
+    with pytest.raises(ValueError, match="core codecs"):
+        plugins.register_game(plugins.Game("copycat", env_ids=("copycat-v0",), codecs={"mlp": object}))
+    registry.append("copycat")  # a game of its own ids is welcome, and may register again under new ones
+    plugins.register_game(plugins.Game("copycat", env_ids=("copycat-v0",)))
+    plugins.register_game(plugins.Game("copycat", env_ids=("copycat-v1",)))
+    again = plugins.game_for("copycat-v1")
+    assert again is not None and again.name == "copycat" and plugins.game_for("copycat-v0") is None
+    plugins.unregister_game("copycat")
+    assert plugins.game_for("copycat-v1") is None and plugins.game_for("crafter") is crafter
+
+
+def test_the_registry_rejects_a_claim_on_crafter_made_before_the_first_lookup() -> None:
+    code = (
+        "from reverie import plugins\n"
+        "try:\n"
+        "    plugins.register_game(plugins.Game('copycat', env_ids=('crafter-symbolic',)))\n"
+        "except ValueError as err:\n"
+        "    print('rejected:', err)\n"
+        "print('serves crafter-symbolic:', plugins.game_for('crafter-symbolic').name)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # a fresh registry
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rejected: Game 'copycat' claims ['crafter-symbolic']" in run.stdout, run.stdout
+    assert "serves crafter-symbolic: crafter" in run.stdout, run.stdout
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -88,7 +202,17 @@ def test_names_match_crafters_data(crafter) -> None:
 
     assert tuple(constants.achievements) == ACHIEVEMENTS
     assert tuple(constants.materials) == MATERIALS and tuple(constants.items) == ITEMS
-    assert len(constants.actions) == 17
+    assert tuple(constants.actions) == ACTIONS
+
+
+@pytest.mark.parametrize(("env_id", "key"), [("crafter", "image"), ("crafter-symbolic", "vector")])
+def test_make_env_builds_crafter_through_the_plugin(crafter, env_id: str, key: str) -> None:
+    env = make_env(EnvConfig(id=env_id), seed=0)
+    assert isinstance(env, CrafterEnv) and env.symbolic is (key == "vector")
+    assert model_keys(env.obs_space) == [key]
+    limited = make_env(EnvConfig(id=env_id, time_limit=3), seed=0)  # the usual wrappers go on top
+    steps = [limited.step({"action": 0, "reset": t == 0}) for t in range(4)]
+    assert [o["is_last"] for o in steps] == [False, False, False, True]
 
 
 def test_pixel_contract_and_log_keys(crafter) -> None:

@@ -23,41 +23,6 @@ from reverie.data import Dataset, record, rewrite
 from reverie.dream import DreamEnv
 from reverie.envs import EnvError, Space
 
-PIXELS = ("env.pixels=true", "run.video_every=40", "run.log_every=20")
-"""Overrides of the pixel run: CartPole from 64x64 frames, open-loop videos every 40 steps, metrics every 20."""
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, debug_config, name: str, *overrides: str) -> Path:
-    """A run folder trained for 80 CartPole steps, shared by every test module of the session."""
-    folder = tmp_path_factory.getbasetemp() / f"tiny-{name}"
-    if not (folder / "checkpoint").exists():
-        cfg = debug_config(folder, "env.id=CartPole-v1", "train.steps=80", "run.eval_episodes=1", *overrides)
-        Dreamer(cfg).learn()
-    return folder
-
-
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, name: str, env_id: str = "CartPole-v1", **kw) -> Path:
-    """A dataset of 4 random episodes of at most 13 steps, shared by every test module of the session."""
-    folder = tmp_path_factory.getbasetemp() / f"data-{name}"
-    if not (folder / "dataset.json").exists():
-        record(env_id, "random", episodes=4, folder=folder, seed=0, time_limit=12, **kw)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def cartpole_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_dataset(tmp_path_factory, "cartpole")
-
-
-@pytest.fixture(scope="module")
-def pixel_run(tmp_path_factory: pytest.TempPathFactory, debug_config) -> Path:
-    return tiny_run(tmp_path_factory, debug_config, "pixels", *PIXELS)
-
-
-@pytest.fixture(scope="module")
-def vector_run(tmp_path_factory: pytest.TempPathFactory, debug_config) -> Path:
-    return tiny_run(tmp_path_factory, debug_config, "vector")
-
 
 def check(env: DreamEnv) -> None:
     """Gymnasium's checker, with its advisory warnings (unbounded boxes, no spec) silenced."""
@@ -104,9 +69,10 @@ def test_step_returns_the_heads_predictions(vector_run: Path) -> None:
         assert set(info) == keys
 
 
-def test_step_reports_the_ensembles_doubt(tmp_path_factory: pytest.TempPathFactory, debug_config) -> None:
-    run = tiny_run(tmp_path_factory, debug_config, "ensemble", "model.ensemble=3")
-    env = DreamEnv(str(run), seed=0)
+def test_step_reports_the_ensembles_uncertainty(tmp_path: Path, debug_config) -> None:
+    cfg = debug_config(tmp_path, "env.id=CartPole-v1", "train.steps=80", "run.eval_episodes=1", "model.ensemble=3")
+    Dreamer(cfg).learn()
+    env = DreamEnv(str(tmp_path), seed=0)
     _, info = env.reset()
     assert info["uncertainty"] is info["unknown"] is info["reward_uncertainty"] is None  # no transition yet
     ens = env.wm.ensemble
@@ -114,7 +80,7 @@ def test_step_reports_the_ensembles_doubt(tmp_path_factory: pytest.TempPathFacto
     state = env.state
     _, _, _, _, info = env.step(1)
     with torch.no_grad():
-        want = float(ens.disagreement(env.wm.rssm.feat(state), env.action_vector(1))[0])
+        want = float(ens.spread(ens(env.wm.feat(state), env.action_vector(1)))[0])
     assert info["uncertainty"] == pytest.approx(want, rel=1e-5) and info["uncertainty"] > 0
     assert info["unknown"] == (info["uncertainty"] > float(ens.threshold))
     assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
@@ -182,15 +148,15 @@ def test_dict_observations_and_continuous_actions() -> None:
 
 # --------------------------------------------------------------------------------------- dataset starts
 def spy_observe(env: DreamEnv, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:
-    """Record what the RSSM filters at each reset: the embedded steps, actions, is_first and action_mask."""
+    """Record what the world model filters at each reset: the steps, actions, is_first and action_mask."""
     calls: list[dict[str, torch.Tensor]] = []
-    observe = env.wm.rssm.observe
+    observe = env.wm.observe
 
-    def spy(embed, action, is_first, state=None, action_mask=None):  # noqa: ANN001, ANN202
-        calls.append({"embed": embed, "action": action, "is_first": is_first, "action_mask": action_mask})
-        return observe(embed, action, is_first, state, action_mask)
+    def spy(batch, state=None, embed=None):  # noqa: ANN001, ANN202
+        calls.append({**batch, "action_mask": batch.get("action_mask")})
+        return observe(batch, state, embed)
 
-    monkeypatch.setattr(env.wm.rssm, "observe", spy)
+    monkeypatch.setattr(env.wm, "observe", spy)
     return calls
 
 
@@ -219,9 +185,7 @@ def test_dataset_start_follows_the_recording(vector_run: Path, cartpole_data: Pa
     assert call["action_mask"].tolist() == [[1.0] * 4]
     actions = call["action"][0].argmax(-1).tolist()  # one-hot of the recorded actions that led to steps 5..8
     assert actions == recorded["action"][5:9].tolist()
-    with torch.no_grad():
-        embed = env.wm.encoder(env.learner.to_tensors({"vector": recorded["vector"][None, 5:9]}))
-    assert torch.allclose(call["embed"], embed)
+    np.testing.assert_array_equal(call["vector"][0].cpu().numpy(), recorded["vector"][5:9])
     # The same seed and options give the same dream; another start gives another one.
     again = DreamEnv(env.agent, seed=0, context=4, real_env=False, dataset=cartpole_data)
     assert np.array_equal(again.reset(options={"episode": 2, "start": 5})[0], obs)
@@ -292,9 +256,9 @@ def test_action_free_dataset_uses_the_no_action_input(
 
 
 def test_mismatched_dataset_is_one_clear_error(
-    vector_run: Path, pixel_run: Path, cartpole_data: Path, tmp_path_factory, one_line
+    vector_run: Path, pixel_run: Path, cartpole_data: Path, tiny_dataset, tmp_path_factory, one_line
 ) -> None:
-    pendulum = tiny_dataset(tmp_path_factory, "pendulum", "Pendulum-v1")
+    pendulum = tiny_dataset("pendulum", "Pendulum-v1")
     with pytest.raises(ValueError) as err:
         DreamEnv(str(vector_run), real_env=False, dataset=pendulum)
     one_line(str(err.value), "Pendulum-v1", "CartPole-v1", str(pendulum), "another env id", "another action space")
@@ -305,61 +269,61 @@ def test_mismatched_dataset_is_one_clear_error(
         DreamEnv(str(vector_run), real_env=False, dataset=tmp_path_factory.mktemp("empty"))
 
 
-def test_decoder_reading_the_previous_frame_gets_the_last_picture(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With ``model.decoder_prev`` each dreamed observation is decoded from the one shown before it; after a
-    reset there is none."""
+def grid_dream(codec: str, *overrides: str) -> DreamEnv:
+    """A dream of an untrained crafter-symbolic model with the grid codec ``codec``, without a real env."""
     from reverie.config import make_config
-    from reverie.envs.crafter import symbolic_size
+    from reverie.crafter.env import symbolic_size
 
-    overrides = ["model.vector_codec=crafter_grid", "model.decoder_prev=true"]
+    config = make_config(["debug"], [f"model.vector_codec={codec}", *overrides])
     obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
-    agent = Dreamer(make_config(["debug"], overrides), obs_space, Space(np.int64, (), 0, 17, discrete=True))
-    env = DreamEnv(agent, seed=0, real_env=False)
+    agent = Dreamer(config, obs_space, Space(np.int64, (), 0, 17, discrete=True))
+    return DreamEnv(agent, seed=0, real_env=False)
+
+
+def test_each_picture_is_drawn_from_the_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a codec that reads the previous observation each dreamed observation is pictured from the one shown
+    before it; after a reset there is none. The observation returned is the picture the policy would see."""
+    env = grid_dream("crafter_grid_delta")
     seen: list[torch.Tensor | None] = []
-    decode = env.wm.decoder.forward
+    picture = env.wm.decoder.vector.picture
 
-    def spy(feat: torch.Tensor, prev: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        seen.append(None if prev is None else prev["vector"])
-        return decode(feat, prev)
+    def spy(feat: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(prev)
+        return picture(feat, prev)
 
-    monkeypatch.setattr(env.wm.decoder, "forward", spy)
+    monkeypatch.setattr(env.wm.decoder.vector, "picture", spy)
     first, _ = env.reset()
+    assert seen[-1] is None
     second, *_ = env.step(3)
+    np.testing.assert_allclose(seen[-1][0].cpu().numpy(), first, rtol=1e-6)
     env.step(3)
-    assert seen[0] is None
-    np.testing.assert_allclose(seen[1][0].cpu().numpy(), first, rtol=1e-6)
-    np.testing.assert_allclose(seen[2][0].cpu().numpy(), second, rtol=1e-6)
+    np.testing.assert_allclose(seen[-1][0].cpu().numpy(), second, rtol=1e-6)
+    assert set(np.unique(first[:1197])) <= {0.0, 1.0}  # sharp one-hot cells, as the game gives them
     env.reset()
-    assert seen[3] is None
+    assert seen[-1] is None
 
 
-def test_reward_reading_the_change_gets_the_last_picture(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With ``model.reward_change`` (and a decoder that does not read the frame before) the predicted reward of
-    each dreamed step reads the change from the picture shown before it; the members' reward doubt too."""
-    from reverie.config import make_config
-    from reverie.envs.crafter import symbolic_size
-
-    overrides = ["model.vector_codec=crafter_grid", "model.reward_change=true", "model.ensemble=3"]
-    obs_space = {"vector": Space(np.float32, (symbolic_size(),), 0.0, 1.0)}
-    agent = Dreamer(make_config(["debug"], overrides), obs_space, Space(np.int64, (), 0, 17, discrete=True))
-    env = DreamEnv(agent, seed=0, real_env=False)
+def test_reward_reads_the_change_from_the_last_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a reward head that reads what changed, the predicted reward of each dreamed step reads the change
+    from the picture shown before it; the members' reward spread too."""
+    env = grid_dream("crafter_grid_delta", "model.ensemble=3")
     seen: list[torch.Tensor | None] = []
-    reward = env.wm.reward
+    change = env.wm.change
 
-    def spy(feat: torch.Tensor, obs=None, prev: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def spy(obs, prev):  # noqa: ANN001, ANN202
         seen.append(None if prev is None else prev["vector"])
-        return reward(feat, obs, prev)
+        return change(obs, prev)
 
-    monkeypatch.setattr(env.wm, "reward", spy)
+    monkeypatch.setattr(env.wm, "change", spy)
     first, info = env.reset()
+    assert seen[-1] is None
     second, _, _, _, info = env.step(3)
-    assert seen[0] is None
+    np.testing.assert_allclose(seen[-1][0].cpu().numpy(), first, rtol=1e-6)
     with torch.no_grad():
-        want = reward(
-            env.wm.rssm.feat(env.state), None, {"vector": torch.as_tensor(first, device=env.learner.device)[None]}
-        )
+        before = {"vector": torch.as_tensor(first, device=env.learner.device)[None]}
+        now = {"vector": torch.as_tensor(second, device=env.learner.device)[None]}
+        want = env.wm.reward(env.wm.feat(env.state), change(now, before))
     assert info["reward_pred"] == pytest.approx(float(want[0]), rel=1e-5)
-    np.testing.assert_allclose(seen[1][0].cpu().numpy(), first, rtol=1e-6)
     assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
     env.step(3)
-    np.testing.assert_allclose(seen[2][0].cpu().numpy(), second, rtol=1e-6)
+    np.testing.assert_allclose(seen[-1][0].cpu().numpy(), second, rtol=1e-6)

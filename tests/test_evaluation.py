@@ -127,7 +127,7 @@ def test_promises_imagine_from_the_observation_the_policy_acted_on(
 ) -> None:
     """A policy that reads observations starts each imagined rollout from the real one, not a decoded one."""
     logdir = tmp_path_factory.mktemp("obs_eval")
-    agent = Dreamer(make_config(["debug"], [f"run.logdir={logdir}", "ac.obs_input=true"]))
+    agent = Dreamer(make_config(["debug"], [f"run.logdir={logdir}", "ac.input=feat+obs"]))
     learner = agent.learner
     acted: list[np.ndarray] = []
     starts: list[tuple[np.ndarray, np.ndarray]] = []  # (rollout starts, what the policy acted on this step)

@@ -15,7 +15,6 @@ from reverie.functional import (
     log_softmax,
     masked_mean,
     percentile_range,
-    random_shift,
     sample_onehot,
     softmax,
     symexp,
@@ -456,19 +455,3 @@ def test_masked_mean() -> None:
     x = x.clone().requires_grad_()
     masked_mean(x, mask).backward()
     assert torch.equal(x.grad, mask.float() / 4)
-
-
-def test_random_shift_moves_each_image_by_its_own_offset_within_pad() -> None:
-    images = torch.rand(4, 16, 9, 9, 2)
-    assert random_shift(images, 0) is images
-    out = random_shift(images, 2, torch.Generator().manual_seed(0))
-    assert out.shape == images.shape
-    flat, got = images.reshape(-1, 9, 9, 2), out.reshape(-1, 9, 9, 2)
-    padded = torch.nn.functional.pad(flat.permute(0, 3, 1, 2), (2, 2, 2, 2), mode="replicate").permute(0, 2, 3, 1)
-    offsets = []
-    for image, shifted in zip(padded, got, strict=True):  # exactly one window of the edge-padded image matches
-        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(image[dy : dy + 9, dx : dx + 9], shifted)]
-        assert len(hits) == 1
-        offsets.append(hits[0])
-    assert len(set(offsets)) > 10  # 64 images, 25 offsets: each image draws its own
-    assert {dy for dy, _ in offsets} == set(range(5)) and {dx for _, dx in offsets} == set(range(5))

@@ -1,8 +1,8 @@
-"""Tests of offline learning (``Dreamer.fit``, :mod:`reverie.offline`): PMPO and the prior KL by hand, the
-latent ensemble and pessimism, behaviour cloning of a known rule, missing labels, the two phases,
-checkpoint/resume and the CLI, ``encode`` / ``encode_step``, strided CNNs and online learning afterwards.
+"""Offline learning (``Dreamer.fit``) and the update phases of ``Learner.update``: PMPO and the policy KL, the
+latent ensemble and pessimism, behaviour cloning (plain and return-weighted), missing labels, the phases in order,
+checkpoints and resume, features for other learners, policy heads that read observations, online after offline.
 
-Every agent uses the ``offline`` + ``debug`` presets and datasets of a few hundred steps.
+Every run uses the ``offline`` then ``debug`` presets and a few dozen updates on tiny recordings.
 """
 
 from __future__ import annotations
@@ -16,27 +16,26 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_baselines import BOX, DISCRETE, OBS_SPACE, box_rule, rule, write_dataset
 from torch.distributions import Categorical, Normal, kl_divergence
 
-import reverie.offline as offline
 from reverie import Dreamer
-from reverie.actor_critic import Policy, within_support
+from reverie.actor_critic import Policy
 from reverie.cli import main
-from reverie.config import ActorCriticConfig, Config, ConfigError, make_config, set_key
+from reverie.config import Config, ConfigError, make_config, set_key
 from reverie.data import Dataset, record
 from reverie.envs import Space
-from reverie.functional import pmpo_loss, return_to_go, symexp
+from reverie.functional import pmpo_loss, return_to_go
 from reverie.learner import Learner
 from reverie.logger import read_jsonl
-from reverie.world_model import Decoder, Encoder, LatentEnsemble, WorldModel
+from reverie.offline import dataset_replay
+from reverie.world_model import UNCERTAINTY_QUANTILE, Decoder, Encoder, LatentEnsemble, WorldModel
 
 KEYS = ("vector", "action", "reward", "is_first", "is_last", "is_terminal", "action_mask", "reward_mask")
 
 
 def offline_config(logdir: str | Path, *overrides: str) -> Config:
     """The ``offline`` then ``debug`` presets (as ``reverie train-offline --preset debug``), no final evaluation."""
-    return make_config(["offline", "debug"], [f"run.logdir={logdir}", "offline.eval_episodes=0", *overrides])
+    return make_config(["offline", "debug"], [f"run.logdir={logdir}", "run.eval_episodes=0", *overrides])
 
 
 def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -55,10 +54,14 @@ def windows(dataset: Dataset, length: int) -> dict[str, np.ndarray]:
     return {k: v[: rows * length].reshape(rows, length, *v.shape[1:]) for k, v in stream.items()}
 
 
+def vector_learner(cfg: Config, rule_data: Any, act_space: Space | None = None) -> Learner:
+    return Learner(cfg, {"vector": rule_data.OBS_SPACE["vector"]}, act_space or rule_data.DISCRETE)
+
+
 @pytest.fixture(scope="module")
-def rule_ds(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+def rule_ds(rule_data: Any, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     """6 CartPole-format episodes of 40 random observations; the next action is ``rule(obs)``; episode 2 unlabelled."""
-    return write_dataset(tmp_path_factory.mktemp("offline") / "rule", [True, True, False, True, True, True])
+    return rule_data.write(tmp_path_factory.mktemp("offline") / "rule", [True, True, False, True, True, True])
 
 
 @pytest.fixture(scope="module")
@@ -114,21 +117,20 @@ def test_pmpo_gradient_raises_good_actions_lowers_bad_ones_and_skips_adv() -> No
 
 
 def test_policy_kl_matches_torch_distributions() -> None:
-    cfg = make_config(["debug"]).ac
     gen = torch.Generator().manual_seed(1)
     a, b = torch.randn(5, 3, generator=gen) * 2, torch.randn(5, 3, generator=gen) * 2
-    p, q = Policy(a, True, cfg), Policy(b, True, cfg)  # logits are the unimixed log-probs
+    p, q = Policy(a, True), Policy(b, True)  # logits are the unimixed log-probs
     ref = kl_divergence(Categorical(logits=p.logits), Categorical(logits=q.logits))
     assert torch.allclose(p.kl(q), ref, atol=1e-6)
     assert torch.allclose(q.kl(p), kl_divergence(Categorical(logits=q.logits), Categorical(logits=p.logits)), atol=1e-6)
     assert not torch.allclose(p.kl(q), q.kl(p))  # the direction matters
-    assert torch.allclose(p.kl(Policy(a.clone(), True, cfg)), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(p.kl(Policy(a.clone(), True)), torch.zeros(5), atol=1e-6)
 
     c, d = torch.randn(5, 4, generator=gen), torch.randn(5, 4, generator=gen)  # 2-dim actions: mean and std
-    p, q = Policy(c, False, cfg), Policy(d, False, cfg)
+    p, q = Policy(c, False), Policy(d, False)
     ref = kl_divergence(Normal(p.mean, p.std), Normal(q.mean, q.std)).sum(-1)
     assert p.kl(q).shape == (5,) and torch.allclose(p.kl(q), ref, atol=1e-5)
-    assert torch.allclose(p.kl(Policy(c.clone(), False, cfg)), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(p.kl(Policy(c.clone(), False)), torch.zeros(5), atol=1e-6)
 
 
 def test_latent_ensemble_disagreement_loss_and_threshold() -> None:
@@ -136,57 +138,68 @@ def test_latent_ensemble_disagreement_loss_and_threshold() -> None:
     torch.manual_seed(0)
     ens = LatentEnsemble(10, 2, cfg)
     feat, action = torch.randn(5, 6, 10, requires_grad=True), torch.randn(5, 6, 2)
-    u = ens.disagreement(feat, action)
+    u = ens.spread(ens(feat, action))
     assert u.shape == (5, 6) and bool((u > 0).all())
 
     target = torch.softmax(torch.randn(5, 6, cfg.stoch, cfg.classes), -1)
     mask = (torch.arange(30).reshape(5, 6) % 3 != 0).float()
     loss, disagree = ens.loss(feat, action, target, mask)
     assert torch.allclose(disagree, u)
-    first = torch.quantile(u[mask > 0], cfg.uncertainty_quantile)
+    first = torch.quantile(u[mask > 0], UNCERTAINTY_QUANTILE)
     assert ens.threshold.item() == pytest.approx(first.item(), rel=1e-5)  # the first batch sets it
     loss.backward()
     assert feat.grad is None  # inputs are detached: the ensemble never moves the world model
     assert all(p.grad is not None for p in ens.parameters())
 
     _, again = ens.loss(2 * feat.detach(), action, target, mask)  # later batches: EMA at rate 0.01
-    second = torch.quantile(again[mask > 0], cfg.uncertainty_quantile)
+    second = torch.quantile(again[mask > 0], UNCERTAINTY_QUANTILE)
     assert ens.threshold.item() == pytest.approx((0.99 * first + 0.01 * second).item(), rel=1e-5)
 
     for head in ens.heads[1:]:
         head.load_state_dict(ens.heads[0].state_dict())
-    assert torch.allclose(ens.disagreement(feat, action), torch.zeros(5, 6), atol=1e-10)
+    assert torch.allclose(ens.spread(ens(feat, action)), torch.zeros(5, 6), atol=1e-10)
 
 
-def test_reward_disagreement_is_the_spread_of_the_members_rewards() -> None:
+def test_a_transitions_uncertainty_is_the_members_disagreement_and_reward_spread() -> None:
     cfg = make_config(["debug"], ["model.ensemble=3"]).model
     torch.manual_seed(0)
     wm = WorldModel({"vector": Space(np.float32, (4,))}, 2, cfg)
-    state = wm.rssm.imagine_step(wm.rssm.initial(6), torch.randn(6, 2))
+    state = wm.step(wm.initial(6), torch.randn(6, 2)).state
     action = torch.nn.functional.one_hot(torch.arange(6) % 2, 2).float()
+
+    def step() -> Any:
+        torch.manual_seed(3)  # the next latent is sampled: the same draw each time
+        return wm.step(state, action, uncertainty=True)
+
     with torch.no_grad():
-        zero = wm.reward_disagreement(state, action)
-        assert zero.shape == (6,) and torch.equal(zero, torch.zeros(6))  # zero-initialised reward head
+        out = step()
+        assert out.uncertainty is not None and out.reward_uncertainty is not None and out.unknown is not None
+        want = wm.ensemble.spread(wm.ensemble(wm.feat(state), action))
+        torch.testing.assert_close(out.uncertainty, want)
+        assert torch.equal(out.unknown, torch.zeros(6, dtype=torch.bool))  # an uncalibrated threshold: all known
+        wm.ensemble.threshold.fill_(float(out.uncertainty.median()))
+        torch.testing.assert_close(step().unknown, out.uncertainty > out.uncertainty.median())
+        assert torch.equal(out.reward_uncertainty, torch.zeros(6))  # zero-initialised reward head
         last = [m for m in wm.reward_head.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.weight.normal_(0, 1.0)
-        spread = wm.reward_disagreement(state, action)
+        spread = step().reward_uncertainty
         assert bool((spread > 0).any()) and bool((spread >= 0).all())
 
         # The spread is over what each member predicts: the same next latent from every member gives 0.
         for head in wm.ensemble.heads[1:]:
             head.load_state_dict(wm.ensemble.heads[0].state_dict())
-        assert torch.allclose(wm.reward_disagreement(state, action), torch.zeros(6))
+        assert torch.allclose(step().reward_uncertainty, torch.zeros(6))
 
-        # A member whose next latent differs only where the reward head does not look changes nothing.
-        wm.reward_head = _ConstantOnStoch(wm.reward_head, wm.rssm.cfg.deter)
-        torch.manual_seed(1)
+        # Members whose next latents differ only where the reward head does not look change nothing.
+        wm.reward_head = _ConstantOnStoch(wm.reward_head, cfg.deter)
         for head in wm.ensemble.heads:
             for param in head.parameters():
                 param.normal_(0, 1.0)
-        assert torch.allclose(wm.reward_disagreement(state, action), torch.zeros(6))
+        assert torch.allclose(step().reward_uncertainty, torch.zeros(6))
 
     alone = WorldModel({"vector": Space(np.float32, (4,))}, 2, make_config(["debug"]).model)
-    assert torch.equal(alone.reward_disagreement(state, action), torch.zeros(6))
+    plain = alone.step(state, action, uncertainty=True)
+    assert plain.uncertainty is plain.reward_uncertainty is plain.unknown is None
 
 
 class _ConstantOnStoch(torch.nn.Module):
@@ -205,27 +218,60 @@ def test_ensemble_config_errors() -> None:
         make_config(["debug"], ["model.ensemble=1"])
     with pytest.raises(ConfigError, match="offline.pessimism needs an ensemble"):
         make_config(["debug"], ["offline.pessimism=cut"])
-    with pytest.raises(ConfigError, match="offline.reward_doubt needs an ensemble"):
-        make_config(["debug"], ["offline.reward_doubt=2"])
-    with pytest.raises(ConfigError, match="offline.reward_doubt must be >= 0"):
-        make_config(["debug"], ["model.ensemble=3", "offline.reward_doubt=-1"])
+    with pytest.raises(ConfigError, match="offline.pessimism='penalty' is not one of"):
+        make_config(["debug"], ["model.ensemble=3", "offline.pessimism=penalty"])
 
 
 # ---------------------------------------------------------------------------------------------------
-# 4. Behaviour cloning learns the recorded rule
+# 4. One update path: each phase moves its networks and no others
+
+
+PHASE_MOVES = {
+    "online": {"wm", "actor", "critic"},
+    "model": {"wm", "bc", "critic"},
+    "bc": {"bc"},
+    "rl": {"actor", "critic"},
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASE_MOVES))
+def test_each_update_phase_moves_only_its_networks(
+    phase: str, rule_ds: Dataset, rule_data: Any, tmp_path: Path
+) -> None:
+    cfg = offline_config(tmp_path, "model.ensemble=2", "ac.input=feat+obs", "optim.warmup=0")
+    learner = vector_learner(cfg, rule_data)
+    learner.start_rl()  # the prior the rl phase is held to
+    parts = {"wm": learner.wm, "bc": learner.bc, "actor": learner.ac.actor, "critic": learner.ac.critic}
+    before = {name: state_of(module) for name, module in parts.items()}
+    prior = state_of(learner.bc_prior)
+    metrics = learner.update(windows(rule_ds, 8), phase, np.random.default_rng(0))  # type: ignore[arg-type]
+    moved = {name for name, module in parts.items() if not same(state_of(module), before[name])}
+    assert moved == PHASE_MOVES[phase]
+    assert same(state_of(learner.bc_prior), prior)  # the frozen prior never moves
+    assert learner.updates == 1 and all(np.isfinite(v) for v in metrics.values())
+
+
+def test_an_unknown_phase_is_an_error(rule_data: Any, tmp_path: Path) -> None:
+    learner = vector_learner(offline_config(tmp_path), rule_data)
+    with pytest.raises(ValueError, match="Unknown update phase 'warmup': use one of online, model, bc, rl"):
+        learner.update({}, "warmup")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Behaviour cloning learns the recorded rule
 
 
 @pytest.fixture(scope="module")
 def bc_agent(rule_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Dreamer, list[dict[str, float]]]:
-    """An agent after 200 phase-1 updates on ``rule_ds`` and the metrics of each update."""
+    """An agent after 200 model-phase updates on ``rule_ds`` and the metrics of each update."""
     cfg = offline_config(tmp_path_factory.mktemp("bc") / "run", "model.ensemble=0", "train.batch_size=8")
     agent = Dreamer(cfg, rule_ds.obs_space, rule_ds.act_space["action"])
-    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
-    history = [offline.model_update(agent.learner, replay.sample(8, 8)) for _ in range(200)]
+    replay = dataset_replay(rule_ds, chunk=64, seed=0)
+    history = [agent.learner.update(replay.sample(8, 8), "model") for _ in range(200)]
     return agent, history
 
 
-def test_bc_head_learns_the_rule(bc_agent: tuple[Dreamer, list[dict[str, float]]]) -> None:
+def test_bc_head_learns_the_rule(bc_agent: tuple[Dreamer, list[dict[str, float]]], rule_data: Any) -> None:
     agent, history = bc_agent
     early = np.mean([m["bc/accuracy"] for m in history[:5]])
     late = np.mean([m["bc/accuracy"] for m in history[-20:]])
@@ -240,103 +286,79 @@ def test_bc_head_learns_the_rule(bc_agent: tuple[Dreamer, list[dict[str, float]]
         obs = {"vector": vector[t], "is_first": np.full(5, t == 0)}
         action, state, _ = agent.learner.policy(obs, state, deterministic=True, head="bc")
         clear = np.abs(vector[t, :, 2]) > 0.05  # away from the decision boundary
-        hits.extend((action == rule(vector[t]))[clear])
+        hits.extend((action == rule_data.rule(vector[t]))[clear])
     assert np.mean(hits) > 0.85
 
 
 # ---------------------------------------------------------------------------------------------------
-# 5. Missing actions and rewards
+# 6. Missing actions and rewards
 
 
-def test_fit_with_missing_labels_in_both_label_modes(mixed_ds: Dataset, tmp_path: Path) -> None:
+def test_fit_with_missing_labels(mixed_ds: Dataset, tmp_path: Path) -> None:
     flags = [(mixed_ds.episode_info(i)["has_actions"], mixed_ds.episode_info(i)["has_rewards"]) for i in range(8)]
     assert sum(a for a, _ in flags) == 4 and sum(r for _, r in flags) == 4
-    logged = {}
-    for mode in ("no_action", "inverse_dynamics"):
-        overrides = (f"offline.label_mode={mode}", "offline.rl_frac=0.25", "offline.log_every=8", "model.ensemble=2")
-        agent = Dreamer(offline_config(tmp_path / mode, *overrides)).fit(mixed_ds, steps=8)
-        assert agent.counters["offline_updates"] == 8 and agent.counters["rl_started"] == 1
-        assert (agent.learner.idm is not None) == (mode == "inverse_dynamics")
-        assert agent.learner.wm.rssm.no_action.abs().sum() > 0  # the no-action input was trained
-        rows = read_jsonl(tmp_path / mode / "metrics.jsonl")
-        logged[mode] = {k: v for row in rows for k, v in row.items()}
-        assert all(np.isfinite(v) for v in logged[mode].values() if isinstance(v, float))
-    assert "offline/idm/loss" in logged["inverse_dynamics"] and "offline/idm/loss" not in logged["no_action"]
+    overrides = ("offline.rl_frac=0.25", "run.log_every=8", "model.ensemble=2")
+    agent = Dreamer(offline_config(tmp_path, *overrides)).fit(mixed_ds, steps=8)
+    assert agent.state.offline_updates == 8 and agent.state.offline_phase == "rl"
+    assert agent.learner.wm.rssm.no_action.abs().sum() > 0  # the no-action input was trained
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    logged = {k: v for row in rows for k, v in row.items()}
+    assert all(np.isfinite(v) for v in logged.values() if isinstance(v, float))
 
 
-def test_label_actions_fills_exactly_the_unlabelled_transitions(mixed_ds: Dataset) -> None:
-    cfg = offline_config("unused", "offline.label_mode=inverse_dynamics", "model.ensemble=0")
-    learner = Learner(cfg, {"vector": mixed_ds.obs_space["vector"]}, mixed_ds.act_space["action"])
-    batch = learner.to_tensors(windows(mixed_ds, 12))
-    batch["is_first"][:, 0] = True
-    old_mask, old_action = batch["action_mask"].clone(), batch["action"].clone()
-    assert 0 < old_mask.mean() < 1
-    embed = learner.wm.encoder({"vector": batch["vector"]})
-    out, loss, metrics = offline.label_actions(learner, batch, embed)
-
-    first = batch["is_first"].bool()
-    filled = (old_mask == 0) & ~first
-    filled[:, 0] = False
-    assert bool(filled.any())
-    assert bool((out["action_mask"][filled] == 1).all())  # every unlabelled transition is labelled now
-    assert torch.equal(out["action_mask"][~filled], old_mask[~filled])  # labelled and first steps keep theirs
-    assert torch.equal(out["action"][~filled], old_action[~filled])  # recorded actions and first steps unchanged
-    assert torch.equal(
-        out["action"][filled].sum(-1), torch.ones(int(filled.sum()), device=learner.device)
-    )  # guesses are one-hot
-    assert torch.equal(batch["action_mask"], old_mask)  # the input batch is not modified in place
-    assert np.isfinite(metrics["idm/accuracy"].item())
-
-    # The inverse model learns only from labelled transitions: changing the unknown actions changes nothing.
-    other = {**batch, "action": old_action.clone()}
-    other["action"][filled] = torch.tensor([0.0, 1.0], device=learner.device)
-    _, loss_other, _ = offline.label_actions(learner, other, embed)
-    assert torch.equal(loss, loss_other)
-    loss.backward()
-    assert all(p.grad is not None for p in learner.idm.parameters())  # type: ignore[union-attr]
-    assert all(p.grad is None for p in learner.wm.encoder.parameters())  # embeddings are detached
-
-
-def test_no_action_input_moves_only_with_unlabelled_steps(mixed_ds: Dataset) -> None:
+def test_no_action_input_moves_only_with_unlabelled_steps(mixed_ds: Dataset, rule_data: Any) -> None:
     data = windows(mixed_ds, 8)
     labelled = data["action_mask"].min(1) == 1
     assert labelled.any() and (~labelled).any()
     for rows, moves in ((labelled, False), (~labelled, True)):
-        learner = Learner(
-            offline_config("unused", "model.ensemble=0"), {"vector": mixed_ds.obs_space["vector"]}, DISCRETE
-        )
-        offline.model_update(learner, {k: v[rows] for k, v in data.items()})
+        learner = vector_learner(offline_config("unused", "model.ensemble=0"), rule_data)
+        learner.update({k: v[rows] for k, v in data.items()}, "model")
         assert bool(learner.wm.rssm.no_action.abs().sum() > 0) == moves
 
 
 # ---------------------------------------------------------------------------------------------------
-# 6. The two phases
+# 7. The phases of fit
+
+
+def record_phases(mp: pytest.MonkeyPatch) -> list[str]:
+    """Patch ``Learner.update`` to record the phase of every update."""
+    phases: list[str] = []
+    real = Learner.update
+
+    def update(self: Learner, batch: Any, phase: Any, *args: Any, **kw: Any) -> dict[str, float]:
+        phases.append(phase)
+        return real(self, batch, phase, *args, **kw)
+
+    mp.setattr(Learner, "update", update)
+    return phases
 
 
 @pytest.fixture(scope="module")
 def fitted(rule_ds: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``fit(rule_ds, steps=20)`` with rl_frac 0.5; the networks are snapshot when imagination RL starts."""
     logdir = tmp_path_factory.mktemp("fit") / "run"
-    agent = Dreamer(offline_config(logdir, "offline.rl_frac=0.5", "offline.log_every=5"))
+    agent = Dreamer(offline_config(logdir, "offline.rl_frac=0.5", "run.log_every=5"))
     at_start: dict[str, Any] = {}
-    real_start = offline.start_rl
+    real_start = Learner.start_rl
 
     def start_rl(learner: Learner) -> None:
-        at_start.update(wm=state_of(learner.wm), bc=state_of(learner.bc), updates=agent.counters["offline_updates"])
+        at_start.update(wm=state_of(learner.wm), bc=state_of(learner.bc), updates=agent.state.offline_updates)
         real_start(learner)
         at_start["actor"] = state_of(learner.ac.actor)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(offline, "start_rl", start_rl)
+        mp.setattr(Learner, "start_rl", start_rl)
+        phases = record_phases(mp)
         agent.fit(rule_ds, steps=20)
-    yield {"agent": agent, "logdir": logdir, "at_start": at_start}
+    yield {"agent": agent, "logdir": logdir, "at_start": at_start, "phases": phases}
 
 
 def test_fit_runs_model_then_imagination_phase(fitted: dict[str, Any]) -> None:
     agent, at_start = fitted["agent"], fitted["at_start"]
     learner = agent.learner
-    assert agent.counters["offline_updates"] == 20 and agent.counters["updates"] == 20
-    assert agent.counters["rl_started"] == 1 and at_start["updates"] == 10
+    assert fitted["phases"] == ["model"] * 10 + ["rl"] * 10
+    assert agent.state.offline_updates == 20 and agent.state.updates == 20
+    assert agent.state.offline_phase == "rl" and at_start["updates"] == 10
     assert same(at_start["actor"], at_start["bc"])  # the actor starts as the BC head
     assert not same(state_of(learner.ac.actor), state_of(learner.bc))  # ... and RL moved it
     assert same(state_of(learner.bc_prior), state_of(learner.bc))  # the prior is the (frozen) BC head
@@ -348,109 +370,77 @@ def test_fit_runs_model_then_imagination_phase(fitted: dict[str, Any]) -> None:
     assert "offline/bc/loss" in keys[0] and "offline/ac/prior_kl" in keys[-1]
 
 
-def _box_learner(tmp_path: Path, actor_grad: str) -> tuple[Learner, dict[str, np.ndarray]]:
-    ds = write_dataset(tmp_path / "box", [True, True], act_space=BOX, expert=box_rule)
+def test_bc_phase_sits_between_model_and_rl(rule_ds: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="offline.bc_frac"):
+        offline_config(tmp_path / "bad", "offline.rl_frac=0.5", "offline.bc_frac=0.6")
+    with pytest.MonkeyPatch.context() as mp:
+        phases = record_phases(mp)
+        agent = Dreamer(offline_config(tmp_path / "fit", "offline.rl_frac=0.25", "offline.bc_frac=0.25"))
+        agent.fit(rule_ds, steps=12)
+    assert phases == ["model"] * 6 + ["bc"] * 3 + ["rl"] * 3
+
+
+def test_bc_phase_learns_the_rule_on_frozen_features(rule_ds: Dataset, rule_data: Any, tmp_path: Path) -> None:
+    cfg = offline_config(tmp_path / "unit", "model.ensemble=0", "ac.input=feat+obs", "optim.warmup=0")
+    learner = vector_learner(cfg, rule_data)
+    batch_np = windows(rule_ds, 8)
+    learner.update(batch_np, "model")
+    losses = [learner.update(batch_np, "bc")["bc/loss"] for _ in range(40)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
+
+
+@pytest.mark.parametrize("actor_grad", ["reinforce", "dynamics"])
+def test_rl_phase_trains_a_continuous_actor_and_leaves_the_model_alone(
+    rule_data: Any, tmp_path: Path, actor_grad: str
+) -> None:
+    ds = rule_data.write(tmp_path / "box", [True, True], rule_data.BOX, rule_data.box_rule)
     cfg = offline_config(tmp_path / "run", f"ac.actor_grad={actor_grad}", "model.ensemble=0")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, BOX)
-    return learner, windows(ds, 8)
-
-
-@pytest.mark.parametrize(
-    "actor_grad",
-    ["reinforce", "dynamics"],
-)
-def test_imagination_update_leaves_the_world_model_alone(tmp_path: Path, actor_grad: str) -> None:
-    learner, batch = _box_learner(tmp_path, actor_grad)
-    offline.model_update(learner, batch)
-    offline.start_rl(learner)
+    if actor_grad == "dynamics":  # DreamerV3's objective through the model's dynamics, no KL or entropy
+        cfg.ac.objective, cfg.ac.entropy, cfg.ac.prior_kl = "dreamer", 0.0, 0.0
+    learner = vector_learner(cfg, rule_data, rule_data.BOX)
+    batch = windows(ds, 8)
+    learner.update(batch, "model")
+    learner.start_rl()
     wm, actor = state_of(learner.wm), state_of(learner.ac.actor)
-    offline.imagination_update(learner, batch, np.random.default_rng(0))
+    learner.update(batch, "rl", np.random.default_rng(0))
     assert not same(state_of(learner.ac.actor), actor)
     assert same(state_of(learner.wm), wm)
 
 
-def test_dreamer_objective_through_dynamics_trains_the_actor(tmp_path: Path) -> None:
-    learner, batch = _box_learner(tmp_path, "dynamics")
-    learner.cfg.ac.objective, learner.cfg.ac.entropy, learner.cfg.ac.prior_kl = "dreamer", 0.0, 0.0
-    offline.model_update(learner, batch)
-    offline.start_rl(learner)
-    actor = state_of(learner.ac.actor)
-    offline.imagination_update(learner, batch, np.random.default_rng(0))
-    assert not same(state_of(learner.ac.actor), actor)
+# ---------------------------------------------------------------------------------------------------
+# 8. Pessimism
+
+
+def test_pessimism_cut_ends_rollouts_where_the_model_does_not_know(
+    rule_ds: Dataset, rule_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, torch.Tensor]] = []
+    learners = {}
+    for mode in ("none", "cut"):
+        cfg = offline_config(tmp_path / mode, "model.ensemble=3", f"offline.pessimism={mode}")
+        learner = vector_learner(cfg, rule_data)
+        learner.update(windows(rule_ds, 8), "model")  # calibrates the threshold on real transitions
+        learner.start_rl()
+        learners[mode] = learner
+        real = learner.ac.imagine_loss
+        monkeypatch.setattr(
+            learner.ac, "imagine_loss", lambda traj, prior, real=real: seen.append(traj) or real(traj, prior)
+        )
+    batch = windows(rule_ds, 8)
+    for mode, threshold in (("cut", 1e-12), ("cut", 1e9), ("none", 1e-12)):
+        learner = learners[mode]
+        learner.wm.ensemble.threshold.fill_(threshold)  # 1e-12: every imagined step is unknown; 1e9: none is
+        metrics = learner.update(batch, "rl", np.random.default_rng(0))
+        traj = seen[-1]
+        assert traj["unknown"].shape == traj["uncertainty"].shape == (len(traj["feat"]), 4)
+        cut = mode == "cut" and threshold < 1
+        assert bool((traj["cont"][:, 1:] == 0).all()) == cut  # a cut rollout ends after its first step
+        assert bool((traj["cont"][:, 1:] > 0).all()) == (not cut)
+        assert metrics["imag/unknown_frac"] == (1.0 if threshold < 1 else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
-# 7. Pessimism
-
-
-def test_pessimism_cut_and_penalty() -> None:
-    cfg = make_config(["debug"], ["model.ensemble=3", "offline.pessimism=cut", "offline.pessimism_scale=2.5"])
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    ens = learner.wm.ensemble
-    assert ens is not None
-    with torch.no_grad():
-        traj = learner.imagine(learner.wm.rssm.initial(6), horizon=4)
-    reward, cont = torch.randn(6, 5, device=learner.device), torch.full((6, 5), 0.9, device=learner.device)
-    u = ens.disagreement(traj["feat"][:, :-1], traj["action"][:, :-1]).detach()  # (N, H)
-    assert bool((u > 0).all())
-
-    ens.threshold.fill_(0.0)  # every imagined transition is "unknown"
-    r, c, metrics = offline.pessimism(learner, traj, reward, cont)
-    assert torch.equal(r, reward) and torch.equal(c[:, 0], cont[:, 0])
-    assert (
-        torch.equal(c[:, 1:], torch.zeros(6, 4, device=learner.device)) and metrics["imag/unknown_frac"].item() == 1.0
-    )
-    ens.threshold.fill_(1e9)  # nothing is unknown: nothing is cut
-    _, c, metrics = offline.pessimism(learner, traj, reward, cont)
-    assert torch.equal(c, cont) and metrics["imag/unknown_frac"].item() == 0.0
-
-    learner.cfg.offline.pessimism = "penalty"
-    r, c, _ = offline.pessimism(learner, traj, reward, cont)
-    assert torch.equal(c, cont) and torch.equal(r[:, 0], reward[:, 0])
-    assert torch.allclose(r[:, 1:], reward[:, 1:] - 2.5 * u)
-    learner.cfg.offline.pessimism = "none"
-    r, c, _ = offline.pessimism(learner, traj, reward, cont)
-    assert torch.equal(r, reward) and torch.equal(c, cont)
-
-
-def test_reward_doubt_penalises_the_rewards_the_members_disagree_on() -> None:
-    cfg = make_config(["debug"], ["model.ensemble=3", "offline.reward_doubt=4"])
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    wm = learner.wm
-    with torch.no_grad():
-        # A reward head that reads the stochastic latent: the members' different modes give different rewards.
-        for param in wm.reward_head[-1].parameters():  # zero at initialisation
-            torch.nn.init.normal_(param, std=1.0)
-        traj = learner.imagine(wm.rssm.initial(6), horizon=4)
-    reward, cont = torch.randn(6, 5, device=learner.device), torch.full((6, 5), 0.9, device=learner.device)
-    r, c, metrics = offline.pessimism(learner, traj, reward, cont)
-
-    # The doubt of transition t -> t+1, computed from states as watch() and DreamEnv do
-    deter = cfg.model.deter
-    ru = torch.stack(
-        [
-            wm.reward_disagreement(
-                {
-                    "deter": traj["feat"][:, t, :deter],
-                    "stoch": traj["feat"][:, t, deter:].reshape(6, cfg.model.stoch, cfg.model.classes),
-                },
-                traj["action"][:, t],
-            )
-            for t in range(4)
-        ],
-        1,
-    )
-    assert bool((ru > 0).any())
-    assert torch.equal(c, cont) and torch.equal(r[:, 0], reward[:, 0])
-    torch.testing.assert_close(r[:, 1:], reward[:, 1:] - 4.0 * ru)
-    assert metrics["imag/reward_doubt"].item() == pytest.approx(ru.mean().item(), rel=1e-5)
-    learner.cfg.offline.reward_doubt = 0.0
-    r, _, _ = offline.pessimism(learner, traj, reward, cont)
-    assert torch.equal(r, reward)
-
-
-# ---------------------------------------------------------------------------------------------------
-# 8. Checkpoint, resume and the command line
+# 9. Checkpoint, resume and the command line
 
 
 def copy_run(fitted: dict[str, Any], dest: Path) -> Path:
@@ -462,32 +452,16 @@ def test_load_and_fit_continues_the_counters(fitted: dict[str, Any], rule_ds: Da
     logdir = copy_run(fitted, tmp_path / "run")
     agent = Dreamer.load(logdir)
     set_key(agent.config, "run.logdir", str(logdir))
-    assert agent.counters == fitted["agent"].counters
+    assert agent.state == fitted["agent"].state
     assert same(state_of(agent.learner), state_of(fitted["agent"].learner))
     starts: list[int] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(offline, "start_rl", lambda learner: starts.append(1))
-        agent.fit(rule_ds, steps=30)
-    assert agent.counters["offline_updates"] == 30 and agent.counters["updates"] == 30
-    assert agent.counters["rl_started"] == 1 and not starts  # RL goes on; the actor is not reset to the BC head
-    assert Dreamer.load(logdir).counters["offline_updates"] == 30
-
-
-def test_resume_with_a_larger_budget_stays_in_rl(fitted: dict[str, Any], rule_ds: Dataset, tmp_path: Path) -> None:
-    logdir = copy_run(fitted, tmp_path / "run")
-    agent = Dreamer.load(logdir)
-    set_key(agent.config, "run.logdir", str(logdir))
-    calls: list[int] = []
-    real = offline.model_update
-
-    def model_update(*args: Any) -> dict[str, float]:
-        calls.append(agent.counters["offline_updates"])
-        return real(*args)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(offline, "model_update", model_update)
-        agent.fit(rule_ds, steps=42)  # rl_frac 0.5 of 42: the boundary moves from 10 to 21
-    assert calls == []
+        mp.setattr(Learner, "start_rl", lambda learner: starts.append(1))
+        phases = record_phases(mp)
+        agent.fit(rule_ds, steps=42)  # rl_frac 0.5 of 42: the boundary moves from 10 to 21, RL goes on
+    assert agent.state.offline_updates == 42 and agent.state.updates == 42
+    assert phases == ["rl"] * 22 and not starts  # the actor is not reset to the BC head
+    assert Dreamer.load(logdir).state.offline_updates == 42
 
 
 def test_cli_train_offline_errors_and_resume(
@@ -518,12 +492,12 @@ def test_cli_train_offline_errors_and_resume(
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["offline_updates"] == 24 and result["data"] == str(rule_ds.folder)
-    counters = Dreamer.load(logdir).counters
-    assert counters["offline_updates"] == 24 and counters["rl_started"] == 1
+    state = Dreamer.load(logdir).state
+    assert state.offline_updates == 24 and state.offline_phase == "rl"
 
 
 # ---------------------------------------------------------------------------------------------------
-# 9. Features for other learners
+# 10. Features for other learners
 
 
 def test_encode_matches_stepping_encode_step(
@@ -551,12 +525,12 @@ def test_encode_matches_stepping_encode_step(
     masked = {**episode, "action": (1 - episode["action"]) * (np.arange(length) > 0), "action_mask": np.zeros(length)}
     torch.manual_seed(5)
     np.testing.assert_array_equal(agent.encode(masked), blind)
-    deter = agent.learner.wm.rssm.cfg.deter
+    deter = agent.config.model.deter
     assert blind.shape == feats.shape and not np.allclose(blind[1:, :deter], feats[1:, :deter])
 
 
 # ---------------------------------------------------------------------------------------------------
-# 10. Strided CNNs
+# 11. Strided CNNs
 
 
 def test_cnn_stride_keeps_encoder_and_decoder_shapes() -> None:
@@ -568,9 +542,10 @@ def test_cnn_stride_keeps_encoder_and_decoder_shapes() -> None:
         encoder, decoder = Encoder(space, cfg), Decoder(space, 24, cfg)
         with torch.no_grad():
             embed = encoder({"image": image})
-        with torch.no_grad():
-            out = decoder(torch.randn(2, 3, 24))["image"]
+            out = decoder.images_of(torch.randn(2, 3, 24))["image"]
+            picture = decoder.picture(torch.randn(2, 3, 24))["image"]
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+        assert float(picture.min()) >= 0.0 and float(picture.max()) <= 255.0 and float(picture.max()) > 1.0
         shapes.append((encoder.out_dim, tuple(embed.shape), tuple(out.shape)))
         convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
         strides.append({m.stride for m in convs})
@@ -579,7 +554,7 @@ def test_cnn_stride_keeps_encoder_and_decoder_shapes() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 11. Online learning after offline learning
+# 12. Online learning after offline learning
 
 
 def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
@@ -587,13 +562,14 @@ def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
     agent = Dreamer.load(logdir)
     set_key(agent.config, "run.logdir", str(logdir))
     set_key(agent.config, "env.time_limit", 30)
+    set_key(agent.config, "run.eval_episodes", 2)
     agent.learn("CartPole-v1", steps=100)
-    counters = agent.counters
-    assert counters["env_steps"] == 100 and counters["offline_updates"] == 20
+    state = agent.state
+    assert state.env_steps == 100 and state.offline_updates == 20
     # the train ratio (32 replayed steps per env step, batches of 4 x 8) counts online updates only, and an
     # agent that learned offline skips the random prefill (agent_steps - 0 + 1 updates, not - prefill + 1)
     assert agent.config.train.prefill > 0
-    assert counters["updates"] - counters["offline_updates"] == counters["agent_steps"] + 1
+    assert state.updates - state.offline_updates == state.agent_steps + 1
     assert np.isfinite(agent.last_eval["eval/return"])
     # Online updates keep the actor's KL to the frozen behaviour-cloning prior, which does not move.
     assert agent.config.ac.prior_kl > 0
@@ -603,39 +579,36 @@ def test_learn_online_after_fit(fitted: dict[str, Any], tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# 12. Policy heads that read the observation (``ac.obs_input``)
+# 13. Policy heads that read the observation (``ac.input``)
 
 
-def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tmp_path: Path) -> None:
-    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "model.ensemble=0", "train.batch_size=8")
+def test_heads_that_read_the_observation_read_real_and_pictured_ones(
+    rule_ds: Dataset, rule_data: Any, tmp_path: Path
+) -> None:
+    cfg = offline_config(tmp_path / "run", "ac.input=feat+obs", "model.ensemble=0", "train.batch_size=8")
     agent = Dreamer(cfg, rule_ds.obs_space, rule_ds.act_space["action"])
     learner = agent.learner
     assert learner.bc.obs_keys == ["vector"] and learner.ac.actor.obs_keys == ["vector"]
     assert learner.bc.encoder is not learner.ac.actor.encoder  # each head has its own encoder
-    feat = torch.randn(5, learner.wm.rssm.feat_dim, device=learner.device)
-    with pytest.raises(ValueError, match="ac.obs_input"):
+    feat = torch.randn(5, learner.wm.feat_dim, device=learner.device)
+    with pytest.raises(ValueError, match="ac.input=feat\\+obs"):
         learner.bc(feat)
     # The observation changes the policy at the same model state.
     vec = torch.randn(5, 4, device=learner.device)
     with torch.no_grad():
         a, b = (learner.bc(feat, {"vector": v}).logits for v in (vec, -vec))
     assert not torch.allclose(a, b)
-    # Without an observation, the head sees the model's decoded one (vectors back out of symlog space).
-    with torch.no_grad():
-        decoded = learner.decoded_obs(feat, ["vector"])
-        torch.testing.assert_close(decoded["vector"], symexp(learner.wm.decoder(feat)["vector"]))
-        torch.testing.assert_close(learner.head_policy(learner.bc, feat).logits, learner.bc(feat, decoded).logits)
-    # Imagined rollouts carry the decoded observations the policy saw at every step.
-    start = {k: v[:3] for k, v in learner.wm.rssm.initial(3, learner.device).items()}
+    # Imagined rollouts carry the observations the model pictured at every step, which the policy read.
+    start = {k: v[:3] for k, v in learner.wm.initial(3, learner.device).items()}
     traj = learner.imagine(start, 4, head="bc")
     assert traj["obs/vector"].shape == (3, 5, 4)
-    torch.testing.assert_close(traj["obs/vector"], learner.decoded_obs(traj["feat"], ["vector"])["vector"])
+    torch.testing.assert_close(traj["obs/vector"], learner.wm.picture(traj["feat"])["vector"])
 
     # Behaviour cloning trains the head's own encoder on the recorded observations and learns the rule,
     # which acting on real observations then follows.
-    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
+    replay = dataset_replay(rule_ds, chunk=64, seed=0)
     encoder = state_of(learner.bc.encoder)
-    history = [offline.model_update(learner, replay.sample(8, 8)) for _ in range(120)]
+    history = [learner.update(replay.sample(8, 8), "model") for _ in range(120)]
     assert not same(state_of(learner.bc.encoder), encoder)
     assert np.mean([m["bc/accuracy"] for m in history[-20:]]) > 0.85
     vector = np.random.default_rng(7).normal(0, 0.5, (30, 5, 4)).astype(np.float32)
@@ -643,13 +616,13 @@ def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tm
     for t in range(len(vector)):
         action, state, _ = learner.policy({"vector": vector[t], "is_first": np.full(5, t == 0)}, state, True, "bc")
         clear = np.abs(vector[t, :, 2]) > 0.05
-        hits.extend((action == rule(vector[t]))[clear])
+        hits.extend((action == rule_data.rule(vector[t]))[clear])
     assert np.mean(hits) > 0.85
 
     # RL starts from the head, encoder included, and the checkpoint keeps both encoders.
-    offline.start_rl(learner)
+    learner.start_rl()
     assert same(state_of(learner.ac.actor), state_of(learner.bc))
-    offline.imagination_update(learner, replay.sample(8, 8), np.random.default_rng(0))
+    learner.update(replay.sample(8, 8), "rl", np.random.default_rng(0))
     assert not same(state_of(learner.ac.actor.encoder), state_of(learner.bc.encoder))
     agent.save_run()
     loaded = Dreamer.load(tmp_path / "run")
@@ -657,136 +630,76 @@ def test_obs_input_heads_read_real_and_decoded_observations(rule_ds: Dataset, tm
     assert same(state_of(loaded.learner.bc), state_of(learner.bc))
 
 
-def learner_at_rl_start(cfg: Config, dataset: Dataset) -> tuple[Learner, dict[str, np.ndarray]]:
-    """A vector-obs learner after one model update, at the start of imagination RL, and the batch it saw."""
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    batch_np = windows(dataset, 8)
-    offline.model_update(learner, batch_np)
-    offline.start_rl(learner)
-    return learner, batch_np
-
-
-def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, tmp_path: Path) -> None:
+def test_data_prior_kl_is_the_actor_prior_kl_on_real_states(rule_ds: Dataset, rule_data: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="offline.data_prior_kl"):
         offline_config(tmp_path / "bad", "offline.data_prior_kl=-1")
-    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "model.ensemble=0", "offline.data_prior_kl=1.0")
-    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
-    batch = learner.sequences(batch_np)
+    cfg = offline_config(tmp_path / "run", "ac.input=feat+obs", "model.ensemble=0", "offline.data_prior_kl=1.0")
+    learner = vector_learner(cfg, rule_data)
+    batch_np = windows(rule_ds, 8)
+    learner.update(batch_np, "model")
+    learner.start_rl()
+    torch.manual_seed(0)
+    assert learner.update(batch_np, "rl", np.random.default_rng(0))["ac/data_prior_kl"] < 1e-6  # actor == prior
     with torch.no_grad():
-        states, _, _ = learner.wm.observe(batch)
-        feat = learner.wm.rssm.feat(states)
-        assert offline.data_prior_kl(learner, feat, batch).item() == pytest.approx(0.0, abs=1e-6)  # actor == prior
         for p in learner.ac.actor.parameters():  # the actor drifts away from its prior
             p.add_(0.3 * torch.randn_like(p))
+        batch = learner.sequences(batch_np)
+        torch.manual_seed(1)  # the rl phase filters the batch first: the same latent samples as here
+        feat = learner.wm.feat(learner.wm.observe(batch)[0])
         actor = learner.ac.actor(feat, {"vector": batch["vector"]})
         prior = learner.bc_prior(feat, {"vector": batch["vector"]})
         p_a, p_b = actor.logits.exp(), prior.logits.exp()
         by_hand = (p_a * (p_a.log() - p_b.log())).sum(-1).mean()
-        got = offline.data_prior_kl(learner, feat, batch)
-    assert got.item() > 1e-3
-    assert got.item() == pytest.approx(by_hand.item(), rel=1e-4)
-    metrics = offline.imagination_update(learner, batch_np, np.random.default_rng(0))
-    assert metrics["ac/data_prior_kl"] > 0
+    torch.manual_seed(1)
+    got = learner.update(batch_np, "rl", np.random.default_rng(0))["ac/data_prior_kl"]
+    assert got > 1e-3 and got == pytest.approx(by_hand.item(), rel=1e-4)
 
 
-def test_rl_critic_data_keeps_the_critic_on_the_recorded_returns(rule_ds: Dataset, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="offline.rl_critic_data"):
-        offline_config(tmp_path / "bad", "offline.rl_critic_data=-1")
-    losses = {}
-    for scale in (0.0, 1.0):
-        torch.manual_seed(0)
-        cfg = offline_config(tmp_path / f"run{scale}", "model.ensemble=0", f"offline.rl_critic_data={scale}")
-        learner, batch_np = learner_at_rl_start(cfg, rule_ds)
-        batch = learner.sequences(batch_np)
-        with torch.no_grad():
-            states, _, _ = learner.wm.observe(batch)
-            feat = learner.wm.rssm.feat(states)
-            before = offline.data_critic_loss(learner, feat, batch).item()
-        rng = np.random.default_rng(0)
-        for _ in range(40):
-            metrics = offline.imagination_update(learner, batch_np, rng)
-        with torch.no_grad():
-            losses[scale] = offline.data_critic_loss(learner, feat, batch).item()
-        assert ("loss/critic_data" in metrics) == (scale > 0)
-    # The imagined returns alone bring the critic only part of the way to the recorded ones.
-    assert losses[1.0] < before
-    assert losses[1.0] < 0.9 * losses[0.0]
-
-
-def test_policy_on_observations_alone(rule_ds: Dataset, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ac.obs_input=true"):
-        offline_config(tmp_path / "bad", "ac.feat_input=false")
-    cfg = offline_config(tmp_path / "run", "ac.obs_input=true", "ac.feat_input=false", "model.ensemble=0")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+def test_policy_on_observations_alone(rule_ds: Dataset, rule_data: Any, tmp_path: Path) -> None:
+    cfg = offline_config(tmp_path / "run", "ac.input=obs", "model.ensemble=0")
+    learner = vector_learner(cfg, rule_data)
     assert not learner.bc.reads_feat and not learner.ac.actor.reads_feat
     dev = learner.device
     vec = {"vector": torch.randn(5, 4, device=dev)}
     with torch.no_grad():  # the model state does not move the policy; the observation does
-        a, b = (learner.bc(torch.randn(5, learner.wm.rssm.feat_dim, device=dev), vec).logits for _ in range(2))
-        c = learner.bc(torch.randn(5, learner.wm.rssm.feat_dim, device=dev), {"vector": -vec["vector"]}).logits
+        a, b = (learner.bc(torch.randn(5, learner.wm.feat_dim, device=dev), vec).logits for _ in range(2))
+        c = learner.bc(torch.randn(5, learner.wm.feat_dim, device=dev), {"vector": -vec["vector"]}).logits
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
-    # Imagination shows the policy the real observation at the start, the decoded ones after.
-    start = learner.wm.rssm.initial(3, learner.device)
+    # Imagination shows the policy the real observation at the start, the pictured ones after.
+    start = learner.wm.initial(3, learner.device)
     first = {"vector": torch.randn(3, 4, device=dev)}
     traj = learner.imagine(start, 4, head="bc", first_obs=first)
     torch.testing.assert_close(traj["obs/vector"][:, 0], first["vector"])
-    decoded = learner.decoded_obs(traj["feat"][:, 1:], ["vector"])["vector"]
-    torch.testing.assert_close(traj["obs/vector"][:, 1:], decoded)
+    torch.testing.assert_close(traj["obs/vector"][:, 1:], learner.wm.picture(traj["feat"][:, 1:])["vector"])
 
     # Behaviour cloning alone needs no pass of the world model, and learns the rule.
-    replay = offline.dataset_replay(rule_ds, chunk=64, seed=0)
+    replay = dataset_replay(rule_ds, chunk=64, seed=0)
     model = state_of(learner.wm)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(learner.wm, "observe", lambda *a, **k: pytest.fail("the model was run for an observation policy"))
-        history = [offline.bc_update(learner, replay.sample(8, 8)) for _ in range(150)]
+        history = [learner.update(replay.sample(8, 8), "bc") for _ in range(150)]
     assert same(state_of(learner.wm), model)
     assert np.mean([m["bc/accuracy"] for m in history[-20:]]) > 0.85
 
 
-def test_bc_phase_trains_only_the_head_between_model_and_rl(rule_ds: Dataset, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="offline.bc_frac"):
-        offline_config(tmp_path / "bad", "offline.rl_frac=0.5", "offline.bc_frac=0.6")
-    cfg = offline_config(tmp_path / "unit", "model.ensemble=0", "ac.obs_input=true", "optim.warmup=0")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-    batch_np = windows(rule_ds, 8)
-    offline.model_update(learner, batch_np)
-    wm, critic, actor = state_of(learner.wm), state_of(learner.ac.critic), state_of(learner.ac.actor)
-    head = state_of(learner.bc)
-    losses = [offline.bc_update(learner, batch_np)["bc/loss"] for _ in range(40)]
-    assert same(state_of(learner.wm), wm) and same(state_of(learner.ac.critic), critic)
-    assert same(state_of(learner.ac.actor), actor)
-    assert not same(state_of(learner.bc), head)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses  # the head learns the rule on frozen features
-
-    calls: list[str] = []  # the phases of fit, in order: model, BC alone, imagination RL
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("model_update", "bc_update", "imagination_update"):
-            real = getattr(offline, name)
-            mp.setattr(offline, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
-        agent = Dreamer(offline_config(tmp_path / "fit", "offline.rl_frac=0.25", "offline.bc_frac=0.25"))
-        agent.fit(rule_ds, steps=12)
-    assert calls == ["model_update"] * 6 + ["bc_update"] * 3 + ["imagination_update"] * 3
-
-
-def test_bc_head_moving_average_plays_and_starts_rl(rule_ds: Dataset, tmp_path: Path) -> None:
-    for bad, key in (("offline.bc_ema=1", "bc_ema"), ("offline.bc_shift=-1", "bc_shift")):
-        with pytest.raises(ConfigError, match=key):
-            offline_config(tmp_path / "bad", bad)
+def test_bc_head_moving_average_plays_and_starts_rl(rule_ds: Dataset, rule_data: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bc_ema"):
+        offline_config(tmp_path / "bad", "offline.bc_ema=1")
     cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_ema=0.75", "optim.warmup=0")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    learner = vector_learner(cfg, rule_data)
     assert learner.bc_avg is not None and learner.actor("bc") is learner.bc_avg
-    assert Learner(offline_config(tmp_path / "off"), {"vector": OBS_SPACE["vector"]}, DISCRETE).bc_avg is None
+    assert vector_learner(offline_config(tmp_path / "off"), rule_data).bc_avg is None
     batch_np = windows(rule_ds, 8)
-    for update in (offline.model_update, offline.bc_update):  # both phases that train the head move the average
+    for phase in ("model", "bc"):  # both phases that train the head move the average
         avg = state_of(learner.bc_avg)
-        update(learner, batch_np)
+        learner.update(batch_np, phase)  # type: ignore[arg-type]
         head = state_of(learner.bc)
         assert not same(head, avg)
         for k, v in state_of(learner.bc_avg).items():
             torch.testing.assert_close(v, 0.75 * avg[k] + 0.25 * head[k])
-    offline.start_rl(learner)  # RL starts from the average, which is also its prior
+    learner.start_rl()  # RL starts from the average, which is also its prior
     assert same(state_of(learner.ac.actor), state_of(learner.bc_avg))
     assert same(state_of(learner.bc_prior), state_of(learner.bc_avg))
 
@@ -801,31 +714,7 @@ def test_bc_head_moving_average_plays_and_starts_rl(rule_ds: Dataset, tmp_path: 
     assert same(state_of(loaded.learner.bc_avg), state_of(agent.learner.bc))
 
 
-def test_bc_shift_moves_only_the_images_the_policy_reads(rule_ds: Dataset, tmp_path: Path) -> None:
-    seen: list[tuple[tuple[int, ...], int]] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(offline, "random_shift", lambda images, pad: seen.append((tuple(images.shape), pad)) or images + 1)
-        cfg = offline_config(tmp_path / "vec", "ac.obs_input=true", "offline.bc_shift=2")
-        learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
-        offline.bc_update(learner, windows(rule_ds, 8))
-        assert seen == []  # a vector is not moved
-        space = {"image": Space(np.uint8, (16, 16, 3), 0, 255)}
-        cfg = offline_config(tmp_path / "img", "ac.obs_input=true", "model.ensemble=0")
-        learner = Learner(cfg, space, DISCRETE)
-        batch = {
-            "image": torch.randint(0, 256, (2, 5, 16, 16, 3), dtype=torch.uint8),
-            "action": torch.nn.functional.one_hot(torch.randint(0, 2, (2, 5)), 2).float(),
-            "is_first": torch.zeros(2, 5),
-        }
-        feat = torch.zeros(2, 5, learner.wm.rssm.feat_dim)
-        plain, _ = offline.bc_loss(learner.bc, feat, batch)
-        assert seen == []
-        moved, _ = offline.bc_loss(learner.bc, feat, batch, shift=2)
-        assert seen == [((2, 4, 16, 16, 3), 2)]  # the policy's view of the steps it is scored on
-        assert not torch.allclose(plain, moved)
-
-
-def test_policy_heads_image_encoder_follows_ac_cnn_depth(tmp_path: Path) -> None:
+def test_policy_heads_image_encoder_follows_ac_cnn_depth(rule_data: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ac.cnn_depth"):
         offline_config(tmp_path / "bad", "ac.cnn_depth=-1")
     space = {"image": Space(np.uint8, (16, 16, 3), 0, 255)}
@@ -835,9 +724,8 @@ def test_policy_heads_image_encoder_follows_ac_cnn_depth(tmp_path: Path) -> None
 
     widths = {}
     for depth in (0, 8):
-        flags = ("ac.obs_input=true", "ac.feat_input=false", "model.ensemble=0", f"ac.cnn_depth={depth}")
-        cfg = offline_config(tmp_path / f"d{depth}", *flags)
-        learner = Learner(cfg, space, DISCRETE)
+        cfg = offline_config(tmp_path / f"d{depth}", "ac.input=obs", "model.ensemble=0", f"ac.cnn_depth={depth}")
+        learner = Learner(cfg, space, rule_data.DISCRETE)
         widths[depth] = [channels(m) for m in (learner.wm.encoder, learner.bc.encoder, learner.ac.actor.encoder)]
         image = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
         assert learner.bc(torch.zeros(3, 0), {"image": image}).logits.shape == (3, 2)
@@ -846,120 +734,11 @@ def test_policy_heads_image_encoder_follows_ac_cnn_depth(tmp_path: Path) -> None
     assert widths[8] == [model, [16, 24, 32, 32], [16, 24, 32, 32]]  # the model's own encoder keeps its width
 
 
-def test_prior_support_restricts_the_actor_to_the_priors_likely_actions(rule_ds: Dataset, tmp_path: Path) -> None:
-    cfg = ActorCriticConfig(unimix=0.0)
-    prior = Policy(torch.log(torch.tensor([[0.5, 0.3, 0.04, 0.16]])), True, cfg)
-    policy = Policy(torch.log(torch.tensor([[0.1, 0.2, 0.6, 0.1]])), True, cfg)
-    kept = within_support(policy, prior, 0.1)  # allowed: prior probability >= 0.05
-    assert torch.allclose(kept.logits.exp(), torch.tensor([[0.25, 0.5, 0.0, 0.25]]), atol=1e-6)
-    assert torch.isfinite(kept.entropy()).all() and torch.isfinite(kept.kl(prior)).all()
-    assert within_support(policy, prior, 0.0) is policy
-    with pytest.raises(ConfigError, match="ac.prior_support"):
-        offline_config(tmp_path / "bad", "ac.prior_support=1")
-
-    cfg_run = offline_config(tmp_path / "run", "model.ensemble=0", "ac.prior_support=0.1", "ac.prior_kl=0.3")
-    learner, batch_np = learner_at_rl_start(cfg_run, rule_ds)
-    with torch.no_grad():  # the prior all but rules out action 1; the actor prefers it
-        learner.bc_prior.net[-1].bias.copy_(torch.tensor([0.0, -6.0]))
-        learner.ac.actor.net[-1].bias.copy_(torch.tensor([0.0, 6.0]))
-        states, _, _ = learner.wm.observe(learner.sequences(batch_np))
-        feat = learner.wm.rssm.feat(states)
-        assert learner.ac.actor(feat).logits.exp()[..., 1].mean() > 0.9
-        assert learner.head_policy(learner.ac.actor, feat).logits.exp()[..., 1].max() == 0.0
-        assert learner.head_policy(learner.bc, feat).logits.exp()[..., 1].min() > 0.0  # other heads: as they are
-        start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}
-        traj = learner.imagine(start, 5)
-    assert traj["action"][..., 1].sum() == 0  # imagination never takes the excluded action
-    obs = {"vector": batch_np["vector"][:, 0], "is_first": np.ones(len(batch_np["vector"]), bool)}
-    actions, _, _ = learner.policy(obs, None, deterministic=False)
-    assert (actions == 0).all()  # ... nor does acting
-    metrics = offline.imagination_update(learner, batch_np, np.random.default_rng(0))
-    assert np.isfinite(metrics["loss/actor"]) and np.isfinite(metrics["ac/prior_kl"])
-
-    agent = Dreamer(offline_config(tmp_path / "online", "ac.prior_support=0.1"))
-    with pytest.raises(ConfigError, match="fit\\(dataset\\) it first"):
-        agent.learn("CartPole-v1", steps=10)
+# ---------------------------------------------------------------------------------------------------
+# 14. Return-weighted behaviour cloning
 
 
-def test_one_step_values_score_each_action_of_each_start(
-    rule_ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for bad, key in (("offline.one_step_samples=0", "offline.one_step_samples"), ("ac.prior_kl=0", "ac.prior_kl > 0")):
-        with pytest.raises(ConfigError, match=key):
-            offline_config(tmp_path / "bad", "offline.rl_objective=one_step", bad)
-    cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.rl_objective=one_step")
-    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
-    batch = learner.sequences(batch_np)
-    with torch.no_grad():
-        states, _, _ = learner.wm.observe(batch)
-    start = {k: v[:, 3] for k, v in states.items()}  # the state at step 3 of each row
-    n, samples = len(start["deter"]), 3
-
-    # A reward that reveals which start and which action each imagined step came from.
-    def tagged(traj: dict[str, torch.Tensor], prev_obs: Any = None, change: Any = None) -> torch.Tensor:
-        assert traj["feat"].shape[:2] == (n * learner.action_dim * samples, 2)
-        which = traj["action"][:, 0].argmax(-1).float()
-        return torch.stack([torch.zeros_like(which), which + 10.0 * traj["feat"][:, 0, 0]], 1)
-
-    monkeypatch.setattr(learner, "imagined_reward", tagged)
-    with torch.no_grad():
-        q = offline.one_step_values(learner, start, {}, samples)
-    feat0 = learner.wm.rssm.feat(start)[:, 0]
-    expected = torch.arange(learner.action_dim).float()[None] + 10.0 * feat0[:, None]
-    assert q.shape == (n, learner.action_dim)
-    torch.testing.assert_close(q, expected)
-
-
-def test_one_step_objective_moves_the_actor_to_prior_times_exp_q(
-    rule_ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = offline_config(
-        tmp_path / "run",
-        "model.ensemble=0",
-        "offline.rl_objective=one_step",
-        "ac.prior_kl=1.0",
-        "ac.entropy=0.0",
-        "optim.lr=3e-3",
-        "offline.imag_starts=32",
-    )
-    learner, batch_np = learner_at_rl_start(cfg, rule_ds)
-    bonus = torch.tensor([0.0, 1.0])  # the model says action 1 pays 1 more, everywhere
-
-    def values(learner_: Learner, start: dict[str, torch.Tensor], seen: Any, samples: int) -> torch.Tensor:
-        return bonus.expand(len(start["deter"]), -1)
-
-    monkeypatch.setattr(offline, "one_step_values", values)
-    batch = learner.sequences(batch_np)
-    with torch.no_grad():
-        feat = learner.wm.rssm.feat(learner.wm.observe(batch)[0])
-        prior = learner.bc_prior(feat).logits
-    target = torch.log_softmax(prior + bonus, -1)  # prior * exp(Q / 1), renormalised
-
-    def gap() -> float:
-        with torch.no_grad():
-            logits = learner.ac.actor(feat).logits
-        return float((logits.exp() * (logits - target)).sum(-1).mean())  # KL(actor || target)
-
-    wm, critic = state_of(learner.wm), state_of(learner.ac.critic)
-    before = gap()
-    rng = np.random.default_rng(0)
-    for _ in range(60):
-        metrics = offline.one_step_update(learner, batch_np, rng)
-    assert before > 0.05
-    assert gap() < 0.2 * before
-    assert metrics["ac/prior_kl"] > 0.01
-    assert same(state_of(learner.wm), wm) and same(state_of(learner.ac.critic), critic)
-    box, box_batch = _box_learner(tmp_path / "box", "reinforce")
-    with pytest.raises(ValueError, match="discrete action space"):
-        offline.one_step_update(box, box_batch, rng)
-    box_ds = write_dataset(tmp_path / "box_ds", [True], act_space=BOX, expert=box_rule)
-    agent = Dreamer(offline_config(tmp_path / "box_run", "model.ensemble=0", "offline.rl_objective=one_step"))
-    with pytest.raises(ValueError, match="discrete action space"):  # before any update, not when RL begins
-        agent.fit(box_ds, steps=4)
-    assert agent.counters["offline_updates"] == 0
-
-
-def test_return_weights_by_hand(mixed_ds: Dataset, tmp_path: Path) -> None:
+def test_return_weights_by_hand(mixed_ds: Dataset, rule_data: Any, tmp_path: Path) -> None:
     bad_values = (
         ("offline.bc_return_temp=-1", "bc_return_temp"),
         ("offline.bc_return_discount=1", "discount"),
@@ -973,37 +752,42 @@ def test_return_weights_by_hand(mixed_ds: Dataset, tmp_path: Path) -> None:
     np.testing.assert_allclose(return_to_go(rewards, 0.5, min_reward=1.0), [1.125, 2.25, 0.5, 1, 0])
 
     # The replay carries each step's return-to-go; episodes without rewards carry 0.
-    replay = offline.dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9)
+    replay = dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9)
     batch_np = replay.sample(64, 8)
     assert batch_np["return_to_go"].shape == batch_np["reward"].shape
     unrewarded = batch_np["reward_mask"] == 0
     assert unrewarded.any() and (batch_np["return_to_go"][unrewarded] == 0).all()
     assert (batch_np["return_to_go"][~unrewarded] > 1).any()  # CartPole pays 1 a step
-    replay = offline.dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9, min_reward=1.5)
+    replay = dataset_replay(mixed_ds, chunk=16, seed=0, return_discount=0.9, min_reward=1.5)
     assert (replay.sample(64, 8)["return_to_go"] == 0).all()  # 1 a step is below min_reward
 
-    cfg = offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_return_temp=0.5", "offline.bc_weight_max=7")
-    learner = Learner(cfg, {"vector": OBS_SPACE["vector"]}, DISCRETE)
+    learner = vector_learner(
+        offline_config(tmp_path / "run", "model.ensemble=0", "offline.bc_return_temp=0.5"), rule_data
+    )
     batch = {
-        "return_to_go": torch.tensor([[0.0, 2.0, 1.0, 0.5, 9.0], [3.0, 0.0, 0.0, 0.0, 0.0]]),
+        "return_to_go": torch.tensor([[0.0, 5.0, 1.0, 0.5, 9.0], [3.0, 0.0, 0.0, 0.0, 0.0]]),
         "reward_mask": torch.tensor([[1.0] * 5, [0.0] * 5]),  # the second row has no rewards
         "reward": torch.zeros(2, 5),
     }
-    weight, metrics = offline.return_weights(learner, batch)
-    centred = (torch.tensor([0.0, 2.0, 1.0, 0.5]) - 0.875) / 0.5  # the mean of the rewarded steps: 0.875
-    torch.testing.assert_close(weight[0], torch.exp(centred).clamp(max=7.0))
-    assert weight[0, 1] == pytest.approx(7.0)  # exp(2.25) capped at bc_weight_max
+    weight, metrics = learner.bc_weights(batch)
+    assert weight is not None
+    centred = (torch.tensor([0.0, 5.0, 1.0, 0.5]) - 1.625) / 0.5  # the mean of the rewarded steps: 1.625
+    torch.testing.assert_close(weight[0], torch.exp(centred).clamp(max=20.0))
+    assert weight[0, 1] == pytest.approx(20.0)  # exp(6.75) capped at 20
     torch.testing.assert_close(weight[1], torch.ones(4))
-    assert metrics["bc/weight_max"] == pytest.approx(7.0)
+    assert metrics["bc/weight_max"] == pytest.approx(20.0)
+    assert vector_learner(offline_config(tmp_path / "off"), rule_data).bc_weights(batch) == (None, {})
 
 
-def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds: Dataset, tmp_path: Path) -> None:
+def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(
+    rule_ds: Dataset, rule_data: Any, tmp_path: Path
+) -> None:
     """Random recorded actions, a reward of 1 wherever the action matched ``rule``: plain BC learns no
     preference, return-weighted BC learns the rule."""
     batch_np = windows(rule_ds, 40)
     rng = np.random.default_rng(0)
     batch_np["action"] = rng.integers(0, 2, batch_np["action"].shape)
-    hit = batch_np["action"][:, 1:] == rule(batch_np["vector"][:, :-1])
+    hit = batch_np["action"][:, 1:] == rule_data.rule(batch_np["vector"][:, :-1])
     batch_np["reward"] = np.concatenate([np.zeros((len(hit), 1)), hit], 1).astype(np.float32)
     batch_np["action_mask"] = batch_np["reward_mask"] = np.ones_like(batch_np["action_mask"])
     batch_np["return_to_go"] = np.stack([return_to_go(r, 0.0) for r in batch_np["reward"]])
@@ -1011,23 +795,19 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds:
     agreement = {}
     for temp in (0.0, 0.25):
         torch.manual_seed(0)
-        overrides = ("model.ensemble=0", "ac.obs_input=true", "ac.feat_input=false")
-        learner = Learner(
-            offline_config(tmp_path / f"run{temp}", *overrides, f"offline.bc_return_temp={temp}"),
-            {"vector": OBS_SPACE["vector"]},
-            DISCRETE,
-        )
+        overrides = ("model.ensemble=0", "ac.input=obs", f"offline.bc_return_temp={temp}")
+        learner = vector_learner(offline_config(tmp_path / f"run{temp}", *overrides), rule_data)
         for _ in range(150):
-            metrics = offline.bc_update(learner, batch_np)
+            metrics = learner.update(batch_np, "bc")
         assert ("bc/weight_mean" in metrics) == (temp > 0)
         with torch.no_grad():
             choice = learner.bc(torch.zeros(len(test_obs), 0), {"vector": test_obs}).logits.argmax(-1).numpy()
-        agreement[temp] = float((choice == rule(test_obs.numpy())).mean())
+        agreement[temp] = float((choice == rule_data.rule(test_obs.numpy())).mean())
     assert agreement[0.25] > 0.8, agreement
     assert agreement[0.0] < 0.7, agreement
 
     # Through fit: the model phase and the BC-alone phase weight their BC terms, RL runs on the same replay.
-    overrides = ("offline.bc_return_temp=1.0", "offline.bc_frac=0.25", "offline.log_every=2")
+    overrides = ("offline.bc_return_temp=1.0", "offline.bc_frac=0.25", "run.log_every=2")
     agent = Dreamer(offline_config(tmp_path / "fit", *overrides))
     agent.fit(rule_ds, steps=8)
     rows = [r for r in read_jsonl(tmp_path / "fit" / "metrics.jsonl") if "offline/bc/weight_mean" in r]
@@ -1038,26 +818,3 @@ def test_return_weighted_bc_learns_the_rewarded_action_from_random_play(rule_ds:
     agent.fit(rule_ds, steps=8)
     rows = [r for r in read_jsonl(tmp_path / "fit_min" / "metrics.jsonl") if "offline/bc/weight_max" in r]
     assert len(rows) >= 3 and all(r["offline/bc/weight_max"] == pytest.approx(1.0) for r in rows)
-
-
-def test_crafter_presets_hold_the_benchmark_settings() -> None:
-    """The pixel and weighting presets are the ``--set`` lists the offline Crafter benchmark's agents ran with
-    (docs/offline_results.md), and the weighting, applied last, turns the symbolic preset's support rule off."""
-    weighting = [
-        "ac.prior_support=0.0",
-        "offline.bc_return_temp=1.0",
-        "offline.bc_return_discount=0.97",
-        "offline.bc_return_min_reward=0.5",
-    ]
-    pixels = "model.units=256 ac.units=256 model.hidden=256 model.classes=16 optim.lr=1e-3 train.batch_length=32"
-    pixels += " offline.pessimism=cut ac.obs_input=true ac.feat_input=false offline.imag_starts=64"
-    # the px_cnn8_kl3 re-run: heads twice as wide, averaged, 1,950 updates in all; 450 RL updates, KL weights 3
-    pixels += " ac.cnn_depth=8 offline.bc_ema=0.995 ac.prior_kl=3.0 offline.data_prior_kl=3.0"
-    pixels += " offline.steps=2400 offline.bc_frac=0.25 offline.rl_frac=0.1875"
-    by_hand = make_config(["offline", "cpu_cnn"], [*pixels.split(), *weighting])
-    assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels", "offline_crafter_weighted"]) == by_hand
-    assert make_config(["offline", "cpu_cnn", "offline_crafter_pixels"]) != by_hand  # the weighting is its own
-    symbolic = make_config(["offline", "offline_crafter_symbolic"])
-    assert symbolic.ac.prior_support == 0.1 and symbolic.offline.bc_return_temp == 0.0
-    weighted = make_config(["offline", "offline_crafter_symbolic", "offline_crafter_weighted"])
-    assert weighted == make_config(["offline", "offline_crafter_symbolic"], weighting)

@@ -38,9 +38,9 @@ def test_crashed_worker_is_restarted_and_its_episode_discarded(tmp_path, monkeyp
     )
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert any(row.get("env/restarts", 0) > 0 for row in rows)
-    assert agent.counters["env_steps"] >= 160
+    assert agent.state.env_steps >= 160
     # The crashed worker's partial episode was dropped from replay: fewer steps stored than taken.
-    assert len(agent.replay) < agent.counters["agent_steps"]
+    assert len(agent.replay) < agent.state.agent_steps
     sample = agent.replay.sample(4, 8)
     assert np.isfinite(sample["vector"]).all()
 
@@ -91,7 +91,7 @@ def test_learn_on_a_users_env_factory(tmp_path) -> None:
     assert check_env(Walk(), max_steps=200) == []
     agent = Dreamer(make_config(["debug"], [f"run.logdir={tmp_path}", "train.steps=150", "train.prefill=64"]))
     agent.learn(Walk)
-    assert agent.counters["env_steps"] >= 150
+    assert agent.state.env_steps >= 150
     assert set(agent.learner.obs_space) == {"vector"}
     metrics = agent.evaluate(episodes=2)
     assert metrics["eval/length"] <= 30 and np.isfinite(metrics["eval/return"])

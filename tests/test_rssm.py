@@ -12,7 +12,7 @@ from reverie.actor_critic import Actor, Critic, Policy, replay_lambda_return
 from reverie.config import make_config
 from reverie.envs.base import Space
 from reverie.functional import kl_balance, lambda_return
-from reverie.rssm import RSSM
+from reverie.rssm import BLOCKS, RSSM
 from reverie.world_model import WorldModel
 
 EMBED, ACT = 6, 3
@@ -109,8 +109,7 @@ def test_all_zero_inputs_keep_deter_at_zero(rssm: RSSM) -> None:
 
 def test_update_gate_bias_is_minus_one(rssm: RSSM) -> None:
     """With the gate layer's weights zeroed, gates are its bias: reset sigmoid(0), update sigmoid(0 - 1)."""
-    cfg = rssm.cfg
-    D, G = cfg.deter, cfg.blocks
+    D, G = rssm.cfg.deter, BLOCKS
     with torch.no_grad():
         rssm.core_gates.weight.zero_()
         rssm.core_gates.bias.zero_()
@@ -256,15 +255,15 @@ def ac_cfg():  # type: ignore[no-untyped-def]
     return make_config(["debug"]).ac
 
 
-def test_discrete_policy_has_unimix(ac_cfg) -> None:  # type: ignore[no-untyped-def]
+def test_discrete_policy_has_unimix() -> None:
     K = 5
     out = torch.full((4, K), -1e4)
     out[:, 2] = 1e4
-    policy = Policy(out, discrete=True, cfg=ac_cfg)
+    policy = Policy(out, discrete=True)
     probs = policy.logits.exp()
     assert torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-5)
-    assert (probs >= ac_cfg.unimix / K * (1 - 1e-5)).all()
-    assert torch.allclose(probs[:, 0], torch.full((4,), ac_cfg.unimix / K), rtol=1e-4)
+    assert (probs >= 0.01 / K * (1 - 1e-5)).all()  # DreamerV3's 1% unimix
+    assert torch.allclose(probs[:, 0], torch.full((4,), 0.01 / K), rtol=1e-4)
     assert torch.equal(policy.mode(), torch.nn.functional.one_hot(torch.full((4,), 2), K).float())
     torch.manual_seed(0)
     sample = policy.sample()
@@ -273,13 +272,13 @@ def test_discrete_policy_has_unimix(ac_cfg) -> None:  # type: ignore[no-untyped-
     assert torch.allclose(policy.log_prob(action), (action * probs.log()).sum(-1), atol=1e-5)
 
 
-def test_continuous_policy_bounds_and_log_prob(ac_cfg) -> None:  # type: ignore[no-untyped-def]
+def test_continuous_policy_bounds_and_log_prob() -> None:
     gen = torch.Generator().manual_seed(0)
     out = torch.cat([torch.randn(50, 4, generator=gen) * 100, torch.randn(50, 4, generator=gen) * 100], -1)
-    policy = Policy(out, discrete=False, cfg=ac_cfg)
-    assert (policy.std >= ac_cfg.min_std).all() and (policy.std <= ac_cfg.max_std).all()
+    policy = Policy(out, discrete=False)
+    assert (policy.std >= 0.1).all() and (policy.std <= 1.0).all()  # DreamerV3's bounds
     assert (policy.mean >= -1).all() and (policy.mean <= 1).all()
-    moderate = Policy(torch.randn(6, 8, generator=gen), discrete=False, cfg=ac_cfg)
+    moderate = Policy(torch.randn(6, 8, generator=gen), discrete=False)
     action = torch.randn(6, 4, generator=gen)
     ref = torch.distributions.Normal(moderate.mean, moderate.std)
     assert torch.allclose(moderate.log_prob(action), ref.log_prob(action).sum(-1), atol=1e-5)

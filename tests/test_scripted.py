@@ -10,13 +10,25 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reverie.crafter_eval import LOG_PREFIX
-from reverie.data import POLICIES, Dataset, PolicyError, record
-from reverie.envs import CrafterEnv, GymEnv
-from reverie.scripted import ACTIONS, Rules, ScriptedPlayer, Style, action_succeeds, crafter_game, goals, navigation
-from reverie.scripted.navigation import Grid, shortest_paths
-from reverie.scripted.shelter import sealed
-from reverie.scripted.world import Snapshot
+from reverie import plugins
+from reverie.crafter.env import CrafterEnv
+from reverie.crafter.score import LOG_PREFIX
+from reverie.crafter.scripted import (
+    ACTIONS,
+    Rules,
+    ScriptedPlayer,
+    Style,
+    action_succeeds,
+    crafter_game,
+    curious_player,
+    goals,
+    navigation,
+)
+from reverie.crafter.scripted.navigation import Grid, shortest_paths
+from reverie.crafter.scripted.shelter import sealed
+from reverie.crafter.scripted.world import Snapshot
+from reverie.data import POLICIES, Dataset, PolicyError, make_policy, record
+from reverie.envs import GymEnv
 
 pytest.importorskip("crafter")  # the scripted modules import crafter only when a player is built
 
@@ -202,8 +214,25 @@ def test_player_arguments_and_styles() -> None:
 # Registry
 
 
+def test_the_plugin_registers_the_players_as_recording_policies(one_line: Callable[..., None]) -> None:
+    assert "scripted" not in POLICIES  # the game's own, not a policy for any env
+    assert plugins.policy("crafter-symbolic", "scripted") is ScriptedPlayer
+    assert plugins.policy("crafter", "scripted-curious") is curious_player
+    env, _ = crafter_env(seed=0)
+    curious = make_policy("scripted-curious", env, seed=4, env_id="crafter-symbolic")
+    plain = make_policy("scripted", env, seed=4, env_id="crafter-symbolic")
+    assert isinstance(curious, ScriptedPlayer) and isinstance(plain, ScriptedPlayer)
+    assert curious.tries == 0.03 and plain.tries == 0.0 and curious.style == plain.style  # the seed draws the style
+    with pytest.raises(PolicyError) as err:
+        make_policy("scripted", GymEnv("CartPole-v1"), seed=0, env_id="CartPole-v1")
+    one_line(str(err.value), "'scripted'", "random")
+    assert "scripted-curious" not in str(err.value)  # a Crafter policy is no policy for CartPole
+    with pytest.raises(PolicyError) as err:
+        make_policy("scripted-lazy", env, seed=0, env_id="crafter-symbolic")
+    one_line(str(err.value), "random, scripted, scripted-curious")
+
+
 def test_registry_records_scripted_play(tmp_path: Path) -> None:
-    assert POLICIES["scripted"] is ScriptedPlayer
     ds = record("crafter-symbolic", "scripted", episodes=1, folder=tmp_path / "ds", seed=1, time_limit=200)
     episode = ds.episode(0)
     assert ds.info["creation"]["policy"] == "scripted" and len(episode["action"]) == 201

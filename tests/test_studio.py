@@ -24,21 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dream import PIXELS, tiny_dataset, tiny_run
 
 from reverie import Dreamer
 from reverie.cli import _parser, main
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 
-@pytest.fixture(scope="module")
-def pixel_run(tmp_path_factory: pytest.TempPathFactory, debug_config) -> Path:
-    """The pixel CartPole run of test_dream; the studio tests skip without aiohttp."""
+@pytest.fixture(scope="module", autouse=True)
+def aiohttp() -> None:
+    """The studio tests skip without aiohttp."""
     pytest.importorskip("aiohttp", reason="the studio's server needs aiohttp: pip install 'reverie[studio]'")
-    return tiny_run(tmp_path_factory, debug_config, "pixels", *PIXELS)
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +43,9 @@ def agent(pixel_run: Path) -> Dreamer:
 
 
 @pytest.fixture(scope="module")
-def vector_agent(pixel_run: Path, tmp_path_factory: pytest.TempPathFactory, debug_config) -> Dreamer:
-    """The vector CartPole run of test_dream (a model that reads what ``reverie.data.record`` stores)."""
-    return Dreamer.load(tiny_run(tmp_path_factory, debug_config, "vector"))
-
-
-@pytest.fixture(scope="module")
-def cartpole_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_dataset(tmp_path_factory, "cartpole")
+def vector_agent(vector_run: Path) -> Dreamer:
+    """The vector CartPole run (a model that reads what ``reverie.data.record`` stores)."""
+    return Dreamer.load(vector_run)
 
 
 @contextmanager
@@ -290,34 +281,11 @@ def test_cli_subcommands_parse() -> None:
 
 
 # --------------------------------------------------------------------------------------- the page in Chromium
-@contextmanager
-def chromium_page(width: int = 1000, height: int = 400) -> Iterator[Any]:
-    """A headless Debian Chromium page (CSP bypassed: Playwright's waits evaluate strings); skips without one."""
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="browser tests need playwright: pip install playwright"
-    )
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian's Chromium: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, "--disable-gpu"]
-        )
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height}, bypass_csp=True)
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            yield page
-            assert not errors, errors
-        finally:
-            browser.close()
-
-
 def step_text(page: Any) -> int:
     return int(page.text_content("#step"))
 
 
-def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path) -> None:
+def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path, chromium_page) -> None:
     with chromium_page() as page, studio_url(agent, tmp_path, lifetime=120) as url:
         page.goto(url)
         page.wait_for_function("document.querySelector('#dream-screen img')?.src.startsWith('data:image/png')")
@@ -348,7 +316,9 @@ def test_browser_plays_50_steps_with_the_keyboard(agent: Dreamer, tmp_path: Path
     assert (IMAGES / "studio.png").stat().st_size < 200_000
 
 
-def test_browser_header_shows_the_dataset_start(vector_agent: Dreamer, cartpole_data: Path, tmp_path: Path) -> None:
+def test_browser_header_shows_the_dataset_start(
+    vector_agent: Dreamer, cartpole_data: Path, tmp_path: Path, chromium_page
+) -> None:
     with chromium_page() as page, studio_url(vector_agent, tmp_path, start=cartpole_data) as url:
         page.goto(url)
         # before the first dream the header names the dataset ("(4 episodes)"); then the episode it started from

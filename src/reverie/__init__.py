@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 # Two busy-waiting OpenMP pools on two cores can run 10-40x slower; this must precede torch's import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from reverie.version import __version__  # noqa: E402
 
 _LAZY = {
     "Dreamer": "reverie.agent",
@@ -19,7 +19,7 @@ _LAZY = {
     "make_config": "reverie.config",
     "check_env": "reverie.envs",
 }
-__all__ = ["Config", "ConfigError", "Dreamer", "check_env", "make_config"]
+__all__ = ["Config", "ConfigError", "Dreamer", "__version__", "check_env", "make_config"]
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer

@@ -1,5 +1,8 @@
 """``Dreamer``: the agent users hold. The verbs are those of Stable-Baselines3 and d3rlpy.
 
+The facade composes the parts (learner, replay, envs, logger, training state) and hands them to the loops
+(:mod:`reverie.online`, :mod:`reverie.offline`, :mod:`reverie.evaluation`); the loops never import it.
+
 Example:
     >>> from reverie import Dreamer, make_config
     >>> agent = Dreamer(make_config(["debug"], ["run.logdir=/tmp/reverie-doc"]))  # doctest: +SKIP
@@ -13,57 +16,37 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from reverie.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from reverie.config import Config, ConfigError, make_config, set_key
+from reverie.checkpoint import CheckpointError, TrainState, load_checkpoint, save_checkpoint
+from reverie.config import Config, make_config, set_key
+from reverie.data.dataset import Dataset
 from reverie.envs import BatchEnv, Env, ParallelEnv, make_batch_env, make_env
 from reverie.envs.base import Space, model_keys
+from reverie.evaluation import evaluate
 from reverie.learner import Head, Learner, PolicyState
-from reverie.logger import Logger, make_logger
+from reverie.logger import Logger, make_logger, openloop_video
+from reverie.offline import OfflineLoop, recipe_replay
+from reverie.online import Callbacks, OnlineLoop
 from reverie.replay import Replay
-
-if TYPE_CHECKING:
-    from reverie.data import Dataset
+from reverie.seeding import seed_everything
 
 log = logging.getLogger("reverie")
 
 EnvFactory = Callable[[], Env]
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def achievement_metrics(finals: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-    """Crafter-style score and success rates (percent) from the ``log/achievement_*`` keys of finished episodes.
-
-    Empty when the env reports no achievements.
-    """
-    from reverie.crafter_eval import LOG_PREFIX, achievement_table, crafter_score
-
-    if not finals or not any(k.startswith(LOG_PREFIX) for k in finals[0]):
-        return {}
-    rates = achievement_table(finals)
-    out = {f"{prefix}/score": crafter_score(rates)}
-    out.update({f"{prefix}/success/{name}": rate for name, rate in rates.items()})
-    return out
-
-
 class Dreamer:
-    """A DreamerV3 agent: world model plus actor-critic trained in imagination.
+    """A DreamerV3 agent: world model plus actor-critic trained in imagination, online or from recordings.
 
     Args:
-        config: the full config (default: :func:`make_config` with no presets).
+        config: the full config (default: :func:`make_config` with no presets: the DreamerV3 recipe at size1m;
+            ``reverie train`` without arguments adds the ``classic`` preset).
         obs_space: observation spaces; default: read from ``config.env`` when first needed.
         act_space: the action space, likewise.
     """
@@ -78,14 +61,8 @@ class Dreamer:
         if self.config.train.threads:
             torch.set_num_threads(self.config.train.threads)
         seed_everything(self.config.train.seed)
-        self.counters = {
-            "env_steps": 0,
-            "agent_steps": 0,
-            "updates": 0,
-            "runs": 0,
-            "offline_updates": 0,
-            "rl_started": 0,
-        }
+        self.state = TrainState()
+        """Counters and the offline phase reached; saved with every checkpoint."""
         self.last_eval: dict[str, float] = {}
         self.last_promises: list[tuple[float, float]] = []
         """(promised, real) return pairs of the last evaluation with ``promise_every``."""
@@ -133,13 +110,8 @@ class Dreamer:
         """The run's replay, stored in ``logdir/replay`` (loaded back on resume)."""
         if self._replay is None:
             t = self.config.train
-            self._replay = Replay(
-                self.logdir / "replay",
-                t.replay_size,
-                t.replay_chunk,
-                t.recent_frac,
-                t.seed + self.counters["updates"],
-            )
+            seed = t.seed + self.state.updates
+            self._replay = Replay(self.logdir / "replay", t.replay_size, t.replay_chunk, t.recent_frac, seed)
         return self._replay
 
     @property
@@ -147,6 +119,16 @@ class Dreamer:
         if self._logger is None:
             self._logger = make_logger(self.logdir, self.config.run)
         return self._logger
+
+    def _start_run(self, verb: str) -> None:
+        """Build the networks, write the run folder's config and a first checkpoint (a run killed before its
+        first periodic save can still be resumed)."""
+        log.info("%s: %s", verb, self.learner.describe())
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        (self.logdir / "config.json").write_text(self.config.to_json())
+        if not (self.logdir / "checkpoint").exists():
+            self.save_run()
+        self.state.runs += 1
 
     # ----------------------------------------------------------------- the verbs
     def learn(self, env: str | EnvFactory | None = None, steps: int | None = None) -> Dreamer:
@@ -162,8 +144,6 @@ class Dreamer:
             >>> agent = Dreamer(make_config(["classic"]))             # doctest: +SKIP
             >>> agent.learn(functools.partial(MyEnv, level=3), 20_000)  # doctest: +SKIP
         """
-        from reverie.online import OnlineTrainer
-
         if callable(env):
             self.env_factory = env
         elif env is not None and env != self.config.env.id:
@@ -171,33 +151,24 @@ class Dreamer:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
-        if self.config.ac.prior_support > 0 and not self.counters["rl_started"]:
-            raise ConfigError(
-                "ac.prior_support keeps the actor within a behaviour-cloning prior, and this agent has none: "
-                "fit(dataset) it first, or set ac.prior_support=0."
-            )
-        log.info("learn: %s", self.learner.describe())  # builds the networks (and checks the env) first
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        (self.logdir / "config.json").write_text(self.config.to_json())
-        if not (self.logdir / "checkpoint").exists():
-            self.save_run()  # a run killed before its first periodic save can still be resumed
-        trainer = OnlineTrainer(self, self.logger)
-        self.counters["runs"] += 1
-        trainer.run(total)
-        metrics = self.evaluate(episodes=self.config.run.eval_episodes)
-        self.logger.scalars(metrics)
-        self.logger.write(self.counters["env_steps"])
-        self.last_eval = metrics
+        self._start_run("learn")
+        cfg = self.config
+        envs = self.make_envs(cfg.env.num_envs, cfg.train.seed + 1000 * (self.state.runs - 1), cfg.env.parallel)
+        callbacks = Callbacks(lambda: self.evaluate(episodes=cfg.run.eval_episodes), self.save_run, self.report)
+        OnlineLoop(self.learner, self.replay, envs, self.logger, self.state, cfg, callbacks).run(total)
+        self._final_evaluation(self.state.env_steps, deterministic=True, head="actor", promise_every=0)
         self.save_run()
         return self
 
     def update(self) -> dict[str, float]:
-        """One gradient update on a batch from replay; returns ``train/...`` metrics."""
+        """One online gradient update on a batch from replay; returns ``train/...`` metrics.
+
+        An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
+        """
         t = self.config.train
         batch = self.replay.sample(t.batch_size, t.batch_length)
-        # An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
-        metrics = self.learner.train_step(batch, prior=bool(self.counters["rl_started"]))
-        self.counters["updates"] += 1
+        metrics = self.learner.update(batch, "online", prior=self.state.has_prior)
+        self.state.updates += 1
         return {f"train/{k}": v for k, v in metrics.items()}
 
     def report(self, batch_size: int = 4, context: int = 5) -> dict[str, np.ndarray]:
@@ -205,8 +176,6 @@ class Dreamer:
 
         Returns ``{"report/openloop/<key>": frames (T, 3H, B*W, C) uint8}``; empty for vector-only models.
         """
-        from reverie.logger import openloop_video
-
         learner = self.learner
         if not learner.wm.decoder.images:
             return {}
@@ -249,6 +218,7 @@ class Dreamer:
         deterministic: bool = True,
         head: Head = "actor",
         promise_every: int = 0,
+        seed: int | None = None,
     ) -> dict[str, float]:
         """Run ``episodes`` full episodes in fresh envs; returns ``eval/return`` (mean) and more.
 
@@ -259,17 +229,35 @@ class Dreamer:
             head: ``actor`` (the RL policy) or ``bc`` (the behaviour-cloning head of an offline agent).
             promise_every: every this many steps, compare the return the model promises over the next
                 ``ac.horizon`` steps with what the env gives (``eval/promise_gap`` and more; 0: off).
+            seed: the envs' seed (default: from ``train.seed`` and the env steps so far).
         """
-        from reverie.evaluation import evaluate_agent
+        cfg, learner = self.config, self.learner
+        learner.actor(head)  # an unknown head fails before any env is made
+        seed = cfg.train.seed + 10_000 + self.state.env_steps if seed is None else seed
+        if env is not None:
+            envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)
+        else:
+            envs = self.make_envs(episodes, seed)
+        metrics, self.last_promises = evaluate(
+            learner, envs, env or cfg.env.id, episodes, deterministic, head, promise_every
+        )
+        return metrics
 
-        return evaluate_agent(self, episodes, deterministic, head, promise_every, env)
+    def _final_evaluation(self, step: int, deterministic: bool, head: Head, promise_every: int) -> None:
+        """The evaluation at the end of ``learn`` or ``fit`` (``run.eval_episodes``; 0: none), logged at ``step``."""
+        episodes = self.config.run.eval_episodes
+        if episodes:
+            self.last_eval = self.evaluate(
+                episodes=episodes, deterministic=deterministic, head=head, promise_every=promise_every
+            )
+            self.logger.scalars(self.last_eval)
+        self.logger.write(step)
 
     def fit(self, dataset: str | os.PathLike[str] | Dataset, steps: int | None = None) -> Dreamer:
         """Learn world model and agent from a recorded dataset alone; the env is used only to evaluate at the end.
 
-        Episodes without actions train the model through a learned no-action input (or inverse-dynamics
-        labels, ``offline.label_mode``); episodes without rewards train everything but the reward head.
-        See :mod:`reverie.offline` for the two phases.
+        Episodes without actions train the model through a learned no-action input; episodes without rewards
+        train everything but the reward head. See :mod:`reverie.offline` for the phases.
 
         Args:
             dataset: a dataset folder (``reverie data record`` writes one) or a :class:`reverie.data.Dataset`.
@@ -278,36 +266,34 @@ class Dreamer:
 
         Example:
             >>> agent = Dreamer(make_config(["offline"], ["run.logdir=runs/off"]))  # doctest: +SKIP
-            >>> agent.fit("data/crafter-scripted", steps=3000)                     # doctest: +SKIP
+            >>> agent.fit("data/recorded-play", steps=3000)                        # doctest: +SKIP
             >>> agent.evaluate(episodes=10, promise_every=25)                       # doctest: +SKIP
         """
-        from reverie.data import Dataset
-        from reverie.offline import OfflineTrainer
-
         data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-        self._adopt_dataset(data)
+        self.adopt_dataset(data)
         total = steps if steps is not None else self.config.offline.steps
-        log.info("fit: %s", self.learner.describe())
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        (self.logdir / "config.json").write_text(self.config.to_json())
-        if not (self.logdir / "checkpoint").exists():
-            self.save_run()
-        self.counters["runs"] += 1
-        OfflineTrainer(self, data, self.logger).run(total)
+        self._start_run("fit")
+        cfg = self.config
+        log.info("loading %d steps of %s into memory", data.num_steps, data.folder)
+        replay = recipe_replay(data, cfg, cfg.train.seed + self.state.offline_updates)
+
+        def evaluate_head(head: Head) -> dict[str, float]:
+            return self.evaluate(episodes=cfg.run.eval_episodes, head=head)
+
+        OfflineLoop(self.learner, replay, self.logger, self.state, cfg, self.save_run, evaluate_head, data.env_id).run(
+            total
+        )
         self.save_run()
-        episodes = self.config.offline.eval_episodes
-        if episodes:
-            head: Head = "actor" if self.counters["rl_started"] else "bc"
-            metrics = self.evaluate(
-                episodes=episodes, deterministic=False, head=head, promise_every=self.config.offline.promise_every
-            )
-            self.logger.scalars(metrics)
-            self.last_eval = metrics
-        self.logger.write(self.counters["offline_updates"])
+        head: Head = "actor" if self.state.has_prior else "bc"
+        self._final_evaluation(self.state.offline_updates, False, head, cfg.run.promise_every)
         return self
 
-    def _adopt_dataset(self, data: Dataset) -> None:
-        """Build the networks for the dataset's spaces, or check that the existing ones fit them."""
+    def adopt_dataset(self, data: Dataset) -> None:
+        """Build the networks for the dataset's spaces, or check that the existing ones fit them.
+
+        Raises:
+            ValueError: the dataset's observation keys, shapes or action space differ from this agent's.
+        """
         obs_space, act_space = data.obs_space, data.act_space["action"]
         if self._learner is None:
             set_key(self.config, "env.id", data.env_id)
@@ -352,7 +338,7 @@ class Dreamer:
         tensors["is_first"][:, 0] = True
         with learner.autocast():
             states, _, _ = learner.wm.observe(tensors)
-        return learner.wm.rssm.feat(states)[0].float().cpu().numpy()
+        return learner.wm.feat(states)[0].float().cpu().numpy()
 
     @torch.no_grad()
     def encode_step(
@@ -373,12 +359,12 @@ class Dreamer:
             }
         latent = learner.filter(obs, state)
         new_state = {**latent, "action": torch.zeros(len(obs["is_first"]), learner.action_dim, device=learner.device)}
-        return learner.wm.rssm.feat(latent).float().cpu().numpy(), new_state
+        return learner.wm.feat(latent).float().cpu().numpy(), new_state
 
     @property
     def feat_dim(self) -> int:
         """Width of the features :meth:`encode` returns."""
-        return int(self.learner.wm.rssm.feat_dim)
+        return self.learner.wm.feat_dim
 
     # ----------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, Any]:
@@ -386,15 +372,10 @@ class Dreamer:
         return {"model": learner.state_dict(), "optim": learner.opt.state_dict()}
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write a checkpoint folder (config, weights, optimiser state, counters, spaces) atomically."""
+        """Write a checkpoint folder (config, weights, optimiser state, training state, spaces) atomically."""
         learner = self.learner
         return save_checkpoint(
-            directory,
-            self.config,
-            self.state_dict(),
-            dict(self.counters),
-            learner.obs_space,
-            learner.act_space,
+            directory, self.config, self.state_dict(), self.state, learner.obs_space, learner.act_space
         )
 
     def save_run(self) -> None:
@@ -419,12 +400,15 @@ class Dreamer:
         learner = agent.learner
         try:
             learner.load_state_dict(data["state"]["model"])
-            configured = [{k: v for k, v in g.items() if k != "params"} for g in learner.opt.param_groups]
-            learner.opt.load_state_dict(data["state"]["optim"])
-            for group, settings in zip(learner.opt.param_groups, configured, strict=True):
-                group.update(settings)  # the moments resume; learning rates and the rest follow the config
         except (KeyError, RuntimeError, ValueError) as err:
             reason = str(err).splitlines()[0][:160]
             raise CheckpointError(f"Checkpoint '{data['path']}' does not fit this config: {reason}") from None
-        agent.counters.update(data["counters"])
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in learner.opt.param_groups]
+        try:
+            learner.opt.load_state_dict(data["state"]["optim"])
+        except (KeyError, ValueError) as err:  # the parameters changed (a checkpoint of an earlier version)
+            log.warning("Checkpoint '%s': optimiser state not restored (%s); it starts afresh.", data["path"], err)
+        for group, settings in zip(learner.opt.param_groups, configured, strict=True):
+            group.update(settings)  # the moments resume; learning rates and the rest follow the config
+        agent.state = data["train_state"]
         return agent

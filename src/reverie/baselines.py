@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reverie import __version__
 from reverie.checkpoint import CheckpointError, space_from_json, space_to_json
 from reverie.config import EnvConfig
 from reverie.data.dataset import Dataset
@@ -48,6 +47,7 @@ from reverie.evaluation import ActFn, run_episodes
 from reverie.fileio import replace_folder, write_text, write_torch
 from reverie.functional import return_to_go, rwr_weights, symlog
 from reverie.nets import MLP
+from reverie.version import __version__
 
 __all__ = ["BCPolicy", "FeatureBC", "Featurizer", "InverseDynamics"]
 
@@ -295,8 +295,8 @@ class _Cloner:
             deterministic: take the most likely discrete action instead of sampling.
 
         Returns:
-            ``eval/return``, ``eval/return_std``, ``eval/length`` and, for Crafter, ``eval/score`` and
-            ``eval/success/<achievement>`` (see :meth:`reverie.evaluation.EpisodeResults.metrics`).
+            ``eval/return``, ``eval/return_std``, ``eval/length`` and the game's summary, e.g. Crafter's
+            ``eval/score`` and ``eval/success/<achievement>`` (see :meth:`reverie.evaluation.EpisodeResults.metrics`).
 
         Raises:
             ValueError: the env's spaces differ from the policy's.
@@ -308,7 +308,7 @@ class _Cloner:
             results = run_episodes(envs, self._act_fn(deterministic), episodes)
         finally:
             envs.close()
-        return results.metrics("eval")
+        return results.metrics("eval", env_id)
 
 
 class BCPolicy(_Cloner):

@@ -4,31 +4,88 @@ A checkpoint is a folder::
 
     checkpoint/
       config.json   the full config tree
-      meta.json     format version, package version, counters, observation and action spaces
+      meta.json     format version, package version, training state (counters and the offline phase),
+                    observation and action spaces
       state.pt      tensors only: weights of the unwrapped modules and the optimiser state,
                     loaded with ``torch.load(..., weights_only=True)``
 
 It is written to ``checkpoint.tmp`` and swapped in with renames, so a crash never leaves a
 half-written checkpoint in place of a whole one.
+
+Checkpoints of format 1 (Reverie 0.1.0 before the config clean-up) load: their config is upgraded
+(:func:`reverie.config.upgrade_config_dict`; one warning names each dropped key), their weights renamed to
+today's modules, and the weights of removed parts (the inverse-dynamics labeller) dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from reverie import __version__
-from reverie.config import Config, ConfigError
+from reverie.config import Config, ConfigError, upgrade_config_dict
 from reverie.envs.base import Space
 from reverie.fileio import replace_folder, write_text, write_torch
+from reverie.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2: the training state's ``offline_phase``, today's config keys and module names."""
+READS = (1, 2)
+"""Format versions this Reverie loads (1 is upgraded on load)."""
+
+log = logging.getLogger("reverie")
+
+OfflinePhase = Literal["none", "model", "bc", "rl"]
+
+_RENAMED_WEIGHTS = (  # format 1 -> 2: (old infix, new infix) of state-dict keys
+    (".encoder.mlp.", ".encoder.vector."),
+    ("wm.decoder.mlp.", "wm.decoder.vector.net."),
+    ("wm.decoder.grid.", "wm.decoder.vector."),
+)
+_REMOVED_WEIGHTS = ("idm.",)  # the inverse-dynamics labeller of offline.label_mode=inverse_dynamics
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where an agent's training stands: saved with every checkpoint, continued on resume."""
+
+    env_steps: int = 0
+    """Env steps taken online (agent steps times action repeat)."""
+    agent_steps: int = 0
+    """Agent steps taken online."""
+    updates: int = 0
+    """Gradient updates of any phase."""
+    runs: int = 0
+    """Calls of ``learn`` or ``fit`` (seeds each call's envs apart)."""
+    offline_updates: int = 0
+    """Updates of ``fit``."""
+    offline_phase: OfflinePhase = "none"
+    """The offline phase reached: ``model``, ``bc``, ``rl`` (a frozen BC prior exists), or ``none``."""
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether imagination RL began from a frozen behaviour-cloning prior."""
+        return self.offline_phase == "rl"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """Inverse of :meth:`to_dict`; format 1's ``counters`` (with ``rl_started``) too."""
+        data = dict(data)
+        if "rl_started" in data:
+            started = data.pop("rl_started")
+            data["offline_phase"] = "rl" if started else ("model" if data.get("offline_updates") else "none")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class CheckpointError(ValueError):
@@ -70,7 +127,7 @@ def save_checkpoint(
     directory: str | os.PathLike,
     config: Config,
     state: dict[str, Any],
-    counters: dict[str, int],
+    train_state: TrainState,
     obs_space: dict[str, Space],
     act_space: Space,
 ) -> Path:
@@ -80,7 +137,7 @@ def save_checkpoint(
         directory: the checkpoint folder to create or replace.
         config: the run's config.
         state: nested dict of tensors (state dicts); must load with ``weights_only=True``.
-        counters: integers such as env steps and updates.
+        train_state: the counters and the offline phase.
         obs_space: the model's observation spaces.
         act_space: the action space.
     """
@@ -91,7 +148,7 @@ def save_checkpoint(
     meta = {
         "format": FORMAT_VERSION,
         "reverie": __version__,
-        "counters": counters,
+        "train_state": train_state.to_dict(),
         "obs_space": {k: space_to_json(s) for k, s in obs_space.items()},
         "act_space": space_to_json(act_space),
     }
@@ -120,7 +177,9 @@ def find_checkpoint(directory: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint: ``{"config", "state", "counters", "obs_space", "act_space", "path"}``.
+    """Read a checkpoint: ``{"config", "state", "train_state", "obs_space", "act_space", "path"}``.
+
+    A format-1 checkpoint is upgraded on the way (see the module docstring), with one warning.
 
     Raises:
         CheckpointError: missing or corrupt files, or a format this version cannot read.
@@ -128,15 +187,24 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
     path = find_checkpoint(directory)
     try:
         meta = json.loads((path / "meta.json").read_text())
-        config = Config.from_dict(json.loads((path / "config.json").read_text()))
-    except (OSError, json.JSONDecodeError, KeyError) as err:
+        config_data = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"Checkpoint '{path}' has a corrupt meta.json or config.json ({err}).") from None
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if version not in READS:
+        raise CheckpointError(f"Checkpoint '{path}' has format {version!r}; this Reverie reads formats {READS}.")
+    try:
+        dropped: list[str] = []
+        changed: list[str] = []
+        if version == 1:
+            config_data, dropped, changed = upgrade_config_dict(config_data)
+        config = Config.from_dict(config_data)
+        train_state = TrainState.from_dict(meta["train_state" if version > 1 else "counters"])
+        spaces = {k: space_from_json(v) for k, v in meta["obs_space"].items()}, space_from_json(meta["act_space"])
     except ConfigError as err:
         raise CheckpointError(f"Checkpoint '{path}' has a config this version cannot read: {err}") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"Checkpoint '{path}' has format {meta.get('format')!r}; this Reverie reads format {FORMAT_VERSION}."
-        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"Checkpoint '{path}' has a corrupt meta.json or config.json ({err!r}).") from None
     try:
         state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
@@ -145,11 +213,35 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
             f"Checkpoint '{path / 'state.pt'}' is corrupt or truncated ({reason}). "
             "Restore it from a copy or start a new run without --resume."
         ) from None
+    if version == 1:
+        state["model"], removed = _upgrade_weights(state["model"])
+        message = (
+            f"Checkpoint '{path}' comes from an earlier Reverie (format 1): dropped config keys {', '.join(dropped)}"
+        )
+        if changed:
+            message += f"; of these, set to other behaviour than today's: {', '.join(changed)}"
+        if removed:
+            message += f"; dropped weights of {', '.join(removed)}"
+        log.warning(message + ".")
     return {
         "config": config,
         "state": state,
-        "counters": meta["counters"],
-        "obs_space": {k: space_from_json(v) for k, v in meta["obs_space"].items()},
-        "act_space": space_from_json(meta["act_space"]),
+        "train_state": train_state,
+        "obs_space": spaces[0],
+        "act_space": spaces[1],
         "path": path,
     }
+
+
+def _upgrade_weights(weights: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Format-1 weights under today's module names, without those of removed modules (whose names it returns)."""
+    out, removed = {}, set()
+    for key, value in weights.items():
+        part = next((p for p in _REMOVED_WEIGHTS if key.startswith(p)), None)
+        if part is not None:
+            removed.add(part.rstrip("."))
+            continue
+        for old, new in _RENAMED_WEIGHTS:
+            key = key.replace(old, new)
+        out[key] = value
+    return out, sorted(removed)

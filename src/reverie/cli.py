@@ -103,13 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     cor.add_argument("--margin", type=float, default=0.5, help="promised minus real reward that marks an exploit")
     cor.add_argument("--focus", type=float, default=0.75, help="share of real windows around the model's misses")
     cor.add_argument(
-        "--miss-weight",
-        type=float,
-        default=1.0,
-        help="weight of a miss step in the world model's losses (1: like others)",
-    )
-    cor.add_argument(
-        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="offline.* overrides, e.g. offline.reward_doubt=1"
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="offline.* overrides, e.g. offline.imag_starts=64"
     )
     cor.add_argument("--out", help="run folder for the corrected agent and correction.json (default: --from)")
     cor.add_argument("--seed", type=int, default=0)
@@ -171,7 +165,7 @@ def _train_config(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> int:
     agent = _new_or_resumed(args, _train_config(args))
     agent.learn()
-    result = {"env": agent.config.env.id, "env_steps": agent.counters["env_steps"], **agent.last_eval}
+    result = {"env": agent.config.env.id, "env_steps": agent.state.env_steps, **agent.last_eval}
     print(json.dumps(result))
     return 0
 
@@ -192,7 +186,7 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
         agent.fit(args.data)
     except DatasetError as err:
         raise ConfigError(str(err)) from None
-    result = {"data": args.data, "offline_updates": agent.counters["offline_updates"], **agent.last_eval}
+    result = {"data": args.data, "offline_updates": agent.state.offline_updates, **agent.last_eval}
     print(json.dumps(result))
     return 0
 
@@ -210,8 +204,6 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise ConfigError(f"--real-frac must lie in [0, 1), got {args.real_frac}.")
     if not 0.0 <= args.focus <= 1.0:
         raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
-    if args.miss_weight < 1.0:
-        raise ConfigError(f"--miss-weight must be >= 1 (1: a miss step counts like any other), got {args.miss_weight}.")
     agent = Dreamer.load(args.ckpt)
     try:
         apply_overrides(agent.config, args.set, section="offline")
@@ -241,7 +233,6 @@ def cmd_correct(args: argparse.Namespace) -> int:
             args.seed,
             args.focus,
             on_round=save,
-            miss_weight=args.miss_weight,
         )
     except DatasetError as err:
         raise ConfigError(str(err)) from None
@@ -286,7 +277,7 @@ def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
     apply_overrides(agent.config, args.set)  # explicit overrides still apply on resume (e.g. a longer budget)
     if args.steps is not None:
         agent.config.train.steps = args.steps
-    log.info("resuming %s at env step %d", logdir, agent.counters["env_steps"])
+    log.info("resuming %s at env step %d", logdir, agent.state.env_steps)
     return agent
 
 

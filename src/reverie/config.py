@@ -52,57 +52,35 @@ class ModelConfig:
     """World model (RSSM, encoders, decoders, heads) sizes and losses."""
 
     deter: int = 512
-    """Width of the deterministic GRU state."""
+    """Width of the deterministic GRU state (a multiple of the GRU's 8 blocks)."""
     hidden: int = 64
-    """Width of the RSSM's inner layers."""
+    """Width of the RSSM's inner layers (a multiple of 8)."""
     stoch: int = 32
     """Number of categorical latent variables."""
     classes: int = 4
     """Classes per categorical latent."""
-    blocks: int = 8
-    """Blocks of the block-diagonal GRU."""
     unimix: float = 0.01
-    """Share of uniform mixed into latent and policy categoricals."""
+    """Share of uniform mixed into the latent categoricals."""
     free_nats: float = 1.0
     """KL values below this (summed over latents) are not penalised."""
     units: int = 64
     """Width of MLPs (encoder, decoder, heads)."""
     layers: int = 3
     """Hidden layers of the vector encoder and decoder MLPs."""
-    head_layers: int = 1
-    """Hidden layers of the reward and continue heads."""
     cnn_depth: int = 4
     """Channels of the first conv stage; later stages use multipliers 2, 3, 4, 4."""
     cnn_stride: bool = False
     """Strided convs (k4, s2) instead of conv(k5) + max-pool: DreamerV2's layout, ~3x cheaper on a CPU."""
-    vector_codec: Literal["mlp", "crafter_grid"] = "mlp"
-    """Vector codec: symlog MLPs (squared error) or, for crafter-symbolic, map convs + per-cell categoricals."""
-    decoder_prev: bool = False
-    """Grid codec only: the decoder also reads the previous observation, so it predicts what changes."""
-    count_classes: bool = False
-    """Grid codec only: each inventory count is decoded as one of 10 classes (cross-entropy), not regressed."""
-    count_copy: bool = False
-    """With count_classes and decoder_prev: the previous count's class gets a learned bonus (keeping is the default)."""
-    reward_change: bool = False
-    """Grid codec only: the reward head also reads what changed since the previous observation (inventory, view)."""
-    reward_gate: bool = False
-    """With reward_change: no reward on a step that changed none of view cell counts, inventory, sleeping flag."""
+    vector_codec: str = "mlp"
+    """How vector observations are encoded and decoded: ``mlp`` (symlog MLPs) or a codec a game registers."""
     bins: int = 255
     """Two-hot bins for reward and value."""
-    loss_rec: float = 1.0
-    """Scale of the observation reconstruction loss."""
-    loss_rew: float = 1.0
-    """Scale of the reward loss."""
-    loss_con: float = 1.0
-    """Scale of the continue loss."""
     loss_dyn: float = 1.0
     """Scale of KL(sg(post) || prior)."""
     loss_rep: float = 0.1
     """Scale of KL(post || sg(prior))."""
     ensemble: int = 0
     """One-step latent predictors whose disagreement measures the model's uncertainty (0: none)."""
-    uncertainty_quantile: float = 0.99
-    """The "I don't know" threshold: this quantile of disagreement on real transitions (running estimate)."""
 
 
 @dataclass
@@ -117,42 +95,18 @@ class ActorCriticConfig:
     """Lambda of the lambda-returns."""
     entropy: float = 3e-4
     """Entropy bonus scale."""
-    unimix: float = 0.01
-    """Uniform share mixed into the discrete policy."""
-    min_std: float = 0.1
-    """Minimum std of the continuous policy."""
-    max_std: float = 1.0
-    """Maximum std of the continuous policy."""
-    retnorm_rate: float = 0.01
-    """EMA rate of the return percentile range."""
-    retnorm_limit: float = 1.0
-    """Advantages are divided by max(limit, range)."""
-    retnorm_low: float = 0.05
-    """Lower percentile of the return range."""
-    retnorm_high: float = 0.95
-    """Upper percentile of the return range."""
-    slow_rate: float = 0.02
-    """EMA rate of the slow critic."""
-    slow_reg: float = 1.0
-    """Scale of the critic's regulariser toward the slow critic."""
     repval: float = 0.3
     """Scale of the replay-value loss (critic on replayed real sequences)."""
     actor_grad: Literal["reinforce", "dynamics"] = "reinforce"
     """Policy gradient: REINFORCE (newest DreamerV3) or backprop through the model."""
     objective: Literal["dreamer", "pmpo"] = "dreamer"
     """Actor objective: DreamerV3's normalised advantages, or PMPO's sign-of-advantage split (Dreamer 4)."""
-    pmpo_alpha: float = 0.5
-    """PMPO weight of the positive-advantage set (1 - alpha on the negative set)."""
     prior_kl: float = 0.0
     """Scale of the reverse KL(policy || frozen behaviour-cloning prior); used once a prior exists."""
-    prior_support: float = 0.0
-    """Discrete actions: the actor takes only actions the BC prior gives >= this times its top probability."""
-    obs_input: bool = False
-    """Policy heads also read the observation via their own encoder (the decoded one in imagination)."""
-    feat_input: bool = True
-    """Policy heads read the model state; false (with obs_input) gives a policy on the observation alone."""
+    input: Literal["feat", "obs", "feat+obs"] = "feat"
+    """What the policy heads read: the model state, the observation alone (the model as its simulator), or both."""
     cnn_depth: int = 0
-    """Channels of the first conv stage of a policy head's own image encoder (obs_input); 0: model.cnn_depth."""
+    """Channels of the first conv stage of a policy head's own image encoder (``input`` with obs); 0: model's."""
     units: int = 64
     """Width of actor and critic MLPs."""
     layers: int = 3
@@ -173,10 +127,6 @@ class OptimConfig:
     """Actor and critic learning rate; 0 means ``lr``."""
     eps: float = 1e-20
     """Optimiser epsilon."""
-    beta1: float = 0.9
-    """Momentum rate."""
-    beta2: float = 0.999
-    """Second-moment rate."""
     agc: float = 0.3
     """Adaptive gradient clipping ratio (0: off)."""
     clip_norm: float = 0.0
@@ -224,13 +174,15 @@ class RunConfig:
     logdir: str = "runs/default"
     """Run directory (config, checkpoints, replay, logs)."""
     log_every: int = 1000
-    """Env steps between metric writes."""
+    """Steps between metric writes (env steps online, updates offline)."""
     save_every: int = 5000
-    """Env steps between checkpoints."""
+    """Steps between checkpoints (env steps online, updates offline)."""
     eval_every: int = 5000
-    """Env steps between evaluations (0: only at the end)."""
+    """Steps between evaluations in the real env (env steps online, updates offline; 0: only at the end)."""
     eval_episodes: int = 10
-    """Episodes per evaluation."""
+    """Episodes per evaluation (0: no final evaluation)."""
+    promise_every: int = 0
+    """Evaluations compare the return the model predicts over ``ac.horizon`` steps with the real one every N steps."""
     video_every: int = 20_000
     """Env steps between open-loop prediction videos (truth / model / error) for image tasks (0: off)."""
     tensorboard: bool = True
@@ -253,48 +205,20 @@ class OfflineConfig:
     """Share of the updates spent on RL in imagination, with the world model frozen (0: BC only)."""
     bc_frac: float = 0.0
     """Share of the updates, between the model phase and RL, that train only the BC head on the frozen model."""
-    bc_scale: float = 1.0
-    """Scale of the behaviour-cloning loss of the policy head on labelled steps."""
     bc_return_temp: float = 0.0
     """Return-weighted BC: weight labelled steps by exp((recorded return - its mean) / this), reward units (0: off)."""
     bc_return_discount: float = 0.9
     """``bc_return_temp``: discount of the recorded return-to-go that weights each step (0.9: about 10 steps)."""
-    bc_weight_max: float = 20.0
-    """``bc_return_temp``: the largest weight of one step (the loss is the weighted mean)."""
     bc_return_min_reward: float = 0.0
     """``bc_return_temp``: rewards smaller in magnitude count as 0 in that return (Crafter: 0.5 keeps achievements)."""
     bc_ema: float = 0.0
     """Decay of a moving average of the BC head's weights (0: off); RL starts from it and ``head="bc"`` plays it."""
-    bc_shift: int = 0
-    """Random-shift augmentation: images the BC head learns from move by up to this many pixels (0: off)."""
-    label_mode: Literal["no_action", "inverse_dynamics"] = "no_action"
-    """Unlabelled steps: a learned no-action input, or actions inferred by an inverse-dynamics model."""
     imag_starts: int = 256
     """Replayed states that start imagined rollouts in the RL phase (sampled from the batch's B*T)."""
-    pessimism: Literal["none", "penalty", "cut"] = "none"
-    """Ensemble disagreement in imagination (needs model.ensemble > 1): subtract from rewards, or cut above it."""
-    pessimism_scale: float = 1.0
-    """Penalty per unit of disagreement (pessimism=penalty)."""
+    pessimism: Literal["none", "cut"] = "none"
+    """``cut``: an imagined rollout ends after a transition the ensemble does not know (needs model.ensemble > 1)."""
     data_prior_kl: float = 0.0
     """Scale of KL(actor || BC prior) on the replayed real states and observations, beside the imagined one."""
-    rl_objective: Literal["rollout", "one_step"] = "rollout"
-    """RL: ``rollout`` (``ac.horizon`` steps) or ``one_step`` (every action, actor to prior * exp(Q / prior_kl))."""
-    one_step_samples: int = 2
-    """``rl_objective=one_step``: latent draws per action whose rewards are averaged into ``Q``."""
-    rl_critic_data: float = 0.0
-    """Scale of the critic's loss on the recorded returns during RL, beside the imagined ones (0: imagined only)."""
-    reward_doubt: float = 0.0
-    """Imagined reward minus this times the ensemble's reward disagreement (std across members; 0: off)."""
-    save_every: int = 500
-    """Updates between checkpoints."""
-    log_every: int = 100
-    """Updates between metric writes."""
-    eval_every: int = 0
-    """Updates between evaluations in the real env (0: only at the end)."""
-    eval_episodes: int = 10
-    """Episodes of the final evaluation."""
-    promise_every: int = 25
-    """Evaluation: every this many steps, imagine ``ac.horizon`` steps and compare with what the env gave."""
 
 
 @dataclass
@@ -466,9 +390,12 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], section
 
 def validate(cfg: Config) -> None:
     """Reject values that cannot work, naming the fix."""
+    from reverie.plugins import codec_names
+
+    codecs = codec_names()
     checks = [
-        (cfg.model.deter % cfg.model.blocks == 0, "model.deter must be a multiple of model.blocks"),
-        (cfg.model.hidden % cfg.model.blocks == 0, "model.hidden must be a multiple of model.blocks"),
+        (cfg.model.deter % 8 == 0, "model.deter must be a multiple of 8 (the GRU's blocks)"),
+        (cfg.model.hidden % 8 == 0, "model.hidden must be a multiple of 8 (the GRU's blocks)"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (cfg.train.batch_length >= 2, "train.batch_length must be >= 2"),
         (cfg.train.train_ratio > 0, "train.train_ratio must be > 0"),
@@ -477,42 +404,115 @@ def validate(cfg: Config) -> None:
         (cfg.ac.return_horizon > 1, "ac.return_horizon must be > 1"),
         (0 <= cfg.train.recent_frac <= 1, "train.recent_frac must lie in [0, 1]"),
         (cfg.model.bins % 2 == 1, "model.bins must be odd so that zero is a bin"),
+        (cfg.model.vector_codec in codecs, f"model.vector_codec must be one of {codecs}"),
         (0 <= cfg.offline.rl_frac <= 1, "offline.rl_frac must lie in [0, 1]"),
         (
             0 <= cfg.offline.bc_frac <= 1 - cfg.offline.rl_frac,
             "offline.bc_frac must lie in [0, 1 - offline.rl_frac]: the model phase cannot be shorter than nothing",
         ),
-        (0 < cfg.model.uncertainty_quantile < 1, "model.uncertainty_quantile must lie in (0, 1)"),
         (cfg.model.ensemble != 1, "model.ensemble must be 0 (off) or at least 2: one member cannot disagree"),
         (
             cfg.offline.pessimism == "none" or cfg.model.ensemble > 1,
             "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
         ),
-        (cfg.offline.reward_doubt >= 0, "offline.reward_doubt must be >= 0 (0 turns it off)"),
         (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
-        (cfg.offline.one_step_samples >= 1, "offline.one_step_samples must be >= 1"),
         (cfg.offline.bc_return_temp >= 0, "offline.bc_return_temp must be >= 0 (0 turns it off)"),
         (0 <= cfg.offline.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
-        (cfg.offline.bc_weight_max >= 1, "offline.bc_weight_max must be >= 1"),
         (0 <= cfg.offline.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
-        (cfg.offline.bc_shift >= 0, "offline.bc_shift must be >= 0 pixels (0 turns the augmentation off)"),
         (cfg.ac.cnn_depth >= 0, "ac.cnn_depth must be >= 0 channels (0: the model's model.cnn_depth)"),
         (cfg.offline.bc_return_min_reward >= 0, "offline.bc_return_min_reward must be >= 0 (0: every reward counts)"),
-        (
-            cfg.offline.rl_objective == "rollout" or cfg.ac.prior_kl > 0,
-            "offline.rl_objective=one_step needs ac.prior_kl > 0: the temperature of prior * exp(Q / ac.prior_kl)",
-        ),
-        (cfg.offline.rl_critic_data >= 0, "offline.rl_critic_data must be >= 0 (0 turns it off; e.g. 1.0)"),
-        (0 <= cfg.ac.prior_support < 1, "ac.prior_support must lie in [0, 1) (0 turns it off; e.g. 0.1)"),
-        (
-            cfg.ac.feat_input or cfg.ac.obs_input,
-            "ac.feat_input=false leaves the policy no input: set ac.obs_input=true as well (a policy on observations)",
-        ),
-        (
-            cfg.offline.reward_doubt == 0 or cfg.model.ensemble > 1,
-            "offline.reward_doubt needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
-        ),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message + ".")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configs written by earlier versions (checkpoints, run folders): keys that were renamed, folded or removed.
+
+_RENAMED = {
+    "offline.save_every": "run.save_every",
+    "offline.log_every": "run.log_every",
+    "offline.eval_every": "run.eval_every",
+    "offline.eval_episodes": "run.eval_episodes",
+    "offline.promise_every": "run.promise_every",
+}
+_GRID_SWITCHES = ("decoder_prev", "count_classes", "count_copy", "reward_change", "reward_gate")
+_REMOVED = {  # key -> the value that gives today's behaviour (constants now, or options removed)
+    "model.blocks": 8,
+    "model.head_layers": 1,
+    "model.loss_rec": 1.0,
+    "model.loss_rew": 1.0,
+    "model.loss_con": 1.0,
+    "model.uncertainty_quantile": 0.99,
+    "ac.unimix": 0.01,
+    "ac.min_std": 0.1,
+    "ac.max_std": 1.0,
+    "ac.retnorm_rate": 0.01,
+    "ac.retnorm_limit": 1.0,
+    "ac.retnorm_low": 0.05,
+    "ac.retnorm_high": 0.95,
+    "ac.slow_rate": 0.02,
+    "ac.slow_reg": 1.0,
+    "ac.pmpo_alpha": 0.5,
+    "ac.prior_support": 0.0,
+    "optim.beta1": 0.9,
+    "optim.beta2": 0.999,
+    "offline.bc_scale": 1.0,
+    "offline.bc_weight_max": 20.0,
+    "offline.bc_shift": 0,
+    "offline.label_mode": "no_action",
+    "offline.rl_objective": "rollout",
+    "offline.one_step_samples": None,  # read only by the removed one-step objective
+    "offline.rl_critic_data": 0.0,
+    "offline.reward_doubt": 0.0,
+    "offline.pessimism_scale": None,  # read only by the removed penalty
+}
+
+
+def upgrade_config_dict(data: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A config dict of an earlier version in today's keys, the dotted keys that were dropped, and among them
+    ``key=value`` for those whose value asked for other behaviour than today's.
+
+    Renamed keys move where the new key is absent (``offline.save_every`` -> ``run.save_every`` ...), the grid
+    codec's five switches fold into the codec's name (all off: ``crafter_grid``; all on: ``crafter_grid_delta``),
+    ``ac.obs_input`` and ``ac.feat_input`` into ``ac.input``; keys that no longer exist are dropped (constants
+    now, or options the project's experiments found useless). A mix of grid switches that no codec has raises
+    :class:`ConfigError`.
+    """
+    flat = _flatten(data)
+    known = set(all_keys())
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    changed: list[str] = []
+    if flat.get("offline.pessimism") == "penalty":
+        flat["offline.pessimism"] = "none"
+        changed.append("offline.pessimism=penalty")
+    dropped += [f"model.{name}" for name in _GRID_SWITCHES if f"model.{name}" in flat]
+    switches = [bool(flat.pop(f"model.{name}", False)) for name in _GRID_SWITCHES]
+    if flat.get("model.vector_codec") == "crafter_grid" and any(switches):
+        if not all(switches):
+            on = [f"model.{n}" for n, v in zip(_GRID_SWITCHES, switches, strict=True) if v]
+            raise ConfigError(
+                f"This config uses the grid codec with only {', '.join(on)} of its switches; this version has the "
+                "codec with none (crafter_grid) or all of them (crafter_grid_delta). Fit the agent again."
+            )
+        flat["model.vector_codec"] = "crafter_grid_delta"
+    if "ac.obs_input" in flat or "ac.feat_input" in flat:
+        dropped += [key for key in ("ac.obs_input", "ac.feat_input") if key in flat]
+        obs, feat = bool(flat.pop("ac.obs_input", False)), bool(flat.pop("ac.feat_input", True))
+        flat["ac.input"] = ("feat+obs" if feat else "obs") if obs else "feat"
+    for key, value in flat.items():
+        if key in _RENAMED and _RENAMED[key] not in flat:  # a config written by the older versions has both
+            key = _RENAMED[key]
+        if key in known:
+            out[key] = value
+            continue
+        dropped.append(key)
+        if key in _REMOVED and _REMOVED[key] is not None and value != _REMOVED[key]:
+            changed.append(f"{key}={value}")
+    nested: dict[str, Any] = {}
+    for key, value in out.items():
+        section, name = key.split(".")
+        nested.setdefault(section, {})[name] = value
+    return nested, dropped, changed

@@ -5,11 +5,11 @@ An agent trained inside a model learned from recordings exploits what the record
 round of :func:`correct`:
 
 1. runs the policy for a few real episodes while the world model predicts every step alongside
-   (:func:`watch`): the reward and continuation it expects from the action just chosen, and the
-   ensemble's disagreement about that transition (over the whole next latent, and over the reward
-   the members' next latents would give: :meth:`reverie.world_model.WorldModel.reward_disagreement`);
+   (:func:`watch`, with :meth:`reverie.world_model.WorldModel.step`): the reward and continuation it expects
+   from the action just chosen, and the ensemble's disagreement about that transition (over the whole next
+   latent, and over the reward the members' next latents would give);
 2. lists the **exploits**: steps where the model promised reward the game did not give, grouped by
-   action (for Crafter, the action names say which achievement was promised), with examples;
+   action (a game's action names say which reward was promised), with examples;
 3. adds the real episodes to the training data, oversampled so that a few real steps count
    (``real_frac`` of every batch), fine-tunes the world model, and trains the policy in imagination
    again.
@@ -19,7 +19,7 @@ steps.
 
 Example:
     >>> agent = Dreamer.load("runs/offline")                                        # doctest: +SKIP
-    >>> rounds = correct(agent, "data/crafter-sym", rounds=3, episodes=20)         # doctest: +SKIP
+    >>> rounds = correct(agent, "data/recorded-play", rounds=3, episodes=20)      # doctest: +SKIP
     >>> [r["exploit_rate"] for r in rounds]                                         # doctest: +SKIP
 """
 
@@ -30,22 +30,21 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from reverie.agent import Dreamer
+from reverie.data.dataset import Dataset
 from reverie.envs.base import model_keys
-from reverie.envs.crafter import ITEMS
 from reverie.evaluation import EpisodeResults, PromiseTracker, run_episodes
 from reverie.learner import Head, PolicyState
-from reverie.offline import dataset_replay, imagination_update, model_update, start_rl
+from reverie.offline import dataset_replay
 from reverie.online import RECORD_KEYS
+from reverie.plugins import game_for, resolve
 from reverie.replay import Replay
-
-if TYPE_CHECKING:
-    from reverie.agent import Dreamer
-    from reverie.data import Dataset
+from reverie.seeding import seed_everything
 
 __all__ = ["Check", "RealPlay", "auroc", "correct", "exploit_report", "outcome", "watch"]
 
@@ -68,18 +67,15 @@ class Check:
     reward_uncertainty: float = 0.0
     exploit: bool = False
     effect: bool | None = None
-    """Whether the step changed the inventory (vitals aside); None where the env logs no inventory."""
-
-
-VITALS = ITEMS[:4]
-"""Crafter's health, food, drink and energy: inventory entries that change without the agent crafting."""
+    """Whether the action had an effect the game logs (e.g. an inventory changed); None where
+    the env's game has no effect hook (:mod:`reverie.plugins`)."""
 
 
 def outcome(c: Check, margin: float = 0.5) -> str:
     """What the game did at an exploit step: ``"damage"`` (the real reward fell ``margin`` or more below
-    zero: health lost where the model expected none), ``"no effect"`` (the craft or placement did
-    nothing: materials or table missing), ``"effect, no reward"`` (it worked, but its achievement was
-    unlocked before) or ``"unknown"`` (no inventory logged)."""
+    zero where the model expected none), ``"no effect"`` (the action did nothing the game logs, e.g. a craft
+    without its materials), ``"effect, no reward"`` (it worked but paid nothing, e.g. a reward given only once)
+    or ``"unknown"`` (the game has no effect hook)."""
     if c.real_reward <= -margin:
         return "damage"
     if c.effect is None:
@@ -103,11 +99,10 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def action_names(env_id: str, n: int) -> list[str]:
-    """Crafter's action names for Crafter ids, else ``action_<i>``."""
-    if env_id.startswith("crafter"):
-        from reverie.scripted.rules import ACTIONS
-
-        return list(ACTIONS)
+    """The game's action names (:mod:`reverie.plugins`), else ``action_<i>``."""
+    game = game_for(env_id)
+    if game is not None and len(game.action_names) == n:
+        return list(game.action_names)
     return [f"action_{i}" for i in range(n)]
 
 
@@ -122,7 +117,7 @@ def watch(
     """
     learner, cfg = agent.learner, agent.config
     if not learner.act_space.discrete:
-        raise ValueError("watch/correct support discrete action spaces (e.g. Crafter, Atari) for now.")
+        raise ValueError("watch/correct support discrete action spaces for now.")
     envs = agent.make_envs(episodes, seed)
     names = action_names(cfg.env.id, learner.action_dim)
     keys = model_keys(envs.obs_space)
@@ -136,15 +131,12 @@ def watch(
     open_eps: list[list[dict[str, np.ndarray]]] = [[] for _ in range(n)]  # steps of each env's episode so far
     finished: list[dict[str, np.ndarray]] = []
     episode_ids = np.arange(n)
-
-    inventory_keys = [f"log/inventory_{name}" for name in ITEMS if name not in VITALS]
-    inventory_keys = [k for k in inventory_keys if k in envs.obs_space]  # none for envs without an inventory
-    held = np.zeros((n, len(inventory_keys)))  # each env's inventory when its action was chosen
-
-    def inventory(obs: dict[str, np.ndarray]) -> np.ndarray:  # (N, items held), (N, 0) without an inventory
-        if not inventory_keys:
-            return np.zeros((n, 0))
-        return np.stack([np.asarray(obs[k], np.float64) for k in inventory_keys], -1)
+    game = game_for(cfg.env.id)  # the game's effect hook: did the action do something its log/ keys show?
+    effect = resolve(game.effect) if game is not None and game.effect is not None else None
+    effect_keys = [
+        k for k in (game.effect_keys if effect is not None and game is not None else ()) if k in envs.obs_space
+    ]
+    before: dict[str, np.ndarray] = {}  # each env's effect keys when its action was chosen
 
     def record(obs: dict[str, np.ndarray], i: int, action: int) -> None:
         step = {k: np.asarray(obs[k][i]) for k in (*keys, *RECORD_KEYS)}
@@ -155,16 +147,14 @@ def watch(
         action, state, vec = learner.policy(obs, state, False, head)
         with torch.no_grad(), learner.autocast():
             latent = {"deter": state["deter"], "stoch": state["stoch"]}
-            following = learner.wm.rssm.imagine_step(latent, vec)
-            nxt = learner.wm.rssm.feat(following)
-            key = learner.wm.change_key  # model.reward_change: the next picture is drawn from this observation
-            now = learner.to_tensors({key: obs[key]}) if key is not None else None
-            reward = learner.wm.reward(nxt, prev=now).float().cpu().numpy()
-            cont = learner.wm.cont(nxt).float().cpu().numpy()
-            doubt = learner.wm.doubt(latent, vec, following["deter"], prev=now)
-            u, ru = (d.cpu().numpy() for d in doubt) if doubt is not None else (np.zeros(n), np.zeros(n))
+            now = learner.to_tensors({k: obs[k] for k in learner.wm.obs_keys})  # the next picture starts from it
+            step = learner.wm.step(latent, vec, now, uncertainty=True)
+            reward, cont = step.reward.float().cpu().numpy(), step.cont.float().cpu().numpy()
+            u, ru = np.zeros(n), np.zeros(n)
+            if step.uncertainty is not None and step.reward_uncertainty is not None:
+                u, ru = step.uncertainty.cpu().numpy(), step.reward_uncertainty.cpu().numpy()
         pending = (np.asarray(action), reward, cont, u, ru)
-        held[:] = inventory(obs)
+        before.update({k: np.array(obs[k]) for k in effect_keys})
         tracker.promise(state, ~np.asarray(obs["is_last"], bool), obs)
         for i in range(n):
             if first[i]:
@@ -178,7 +168,7 @@ def watch(
         tracker.observe(obs, live)
         action, reward, cont, u, ru = pending
         real_cont = 1.0 - np.asarray(obs["is_terminal"], np.float64)
-        changed = (inventory(obs) != held).any(-1)
+        changed = effect(before, obs) if effect is not None else np.zeros(n, bool)
         for i in map(int, np.flatnonzero(live)):
             a = int(action[i])
             name = names[a] if a < len(names) else str(a)
@@ -196,7 +186,7 @@ def watch(
                     float(real_cont[i]),
                     float(u[i]),
                     float(ru[i]),
-                    effect=bool(changed[i]) if inventory_keys else None,
+                    effect=bool(changed[i]) if effect is not None else None,
                 )
             )
             if obs["is_last"][i]:
@@ -249,7 +239,6 @@ class RealPlay:
     A ``focus`` share of the windows is aimed at the model's misses: each holds a step (at a random
     place in the window) whose real reward differs from ``promised_reward`` by ``margin`` or more, so
     that the few steps that expose a loophole are seen often, not once in a thousand windows.
-    ``loss_weight`` is ``miss_weight`` at those steps and 1 elsewhere (see :func:`correct`).
 
     Example:
         >>> ep = {"is_first": np.arange(40) == 0, "reward": np.zeros(40), "promised_reward": np.eye(40)[30]}
@@ -258,7 +247,7 @@ class RealPlay:
         ([(0, 30)], 40)
         >>> windows = play.sample(4, 8)  # every window holds step 30, where the model promised 1 and got 0
         >>> bool((windows["reward"] == 0).all()), sorted(windows)
-        (True, ['action_mask', 'is_first', 'loss_weight', 'reward', 'reward_mask'])
+        (True, ['action_mask', 'is_first', 'reward', 'reward_mask'])
     """
 
     def __init__(
@@ -267,12 +256,9 @@ class RealPlay:
         focus: float = 0.75,
         margin: float = 0.5,
         seed: int = 0,
-        miss_weight: float = 1.0,
     ) -> None:
         if not 0.0 <= focus <= 1.0:
             raise ValueError(f"focus must lie in [0, 1] (the share of windows around the model's misses), got {focus}.")
-        if miss_weight < 1.0:
-            raise ValueError(f"miss_weight must be >= 1 (1: a miss step counts like any other), got {miss_weight}.")
         self.focus, self.rng = focus, np.random.default_rng(seed)
         self.episodes: list[dict[str, np.ndarray]] = []
         self.misses: list[tuple[int, int]] = []  # (episode, step)
@@ -280,11 +266,9 @@ class RealPlay:
             length = len(ep["is_first"])
             ep = {k: v for k, v in ep.items() if k != "promised_reward"}
             ep |= {"action_mask": np.ones(length, np.float32), "reward_mask": np.ones(length, np.float32)}
-            miss = np.zeros(length, bool)
             if "promised_reward" in episodes[i]:
                 miss = np.abs(episodes[i]["promised_reward"] - ep["reward"]) >= margin
                 self.misses += [(i, int(t)) for t in np.flatnonzero(miss)]
-            ep["loss_weight"] = np.where(miss, miss_weight, 1.0).astype(np.float32)
             self.episodes.append(ep)
 
     def longest_stream(self) -> int:
@@ -320,10 +304,9 @@ def mixed_batch(
     n_real = int(round(real_frac * batch)) if real is not None and real.longest_stream() >= length else 0
     n_real = min(n_real, batch - 1)
     parts = [data.sample(batch - n_real, length)]
-    if n_real:  # the real rows weight their miss steps (RealPlay's miss_weight); recorded steps count 1
+    if n_real:
         assert real is not None
         parts.append(real.sample(n_real, length))
-        parts[0]["loss_weight"] = np.ones(parts[0]["is_first"].shape, np.float32)
     keys = [k for k in parts[0] if all(k in p for p in parts)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     out["bc_mask"] = (np.arange(batch) < batch - n_real).astype(np.float32)[:, None].repeat(length, 1)
@@ -342,36 +325,29 @@ def correct(
     seed: int = 0,
     focus: float = 0.75,
     on_round: Callable[[list[dict[str, Any]]], None] | None = None,
-    miss_weight: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Run round 0 (the agent as it is) and ``rounds`` correction rounds; returns one report per round.
 
-    Each report: ``round``, ``real_score`` (Crafter), ``real_return``, ``imagined_return`` and
-    ``real_return_h`` (promised vs real over ``ac.horizon`` steps), ``exploit_rate``, ``exploits``,
-    ``examples``, ``uncertainty_auroc`` / ``reward_uncertainty_auroc`` and the mean of each uncertainty
+    Each report: ``round``, ``real_score`` (the game's score, if its summary has one), ``real_return``,
+    ``imagined_return`` and ``real_return_h`` (promised vs real over ``ac.horizon`` steps), ``exploit_rate``,
+    ``exploits``, ``examples``, ``uncertainty_auroc`` / ``reward_uncertainty_auroc`` and the mean of each uncertainty
     on exploit vs other steps, ``real_steps``.
 
     ``focus``: share of the real windows aimed at a step where the model's reward missed by ``margin``
-    (:class:`RealPlay`). ``offline.reward_doubt`` in the agent's config makes the policy avoid rewards
-    the ensemble is unsure of while it trains in imagination.
-
-    ``miss_weight``: how much more a miss step counts in the world model's losses than other steps (1:
-    the same), so that the few steps that contradict the recordings weigh against the many that agree.
+    (:class:`RealPlay`). The fine-tuning is :meth:`reverie.learner.Learner.update`'s ``model`` phase on batches
+    mixing recordings and real play, the policy's training its ``rl`` phase.
 
     ``on_round(reports)`` runs after each round's report, with the agent as it was watched in that round
     (e.g. to save the agent and the reports so far: a crash loses at most the round in progress).
     """
-    from reverie.agent import seed_everything
-    from reverie.data import Dataset
-
     seed_everything(seed)  # sampled actions and latents: the same seed repeats a run
     if not 0.0 <= real_frac < 1.0:
         raise ValueError(f"real_frac must lie in [0, 1) (the recordings keep a share of each batch), got {real_frac}.")
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    agent._adopt_dataset(data)
-    if not agent.counters["rl_started"]:  # an agent fitted without RL: its actor starts from the BC head
-        start_rl(agent.learner)
-        agent.counters["rl_started"] = 1
+    agent.adopt_dataset(data)
+    if not agent.state.has_prior:  # an agent fitted without RL: its actor starts from the BC head
+        agent.learner.start_rl()
+        agent.state.offline_phase = "rl"
     cfg = agent.config
     t = cfg.train
     data_replay = dataset_replay(data, t.replay_chunk, seed)
@@ -381,8 +357,8 @@ def correct(
     for r in range(rounds + 1):
         results, checks, new_eps, tracker = watch(agent, episodes, seed + 7919 * (r + 1))
         real_eps.extend(new_eps)
-        agent.counters["env_steps"] += sum(len(e["is_first"]) for e in new_eps)
-        metrics = {**results.metrics("eval"), **tracker.metrics("eval")}
+        agent.state.env_steps += sum(len(e["is_first"]) for e in new_eps)
+        metrics = {**results.metrics("eval", cfg.env.id), **tracker.metrics("eval")}
         row = {
             "round": r,
             "real_score": metrics.get("eval/score"),
@@ -399,14 +375,14 @@ def correct(
             on_round(reports)
         if r == rounds:
             break
-        real = RealPlay(real_eps, focus, margin, seed + r, miss_weight)
+        real = RealPlay(real_eps, focus, margin, seed + r)
         log.info("round %d: fine-tuning on %d real steps (%d misses)", r + 1, row["real_steps"], len(real.misses))
         for _ in range(finetune_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
-            model_update(agent.learner, batch, cfg.offline.bc_scale)
-            agent.counters["updates"] += 1
+            agent.learner.update(batch, "model")
+            agent.state.updates += 1
         for _ in range(rl_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
-            imagination_update(agent.learner, batch, rng)
-            agent.counters["updates"] += 1
+            agent.learner.update(batch, "rl", rng)
+            agent.state.updates += 1
     return reports

@@ -1,12 +1,12 @@
 """``DreamEnv``: a Gymnasium env whose steps are a trained world model's predictions.
 
-``reset()`` filters ``context`` frames into the model's latent state (:meth:`RSSM.observe`): either
-frames of the real env (``make_env(config.env)``) played with random actions, or ``context``
-consecutive recorded steps of a dataset (:class:`reverie.data.Dataset`) with their recorded actions.
-Each ``step(action)`` then rolls the prior one step (:meth:`RSSM.imagine_step`) and decodes what the
-model expects to see: images as uint8 ``(H, W, C)``, vectors as ``symexp`` of the decoder's symlog
-prediction. The reward is the reward head's mean, and the episode terminates when the continue head
-says ``cont < 0.5``.
+``reset()`` filters ``context`` frames into the model's latent state: either frames of the real env
+(``make_env(config.env)``) played with random actions, or ``context`` consecutive recorded steps of a dataset
+(:class:`reverie.data.Dataset`) with their recorded actions. Each ``step(action)`` is the world model's
+prediction of one transition (:meth:`reverie.world_model.WorldModel.step`): the observation it pictures (images
+as uint8 ``(H, W, C)``, vectors as the codec draws them, clipped into the declared bounds: what a policy that
+reads observations sees in imagination), the reward head's mean, and termination when the continue head says
+``cont < 0.5``.
 
 Latent samples (and the dataset episode and start, when they are not given) are drawn from RNGs seeded
 from the env's ``np_random``, so that ``reset(seed=s)`` followed by the same actions reproduces the same
@@ -37,11 +37,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from reverie.data import Dataset
+from reverie.data.dataset import Dataset
 from reverie.envs import Env, EnvError, Space, make_env
-from reverie.functional import symexp
-from reverie.logger import to_uint8
 from reverie.rssm import State
+from reverie.world_model import Transition
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer
@@ -155,6 +154,7 @@ class DreamEnv(gymnasium.Env):
         """Where the current dream started: ``{"source": "dataset", "episode", "start", "context"}``,
         ``{"source": "env", "context"}`` or ``{"source": "prior"}``; empty before reset."""
         self._last_obs: dict[str, np.ndarray] = {}
+        self._picture: dict[str, torch.Tensor] | None = None  # the model's picture of the present, (1, ...) tensors
 
     # ----------------------------------------------------------------- the Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -170,7 +170,7 @@ class DreamEnv(gymnasium.Env):
             self.real_env.close()
             self.real_env = make_env(self.agent.config.env, self._env_seed(seed))
         self.steps = 0
-        self._last_obs = {}  # the first picture has no frame before it
+        self._last_obs, self._picture = {}, None  # the first picture has no frame before it
         window = self._dataset_window(*self._choose_start(**chosen)) if self.dataset is not None else None
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
             if window is not None:
@@ -181,7 +181,10 @@ class DreamEnv(gymnasium.Env):
             else:
                 self.state = self._prior_start()
                 self.start_info = {"source": "prior"}
-            obs, info = self._readout()
+            feat = self.wm.feat(self.state)
+            picture = self.wm.picture(feat, None)
+            reward = self.wm.reward(feat, self.wm.change(picture, None))
+            obs, info = self._readout(Transition(self.state, feat, reward, self.wm.cont(feat), picture))
         if window is not None and self.real_env is not None:  # the real env runs beside, from its own reset
             self.real_obs = self.real_env.step({"action": self._noop(), "reset": True})
             self.real_done = bool(self.real_obs["is_last"])
@@ -194,9 +197,10 @@ class DreamEnv(gymnasium.Env):
             raise gymnasium.error.ResetNeeded("Call reset() before step() on a DreamEnv.")
         vec = self.action_vector(action)  # (1, A)
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
-            before, self.state = self.state, self.wm.rssm.imagine_step(self.state, vec)
+            step = self.wm.step(self.state, vec, self._picture, self.keys, uncertainty=True)
+            self.state = step.state
             self.steps += 1
-            obs, info = self._readout(self._doubt(before, vec))
+            obs, info = self._readout(step)
         terminated = bool(info["cont_pred"] < 0.5)
         truncated = self.steps >= self.max_steps and not terminated
         return obs, info["reward_pred"], terminated, truncated, info
@@ -217,8 +221,10 @@ class DreamEnv(gymnasium.Env):
         """The checkpoint's policy acting on the current dream state; an action for :meth:`step`."""
         if self.state is None:
             raise gymnasium.error.ResetNeeded("Call reset() before agent_action() on a DreamEnv.")
+        actor = self.learner.ac.actor
         with torch.no_grad(), self._torch_rng(), self.learner.autocast():
-            policy = self.learner.head_policy(self.learner.ac.actor, self.wm.rssm.feat(self.state))
+            seen = {k: v for k, v in (self._picture or {}).items() if k in actor.obs_keys} or None
+            policy = actor(self.wm.feat(self.state), seen)  # an actor that reads observations sees the picture
             vec = policy.mode() if deterministic else policy.sample()
         action = self.learner.decode_action(vec.float())[0]
         return int(action) if self.learner.act_space.discrete else action
@@ -376,25 +382,25 @@ class DreamEnv(gymnasium.Env):
         As in training, the window starts from the initial state (``is_first`` at its first step), and
         ``action[t]`` (the action that led to step ``t``) drives the model from step ``t - 1`` to ``t``.
         """
-        rssm, device = self.wm.rssm, self.learner.device
+        device = self.learner.device
         data = self.learner.to_tensors({k: window[k][None] for k in [*self.keys, "action"]})  # (1, T, ...)
-        is_first = torch.zeros(1, self.context, dtype=torch.bool, device=device)
-        is_first[:, 0] = True
-        mask = torch.as_tensor(window["action_mask"][None], dtype=torch.float32, device=device)  # (1, T)
-        states, _, _ = rssm.observe(self.wm.encoder(data), data["action"], is_first, None, mask)
+        data["is_first"] = torch.zeros(1, self.context, dtype=torch.bool, device=device)
+        data["is_first"][:, 0] = True
+        data["action_mask"] = torch.as_tensor(window["action_mask"][None], dtype=torch.float32, device=device)
+        states, _, _ = self.wm.observe(data)
         return {k: v[:, -1] for k, v in states.items()}
 
     def _filter_context(self) -> State:
         """Filter ``context`` real frames of one episode (random actions) into the posterior state."""
         assert self.real_env is not None
-        rssm, space = self.wm.rssm, self.learner.act_space
-        restarts, state = 0, rssm.initial(1, self.learner.device)
+        space = self.learner.act_space
+        restarts, state = 0, self.wm.initial(1, self.learner.device)
         action = torch.zeros(1, self.learner.action_dim, device=self.learner.device)
         obs, seen = self.real_env.step({"action": self._noop(), "reset": True}), 0
         while True:
             data = self.learner.to_tensors({k: np.array(obs[k])[None] for k in self.keys})  # (1, ...), copied
             is_first = torch.tensor([bool(obs["is_first"])], device=self.learner.device)
-            state, _, _ = rssm.obs_step(state, action, self.wm.encoder(data), is_first)
+            state = self.wm.filter_step(state, action, data, is_first)
             seen += 1
             self.real_obs, self.real_done = obs, bool(obs["is_last"])
             if seen >= self.context:
@@ -414,54 +420,33 @@ class DreamEnv(gymnasium.Env):
 
     def _prior_start(self) -> State:
         """Without a real env: the prior's first state of an episode (initial state, no action)."""
-        rssm = self.wm.rssm
-        start = rssm.initial(1, self.learner.device)
-        return rssm.imagine_step(start, torch.zeros(1, self.learner.action_dim, device=self.learner.device))
+        start = self.wm.initial(1, self.learner.device)
+        return self.wm.step(start, torch.zeros(1, self.learner.action_dim, device=self.learner.device)).state
 
-    def _doubt(self, before: State, action: torch.Tensor) -> dict[str, Any]:
-        """The ensemble's uncertainty about the step from ``before`` with ``action`` to the current state."""
-        assert self.state is not None
-        doubt = self.wm.doubt(before, action, self.state["deter"], prev=self._last_picture())
-        if doubt is None:
-            return {"uncertainty": None, "unknown": None, "reward_uncertainty": None}
-        u, threshold = float(doubt[0][0]), float(self.wm.ensemble.threshold)  # type: ignore[union-attr]
-        return {
-            "uncertainty": u,
-            "unknown": bool(threshold > 0 and u > threshold),
-            "reward_uncertainty": float(doubt[1][0]),
-        }
-
-    def _last_picture(self) -> dict[str, torch.Tensor] | None:
-        """The last decoded picture as (1, ...) tensors, for a model that reads it (``model.decoder_prev``: the
-        next picture is drawn from it; ``model.reward_change``: the reward reads the change); else None."""
-        if not self._last_obs or not (self.wm.decoder.reads_prev or self.wm.change_key is not None):
-            return None
-        device = self.learner.device
-        return {k: torch.as_tensor(v, device=device).float()[None] for k, v in self._last_obs.items()}
-
-    def _readout(self, doubt: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Decode the current state into an observation and the heads' predictions (``doubt``: of the
-        transition that led here, see :meth:`_doubt`; None after a reset)."""
-        assert self.state is not None
-        feat = self.wm.rssm.feat(self.state)  # (1, F)
-        before = self._last_picture()
-        preds = self.wm.decoder(feat, before)
+    def _readout(self, step: Transition) -> tuple[Any, dict[str, Any]]:
+        """The observation the env returns and its ``info`` from the model's prediction ``step`` (after a reset:
+        the picture of the filtered state, without uncertainty)."""
+        self._picture = step.obs
         obs: dict[str, np.ndarray] = {}
         for key in self.keys:
-            pred = preds[key][0].float()
+            value = step.obs[key][0].float().cpu().numpy()
             if key in self.images:
-                obs[key] = to_uint8(pred.cpu().numpy())  # (H, W, C)
-            else:  # vectors are predicted in symlog space; clip into the declared bounds
+                obs[key] = np.clip(value, 0, 255).round().astype(np.uint8)  # (H, W, C)
+            else:  # clip into the declared bounds
                 box = self._boxes[key]
                 assert isinstance(box, spaces.Box)
-                obs[key] = np.clip(symexp(pred).cpu().numpy().astype(box.dtype), box.low, box.high)
+                obs[key] = np.clip(value.astype(box.dtype), box.low, box.high)
         self._last_obs = obs
-        info = {
-            "reward_pred": float(self.wm.reward(feat, prev=before)[0]),
-            "cont_pred": float(self.wm.cont(feat)[0]),
-            **(doubt or {"uncertainty": None, "unknown": None, "reward_uncertainty": None}),
-            "step": self.steps,
-        }
+        doubt: dict[str, Any] = {"uncertainty": None, "unknown": None, "reward_uncertainty": None}
+        if step.uncertainty is not None:
+            doubt = {
+                "uncertainty": float(step.uncertainty[0]),
+                "unknown": bool(step.unknown[0]) if step.unknown is not None else None,
+                "reward_uncertainty": float(step.reward_uncertainty[0])
+                if step.reward_uncertainty is not None
+                else None,
+            }
+        info = {"reward_pred": float(step.reward[0]), "cont_pred": float(step.cont[0]), **doubt, "step": self.steps}
         out = {k: v.copy() for k, v in obs.items()}  # the caller may keep or change what it gets
         return (out if len(self.keys) > 1 else out[self.keys[0]]), info
 

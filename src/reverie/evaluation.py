@@ -1,4 +1,4 @@
-"""Evaluation in the real env: episodes, Crafter achievements, and what the model promised vs what it gave.
+"""Evaluation in the real env: episodes, the game's episode summary, and what the model promised vs what it gave.
 
 :func:`run_episodes` is the one episode loop of the package: it runs a batch of envs for a number of full
 episodes with any acting function (Dreamer heads, the baselines of :mod:`reverie.baselines`, scripts).
@@ -8,8 +8,8 @@ policy, records the return the model promises, then the return the real env gave
 A model with loopholes promises much more than it delivers.
 
 Example:
-    >>> metrics = evaluate_agent(agent, episodes=10, head="actor", promise_every=25)  # doctest: +SKIP
-    >>> metrics["eval/score"], metrics["eval/promise_gap"]                          # doctest: +SKIP
+    >>> metrics, promises = evaluate(learner, envs, env_id, episodes=10, promise_every=25)  # doctest: +SKIP
+    >>> metrics["eval/score"], metrics["eval/promise_gap"]                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from reverie.envs import BatchEnv, ParallelEnv
+from reverie.envs.parallel import BatchEnv, ParallelEnv
+from reverie.plugins import summarize
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from reverie.agent import Dreamer
     from reverie.learner import Head, Learner, PolicyState
 
-__all__ = ["ActFn", "EpisodeResults", "PromiseTracker", "StepHook", "evaluate_agent", "promised_return", "run_episodes"]
+__all__ = ["ActFn", "EpisodeResults", "PromiseTracker", "StepHook", "evaluate", "promised_return", "run_episodes"]
 
 ActFn = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
 """``act_fn(obs, first) -> actions``: batched observations ``(N, ...)`` and ``first`` (N,) bool -> ``(N, ...)``."""
@@ -48,16 +48,16 @@ class EpisodeResults:
     lengths: np.ndarray
     finals: list[dict[str, Any]]
 
-    def metrics(self, prefix: str = "eval") -> dict[str, float]:
-        """``<prefix>/return``, ``return_std``, ``length`` and, for Crafter, ``score`` and ``success/<name>``."""
-        from reverie.agent import achievement_metrics  # here, so that reverie.agent may import this module
-
+    def metrics(self, prefix: str = "eval", env_id: str | None = None) -> dict[str, float]:
+        """``<prefix>/return``, ``return_std``, ``length`` and the summary the game of ``env_id`` gives of the
+        episodes (:func:`reverie.plugins.summarize`, e.g. ``score`` and ``success/<name>``)."""
         out = {
             f"{prefix}/return": float(self.returns.mean()),
             f"{prefix}/return_std": float(self.returns.std()),
             f"{prefix}/length": float(self.lengths.mean()),
         }
-        return out | achievement_metrics(self.finals, prefix)
+        summary = summarize(env_id, self.finals) if env_id is not None else {}
+        return out | {f"{prefix}/{k}": v for k, v in summary.items()}
 
 
 def run_episodes(
@@ -120,15 +120,12 @@ class _Promise:
     real: float = 0.0
 
 
-def promised_return(
-    learner: Learner, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None, start: int = 1
-) -> Tensor:
+def promised_return(traj: dict[str, Tensor], start: int = 1) -> Tensor:
     """The return the model promises over an imagined rollout ``traj`` (:meth:`reverie.learner.Learner.imagine`)
     from its state ``start`` on (1: the states reached after each step from the first): predicted rewards
-    weighted by the predicted chance that the episode is still going. ``prev_obs``: the observation before
-    the rollout's first (read by a reward head with ``model.reward_change``). (N,)"""
-    reward = learner.imagined_reward(traj, prev_obs).float()[:, start:]  # (N, H): reward on reaching state k
-    cont = learner.wm.cont(traj["feat"][:, start:]).float()
+    weighted by the predicted chance that the episode is still going. (N,)"""
+    reward = traj["reward"].float()[:, start:]  # (N, H): reward on reaching state k
+    cont = traj["cont"].float()[:, start:]
     alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)
     return (alive * reward).sum(1).detach()
 
@@ -195,7 +192,7 @@ class PromiseTracker:
             rows = torch.as_tensor(idx, device=learner.device)
             start = {k: state[k][rows] for k in ("deter", "stoch")}
             traj = learner.imagine(start, self.horizon, self.head, first_obs=first)
-            promised = promised_return(learner, traj).cpu().numpy()  # (N,)
+            promised = promised_return(traj).cpu().numpy()  # (N,)
         for i, p in zip(idx, promised, strict=True):
             self.add(int(i), float(p))
 
@@ -240,34 +237,28 @@ class PromiseTracker:
             self._t = np.concatenate([self._t, np.zeros(n - len(self._t), np.int64)])
 
 
-def evaluate_agent(
-    agent: Dreamer,
+def evaluate(
+    learner: Learner,
+    envs: BatchEnv | ParallelEnv,
+    env_id: str,
     episodes: int = 10,
     deterministic: bool = False,
     head: Head = "actor",
     promise_every: int = 0,
-    env: str | None = None,
-    seed: int | None = None,
-) -> dict[str, float]:
-    """Run ``episodes`` episodes of ``agent`` (policy ``head``), one in each of as many fresh envs.
+) -> tuple[dict[str, float], list[tuple[float, float]]]:
+    """Run ``episodes`` episodes of the policy ``head``, one in each of the (fresh) ``envs``, which it closes.
 
-    See :meth:`reverie.agent.Dreamer.evaluate`; the (promised, real) pairs land in ``agent.last_promises``.
+    Returns ``eval/return`` (mean), ``eval/return_std``, ``eval/length``, the game's summary (``env_id``) and, with
+    ``promise_every``, the promised-vs-real return of :class:`PromiseTracker` (``eval/promise_gap`` and more);
+    and the (promised, real) return pairs.
 
     Raises:
-        ValueError: an unknown ``head`` (the choices are named), before any env is made.
+        ValueError: an unknown ``head`` (the choices are named), before any env steps.
     """
-    from reverie.envs import make_batch_env
-
-    cfg, learner = agent.config, agent.learner
     learner.actor(head)  # raises on an unknown head
-    seed = cfg.train.seed + 10_000 + agent.counters["env_steps"] if seed is None else seed
-    if env is not None:
-        envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)
-    else:
-        envs = agent.make_envs(episodes, seed)
-    tracker = PromiseTracker(cfg.ac.horizon, promise_every, learner, head)
+    tracker = PromiseTracker(learner.cfg.ac.horizon, promise_every, learner, head)
     state: PolicyState | None = None
-    finished = np.zeros(episodes, bool)  # one episode per env
+    finished = np.zeros(envs.num_envs, bool)  # one episode per env
 
     def act_fn(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
         nonlocal state  # learner.policy resets an env's state at obs["is_first"]
@@ -283,5 +274,4 @@ def evaluate_agent(
         results = run_episodes(envs, act_fn, episodes, on_step)
     finally:
         envs.close()
-    agent.last_promises = list(tracker.closed)
-    return results.metrics("eval") | tracker.metrics("eval")
+    return results.metrics("eval", env_id) | tracker.metrics("eval"), list(tracker.closed)

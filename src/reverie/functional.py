@@ -259,24 +259,3 @@ def rwr_weights(returns: Tensor, known: Tensor, temp: float, weight_max: float) 
     centred = (returns - masked_mean(returns, known)) / temp
     weight = torch.exp(centred.clamp(max=math.log(weight_max)))
     return known * weight + (1.0 - known)
-
-
-def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:
-    """Random-shift augmentation (as in DrQ): each image ``(..., H, W, C)`` moves by its own whole number of
-    pixels in ``[-pad, pad]`` along each axis, the edge rows and columns repeated into the gap.
-
-    Example:
-        >>> img = torch.arange(9.0).reshape(1, 3, 3, 1)
-        >>> random_shift(img, 0).equal(img)
-        True
-    """
-    if pad <= 0:
-        return images
-    *lead, h, w, c = images.shape
-    flat = images.reshape(-1, h, w, c)
-    n = flat.shape[0]
-    shift = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=images.device)
-    rows = (torch.arange(h, device=images.device)[None] + shift[:, :1] - pad).clamp(0, h - 1)  # (N, H)
-    cols = (torch.arange(w, device=images.device)[None] + shift[:, 1:] - pad).clamp(0, w - 1)  # (N, W)
-    index = torch.arange(n, device=images.device)[:, None, None]
-    return flat[index, rows[:, :, None], cols[:, None, :]].reshape(*lead, h, w, c)

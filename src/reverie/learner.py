@@ -1,7 +1,23 @@
-"""The networks of one agent and their update: world model + actor-critic, one optimiser step.
+"""The networks of one agent and their update: world model, actor-critic and a behaviour-cloning head.
 
 ``Learner`` knows nothing about envs or loops: it takes batches of numpy arrays shaped (B, T, ...)
-and observation dicts shaped (N, ...), which keeps it usable online, offline and in the studio.
+and observation dicts shaped (N, ...), which keeps it usable online, offline, in the correction loop and
+in the studio.
+
+**One update path.** :meth:`Learner.update` is the only place that back-propagates and steps the optimiser.
+The caller names the phase, and the phase decides which losses enter and which networks move:
+
+============  =====================================================================  ==============================
+phase         losses                                                                 what moves
+============  =====================================================================  ==============================
+``online``    world model, actor and critic in imagination, replay value (DreamerV3)  everything
+``model``     world model, BC head, critic on the recorded returns (offline phase 1)  model, BC head, critic
+``bc``        BC head on the frozen model's features (offline, ``offline.bc_frac``)   BC head
+``rl``        actor and critic in imagination from replayed states, model frozen      actor, critic
+============  =====================================================================  ==============================
+
+Once RL from a behaviour-cloning prior began (:meth:`Learner.start_rl`), the actor pays ``ac.prior_kl`` times
+its KL to that frozen prior in the ``rl`` phase, and in ``online`` updates when asked (``prior=True``).
 """
 
 from __future__ import annotations
@@ -16,18 +32,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from reverie.actor_critic import Actor, ActorCritic, Policy, action_dim, within_support
+from reverie.actor_critic import Actor, ActorCritic, action_dim, bc_loss
 from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
-from reverie.functional import symexp
-from reverie.nets import MLP, soft_update
+from reverie.functional import rwr_weights, twohot_decode
+from reverie.nets import soft_update
 from reverie.optim import make_optimizer
 from reverie.rssm import State
-from reverie.symbolic import change_features
 from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
 Head = Literal["actor", "bc"]
+Phase = Literal["online", "model", "bc", "rl"]
+PHASES: tuple[Phase, ...] = ("online", "model", "bc", "rl")
+
+BC_WEIGHT_MAX = 20.0
+"""Return-weighted behaviour cloning: the largest weight of one step."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,7 +74,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Learner(nn.Module):
-    """World model and actor-critic of one agent.
+    """World model, actor-critic and behaviour-cloning head of one agent.
 
     Args:
         cfg: the full config (each part reads its own section).
@@ -68,35 +88,26 @@ class Learner(nn.Module):
         self.obs_space, self.act_space = obs_space, act_space
         self.action_dim = action_dim(act_space)
         self.wm = WorldModel(obs_space, self.action_dim, cfg.model)
-        feat = self.wm.rssm.feat_dim
+        feat = self.wm.feat_dim
         self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins, self._policy_encoder())
         self.bc = Actor(feat, act_space, cfg.ac, self._policy_encoder())
-        """Behaviour-cloning policy head on model features, and the observation with ``ac.obs_input`` (trained
-        offline on labelled steps)."""
+        """Behaviour-cloning policy head (trained offline on labelled steps)."""
         self.bc_prior = copy.deepcopy(self.bc).requires_grad_(False)
-        """Frozen copy of ``bc`` taken when imagination RL starts: the prior the actor is kept near."""
+        """Frozen copy of the BC head taken when imagination RL starts: the prior the actor is kept near."""
         self.bc_avg: Actor | None = None
         """Moving average of ``bc``'s weights (``offline.bc_ema``): the head that plays and that RL starts from."""
         if cfg.offline.bc_ema > 0:
             self.bc_avg = copy.deepcopy(self.bc).requires_grad_(False)
-        self.idm: MLP | None = None
-        """Inverse dynamics (embeddings of steps t, t+1 -> action), with ``offline.label_mode=inverse_dynamics``."""
-        if cfg.offline.label_mode == "inverse_dynamics":
-            out = self.action_dim * (1 if act_space.discrete else 2)
-            self.idm = MLP(2 * self.wm.encoder.out_dim, cfg.model.units, 2, out=out)
         self.device = resolve_device(cfg.train.device)
         self.to(self.device)
         if cfg.train.compile:
             self.wm.rssm.compile_steps()
         o = cfg.optim
-        model_params = list(self.wm.parameters()) + list(self.bc.parameters())
-        model_params += list(self.idm.parameters()) if self.idm is not None else []
+        self.model_params = [*self.wm.parameters(), *self.bc.parameters()]
+        self.ac_params = [*self.ac.actor.parameters(), *self.ac.critic.parameters()]
         groups = [
-            {"params": model_params, "lr": o.model_lr or o.lr},
-            {
-                "params": list(self.ac.actor.parameters()) + list(self.ac.critic.parameters()),
-                "lr": o.actor_lr or o.lr,
-            },
+            {"params": self.model_params, "lr": o.model_lr or o.lr},
+            {"params": self.ac_params, "lr": o.actor_lr or o.lr},
         ]
         self.opt = make_optimizer(groups, o)
         self.updates = 0
@@ -113,18 +124,16 @@ class Learner(nn.Module):
         )
 
     def _policy_encoder(self) -> Encoder | None:
-        """A policy head's own observation encoder (``ac.obs_input``), built like the model's but always with
-        the plain vector codec, so that a head on the observation alone reads what raw-observation behaviour
-        cloning reads (with the grid codec's convolutions a head played worse in the one comparison made,
-        5.9 after 4,350 updates vs 12.7 after 3,000, see docs/offline_results.md); its convolutions are
-        ``ac.cnn_depth`` wide when set."""
-        if not self.cfg.ac.obs_input:
+        """A policy head's own observation encoder (``ac.input`` with obs), built like the model's but with the plain
+        vector codec, so that a head on the observation alone reads what raw-observation behaviour cloning reads;
+        its convolutions are ``ac.cnn_depth`` wide when set."""
+        if self.cfg.ac.input == "feat":
             return None
         depth = self.cfg.ac.cnn_depth or self.cfg.model.cnn_depth
-        return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, vector_codec="mlp", cnn_depth=depth))
+        return Encoder(self.obs_space, dataclasses.replace(self.cfg.model, cnn_depth=depth), codec="mlp")
 
     # ----------------------------------------------------------------- data conversion
-    def to_tensors(self, data: dict[str, Any]) -> dict[str, Tensor]:
+    def to_tensors(self, data: Mapping[str, Any]) -> dict[str, Tensor]:
         """Numpy arrays -> tensors on the device; discrete actions stored as ints become one-hot."""
         out = {}
         for key, value in data.items():
@@ -134,7 +143,7 @@ class Learner(nn.Module):
             out[key] = tensor
         return out
 
-    def sequences(self, batch_np: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    def sequences(self, batch_np: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
         """A replayed batch (B, T, ...) as tensors; every window starts from the initial state (``is_first``)."""
         batch = self.to_tensors(batch_np)
         batch["is_first"] = batch["is_first"].clone()
@@ -163,22 +172,17 @@ class Learner(nn.Module):
 
     # ----------------------------------------------------------------- acting
     def initial_policy_state(self, n: int) -> PolicyState:
-        state = self.wm.rssm.initial(n, self.device)
+        state = self.wm.initial(n, self.device)
         state["action"] = torch.zeros(n, self.action_dim, device=self.device)
         return state
 
     def actor(self, head: Head = "actor") -> Actor:
-        """The RL actor, or the behaviour-cloning head."""
+        """The RL actor, or the behaviour-cloning head (its moving average with ``offline.bc_ema``)."""
         if head not in ("actor", "bc"):
             raise ValueError(f"Unknown policy head '{head}': use 'actor' (RL) or 'bc' (behaviour cloning).")
         if head == "actor":
             return self.ac.actor
         return self.bc if self.bc_avg is None else self.bc_avg
-
-    def update_bc_avg(self) -> None:
-        """After an update of the BC head: move its moving average (``offline.bc_ema``) towards it."""
-        if self.bc_avg is not None:
-            soft_update(self.bc_avg, self.bc, 1.0 - self.cfg.offline.bc_ema)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """As ``nn.Module``'s; a checkpoint saved without ``offline.bc_ema`` starts the average at its BC head."""
@@ -187,7 +191,7 @@ class Learner(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
-    def filter(self, obs: dict[str, Any], state: PolicyState | None) -> State:
+    def filter(self, obs: Mapping[str, Any], state: PolicyState | None) -> State:
         """One filtering step for N envs: the posterior latent after ``obs`` (arrays (N, ...) with ``is_first``),
         given ``state`` whose ``action`` entry is the action taken since the previous observation."""
         n = len(obs["is_first"])
@@ -195,13 +199,12 @@ class Learner(nn.Module):
         data = self.to_tensors({k: obs[k] for k in self.wm.obs_keys})
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
         with self.autocast():
-            embed = self.wm.encoder(data)
-            latent, _, _ = self.wm.rssm.obs_step(state, state["action"], embed, is_first)
+            latent = self.wm.filter_step(state, state["action"], data, is_first)
         return {k: v.float() for k, v in latent.items()}
 
     @torch.no_grad()
     def policy(
-        self, obs: dict[str, Any], state: PolicyState | None, deterministic: bool = False, head: Head = "actor"
+        self, obs: Mapping[str, Any], state: PolicyState | None, deterministic: bool = False, head: Head = "actor"
     ) -> tuple[np.ndarray, PolicyState, Tensor]:
         """One acting step for N envs: obs arrays are (N, ...) and include ``is_first``.
 
@@ -209,160 +212,226 @@ class Learner(nn.Module):
         """
         actor = self.actor(head)
         latent = self.filter(obs, state)
-        seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) if actor.obs_keys else None
+        seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) or None
         with self.autocast():
-            policy = self.head_policy(actor, self.wm.rssm.feat(latent), seen)
+            policy = actor(self.wm.feat(latent), seen)
             action = policy.mode() if deterministic else policy.sample()
         action = action.float().detach()
-        new_state = {"deter": latent["deter"].float(), "stoch": latent["stoch"].float(), "action": action}
+        new_state = {"deter": latent["deter"], "stoch": latent["stoch"], "action": action}
         return self.decode_action(action), new_state, action
 
-    @torch.no_grad()
-    def decoded_obs(self, feat: Tensor, keys: list[str], prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """The model's picture of the observation behind ``feat`` (..., F), in env units: images 0-255
-        (float), vectors back out of symlog space, and with the grid codec the sharp likeliest symbolic
-        vector (:meth:`reverie.symbolic.GridDecoder.observation`). What a policy with ``ac.obs_input`` sees
-        in imagination. ``prev``: the observations one step before (env units), which a decoder with
-        ``model.decoder_prev`` reads."""
-        decoder = self.wm.decoder
-        pred = decoder.images_of(feat) if decoder.grid is not None else decoder(feat)
-        out = {}
-        for k in keys:
-            if k in decoder.images:
-                out[k] = pred[k].float().clamp(0, 1) * 255.0
-            elif decoder.grid is not None:
-                vec = decoder.grid.observation(feat, decoder.prev_vector(prev))
-                out[k] = vec.reshape(*feat.shape[:-1], *decoder.shapes[k])
-            else:
-                out[k] = symexp(pred[k].float())
-        return out
-
-    def head_policy(self, actor: Actor, feat: Tensor, obs: dict[str, Tensor] | None = None) -> Policy:
-        """``actor``'s policy at ``feat``; a policy that reads observations gets the decoded ones unless
-        ``obs`` is given. The RL actor's policy stays within the BC prior's support (``ac.prior_support``)."""
-        if actor.obs_keys and obs is None:
-            obs = self.decoded_obs(feat.detach(), actor.obs_keys)
-        return self.supported(actor, actor(feat, obs), feat, obs)
-
-    def supported(self, actor: Actor, policy: Policy, feat: Tensor, obs: dict[str, Tensor] | None) -> Policy:
-        """With ``ac.prior_support`` and ``actor`` the RL actor: ``policy`` restricted to the actions the frozen
-        BC prior, at the same ``feat`` and ``obs``, gives at least that share of its top probability."""
-        tau = self.cfg.ac.prior_support
-        if tau <= 0 or actor is not self.ac.actor or not policy.discrete:
-            return policy
-        with torch.no_grad():
-            prior = self.bc_prior(feat.detach(), obs)
-        return within_support(policy, prior, tau)
-
-    # ----------------------------------------------------------------- learning
-    def imagine(
-        self,
-        start: State,
-        horizon: int,
-        head: Head = "actor",
-        first_obs: dict[str, Tensor] | None = None,
-        prev_obs: dict[str, Tensor] | None = None,
-    ) -> dict[str, Tensor]:
-        """Roll the policy in the model from N start states: features and actions (N, H+1, ...), and
-        ``obs/<key>`` for the observations pictured along the way (:meth:`pictured_keys`: those the policy
-        reads with ``ac.obs_input`` and the one the reward head reads with ``model.reward_change``): the real
-        ones at the start when ``first_obs`` gives them (N, ...), the decoded ones after. Each decoded one is
-        pictured from the one before (read by ``model.decoder_prev``); ``prev_obs`` is the one before the
-        start, when the start's own is decoded."""
-        rssm, actor = self.wm.rssm, self.actor(head)
-        grad = self.cfg.ac.actor_grad == "dynamics"
-        state = {k: v.detach() for k, v in start.items()}
-        feats, actions = [], []
-        keys = self.pictured_keys(head)
-        seen: dict[str, list[Tensor]] = {k: [] for k in keys}
-        with torch.set_grad_enabled(grad):
-            for t in range(horizon + 1):
-                feat = rssm.feat(state)
-                obs: dict[str, Tensor] = {}
-                if t == 0 and first_obs is not None:
-                    obs = {k: first_obs[k].float() for k in keys if k in first_obs}
-                missing = [k for k in keys if k not in obs]
-                if missing:  # the picture after the step, from the picture before it
-                    before = {k: v[-1] for k, v in seen.items()} if t > 0 else prev_obs
-                    obs |= self.decoded_obs(feat.detach(), missing, before)
-                read = {k: obs[k] for k in actor.obs_keys} or None
-                policy = actor(feat if grad else feat.detach(), read)
-                action = self.supported(actor, policy, feat, read).sample()
-                feats.append(feat)
-                actions.append(action)
-                for k, v in obs.items():
-                    seen[k].append(v)
-                if t < horizon:
-                    state = rssm.imagine_step(state, action)
-        traj = {"feat": torch.stack(feats, 1), "action": torch.stack(actions, 1)}
-        return traj | {f"obs/{k}": torch.stack(v, 1) for k, v in seen.items()}
-
+    # ----------------------------------------------------------------- imagination
     def pictured_keys(self, head: Head = "actor") -> list[str]:
-        """The observation keys :meth:`imagine` pictures: the policy's (``ac.obs_input``), then the one the
-        reward head reads (``model.reward_change``)."""
+        """The observation keys an imagined rollout carries: those the policy reads, then the one the reward head
+        reads (a codec with a change head); the real ones start a rollout from replayed states."""
         keys = list(self.actor(head).obs_keys)
         if self.wm.change_key is not None and self.wm.change_key not in keys:
             keys.append(self.wm.change_key)
         return keys
 
-    def imagined_reward(
-        self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None, change: Tensor | None = None
-    ) -> Tensor:
-        """(N, H+1) the reward the model predicts on reaching each state of an :meth:`imagine` rollout; with
-        ``model.reward_change`` it reads :meth:`imagined_change` (``change`` when the caller has it)."""
-        if change is None:
-            change = self.imagined_change(traj, prev_obs)
-        return self.wm.reward_from(traj["feat"], change)
+    def imagine(
+        self,
+        start: State,
+        horizon: int,
+        head: Head = "actor",
+        first_obs: Mapping[str, Tensor] | None = None,
+        prev_obs: Mapping[str, Tensor] | None = None,
+        uncertainty: bool = False,
+    ) -> dict[str, Tensor]:
+        """Roll the policy ``head`` in the model for ``horizon`` steps from N start states.
 
-    def imagined_change(self, traj: dict[str, Tensor], prev_obs: dict[str, Tensor] | None = None) -> Tensor | None:
-        """(N, H+1, 64) the change features between consecutive pictured observations of an :meth:`imagine`
-        rollout (``prev_obs``: the one before the start, else none; index 0 is unused by the returns); None
-        without ``model.reward_change``."""
-        key = self.wm.change_key
-        if key is None:
-            return None
-        now = traj[f"obs/{key}"].flatten(2)
-        first = torch.zeros_like(now[:, :1])
-        if prev_obs is not None and key in prev_obs:
-            first = prev_obs[key].float().reshape(first.shape)
-        return change_features(now, torch.cat([first, now[:, :-1]], 1))
-
-    def train_step(self, batch_np: dict[str, np.ndarray], prior: bool = False) -> dict[str, float]:
-        """One update of all networks on a replayed batch (B, T, ...); returns metrics.
-
-        With ``prior`` the actor also pays ``ac.prior_kl`` times its KL to the frozen behaviour-cloning
-        prior (an agent that came from :meth:`Dreamer.fit` continuing online).
+        Returns (N, H+1, ...) ``feat`` and ``action`` (action t taken at state t), ``reward`` and ``cont`` predicted
+        on reaching each state (index 0: 0 and 1; the caller knows the real ones), ``obs/<key>`` for the observations
+        the rollout carries (:meth:`pictured_keys`: the real ones at the start when ``first_obs`` (N, ...) gives
+        them, else pictured from ``prev_obs``, the one before; each later one pictured from the one before), and
+        with ``uncertainty`` (and an ensemble) ``uncertainty``, ``reward_uncertainty`` and ``unknown`` (N, H) of
+        each step (:class:`reverie.world_model.Transition`).
         """
-        cfg = self.cfg
+        wm, actor = self.wm, self.actor(head)
+        grad = self.cfg.ac.actor_grad == "dynamics"
+        keys = self.pictured_keys(head)
+        state = {k: v.detach() for k, v in start.items()}
+        feat = wm.feat(state)
+        obs = {k: first_obs[k].float() for k in keys if k in first_obs} if first_obs is not None else {}
+        missing = [k for k in keys if k not in obs]
+        if missing:
+            obs |= wm.picture(feat, dict(prev_obs) if prev_obs is not None else None, missing)
+        zeros = torch.zeros(len(feat), device=feat.device)
+        out: dict[str, list[Tensor]] = {"feat": [], "action": [], "reward": [zeros], "cont": [zeros + 1.0]}
+        out |= {f"obs/{k}": [] for k in keys}
+        with torch.set_grad_enabled(grad):
+            for t in range(horizon + 1):
+                read = {k: obs[k] for k in actor.obs_keys} or None
+                action = actor(feat if grad else feat.detach(), read).sample()
+                out["feat"].append(feat)
+                out["action"].append(action)
+                for k in keys:
+                    out[f"obs/{k}"].append(obs[k])
+                if t == horizon:
+                    break
+                step = wm.step(state, action, obs or None, actor.obs_keys, uncertainty)
+                state, feat, obs = step.state, step.feat, {**obs, **step.obs}
+                out["reward"].append(step.reward)
+                out["cont"].append(step.cont)
+                for name in ("uncertainty", "reward_uncertainty", "unknown"):
+                    value = getattr(step, name)
+                    if value is not None:
+                        out.setdefault(name, []).append(value)
+        return {k: torch.stack(v, 1) for k, v in out.items()}
+
+    # ----------------------------------------------------------------- learning
+    def update(
+        self,
+        batch_np: Mapping[str, np.ndarray],
+        phase: Phase,
+        rng: np.random.Generator | None = None,
+        prior: bool = False,
+    ) -> dict[str, float]:
+        """One gradient update of the networks ``phase`` trains, on a replayed batch (B, T, ...); returns metrics.
+
+        Args:
+            batch_np: the batch, as :meth:`reverie.replay.Replay.sample` gives it.
+            phase: ``online``, ``model``, ``bc`` or ``rl`` (see the module docstring).
+            rng: draws the rollout starts of the ``rl`` phase (default: a fresh generator).
+            prior: ``online`` only: the actor also pays ``ac.prior_kl`` times its KL to the frozen BC prior (an agent
+                that learned offline, continuing online).
+        """
+        if phase not in PHASES:
+            raise ValueError(f"Unknown update phase '{phase}': use one of {', '.join(PHASES)}.")
         batch = self.sequences(batch_np)
         self.train()
         with self.autocast():
-            wm_loss, states, metrics = self.wm.loss(batch)
-            feat = self.wm.rssm.feat(states)  # (B, T, F)
-            start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-            seen = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in self.pictured_keys()}
-            traj = self.imagine(start, cfg.ac.horizon, first_obs=seen)
-            through_model = self.cfg.ac.actor_grad == "dynamics"
-            with torch.set_grad_enabled(through_model):
-                reward = self.imagined_reward(traj)  # (N, H+1)
-                cont = self.wm.cont(traj["feat"])
-            cont = torch.cat([1.0 - batch["is_terminal"].float().reshape(-1, 1), cont[:, 1:]], 1)
-            bc_prior = self.bc_prior if prior else None
-            actor_loss, critic_loss, ret, ac_metrics = self.ac.imagine_loss(traj, reward, cont, prior=bc_prior)
-            boot = ret[:, 0].reshape(feat.shape[:2])  # (B, T)
-            repval = self.ac.repval_loss(feat, batch, boot)
-        loss = wm_loss + critic_loss + cfg.ac.repval * repval
+            if phase == "online":
+                terms, metrics = self._online_losses(batch, prior)
+            elif phase == "model":
+                terms, metrics = self._model_losses(batch)
+            elif phase == "bc":
+                terms, metrics = self._bc_losses(batch)
+            else:
+                terms, metrics = self._rl_losses(batch, rng or np.random.default_rng())
+        metrics |= self._optimize(terms)
+        if phase in ("model", "bc") and self.bc_avg is not None:
+            soft_update(self.bc_avg, self.bc, 1.0 - self.cfg.offline.bc_ema)
+        return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+
+    def _optimize(self, terms: list[tuple[Tensor, list[nn.Parameter] | None]]) -> dict[str, Tensor]:
+        """The one optimiser step: back-propagate each ``(loss, parameters)`` term into those parameters (None: all
+        that it reaches), clip, step, then move the slow critic."""
         self.opt.zero_grad(set_to_none=True)
-        if through_model:  # the actor's gradient runs through the model but must only move the actor
-            loss.backward(retain_graph=True)
-            actor_loss.backward(inputs=list(self.ac.actor.parameters()))
-        else:
-            (loss + actor_loss).backward()
-        if cfg.optim.clip_norm > 0:
-            metrics["opt/grad_norm"] = nn.utils.clip_grad_norm_(self.parameters(), cfg.optim.clip_norm)
+        for i, (loss, params) in enumerate(terms):
+            loss.backward(inputs=params, retain_graph=i + 1 < len(terms))
+        metrics = {}
+        if self.cfg.optim.clip_norm > 0:
+            metrics["opt/grad_norm"] = nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.clip_norm)
         self.opt.step()
         self.ac.update_slow()
         self.updates += 1
-        metrics.update(ac_metrics)
-        metrics.update({"loss/actor": actor_loss, "loss/critic": critic_loss, "loss/repval": repval})
-        return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+        return metrics
+
+    def _online_losses(self, batch: dict[str, Tensor], prior: bool) -> tuple[list[Any], dict[str, Tensor]]:
+        """DreamerV3: the world model, then actor and critic on rollouts from every replayed state, and the critic
+        on the replayed returns (its gradient reaches the model)."""
+        cfg = self.cfg
+        wm_loss, states, metrics = self.wm.loss(batch)
+        feat = self.wm.feat(states)  # (B, T, F)
+        start = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
+        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in self.pictured_keys()}
+        traj = self.imagine(start, cfg.ac.horizon, first_obs=seen)
+        traj["cont"] = torch.cat([1.0 - batch["is_terminal"].float().reshape(-1, 1), traj["cont"][:, 1:]], 1)
+        actor_loss, critic_loss, ret, ac_metrics = self.ac.imagine_loss(traj, self.bc_prior if prior else None)
+        repval = self.ac.repval_loss(feat, batch, ret[:, 0].reshape(feat.shape[:2]))
+        loss = wm_loss + critic_loss + cfg.ac.repval * repval
+        metrics |= ac_metrics | {"loss/actor": actor_loss, "loss/critic": critic_loss, "loss/repval": repval}
+        if cfg.ac.actor_grad == "dynamics":  # the actor's gradient runs through the model but must only move the actor
+            return [(loss, None), (actor_loss, list(self.ac.actor.parameters()))], metrics
+        return [(loss + actor_loss, None)], metrics
+
+    def _model_losses(self, batch: dict[str, Tensor]) -> tuple[list[Any], dict[str, Tensor]]:
+        """Offline phase 1: the world model on every episode, the BC head on the labelled steps, the critic on the
+        recorded returns."""
+        wm_loss, states, metrics = self.wm.loss(batch)
+        feat = self.wm.feat(states)
+        weight, weight_metrics = self.bc_weights(batch)
+        bc, bc_metrics = bc_loss(self.bc, feat, batch, weight)
+        critic = self._recorded_critic_loss(feat.detach(), batch)
+        metrics |= weight_metrics | bc_metrics | {"loss/critic_data": critic.detach()}
+        return [(wm_loss + bc + critic, [*self.model_params, *self.ac.critic.parameters()])], metrics
+
+    def _bc_losses(self, batch: dict[str, Tensor]) -> tuple[list[Any], dict[str, Tensor]]:
+        """Offline phase 1b: the BC head alone on the frozen model's features."""
+        with torch.no_grad():
+            if self.bc.reads_feat:
+                feat = self.wm.feat(self.wm.observe(batch)[0])
+            else:  # a policy on observations alone needs no pass of the model
+                feat = batch["is_first"].new_zeros((*batch["is_first"].shape, 0), dtype=torch.float32)
+        weight, metrics = self.bc_weights(batch)
+        loss, bc_metrics = bc_loss(self.bc, feat, batch, weight)
+        return [(loss, list(self.bc.parameters()))], metrics | bc_metrics
+
+    def _rl_losses(self, batch: dict[str, Tensor], rng: np.random.Generator) -> tuple[list[Any], dict[str, Tensor]]:
+        """Offline phase 2: actor and critic on rollouts from ``offline.imag_starts`` replayed states, held near the
+        BC prior; with ``offline.pessimism=cut`` a rollout ends after a step the ensemble does not know."""
+        cfg, wm = self.cfg, self.wm
+        with torch.no_grad():
+            states, _, _ = wm.observe(batch)
+        flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
+        count = len(flat["deter"])
+        idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
+        start = {k: v[idx] for k, v in flat.items()}
+        seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in self.pictured_keys()}
+        traj = self.imagine(start, cfg.ac.horizon, first_obs=seen, uncertainty=wm.ensemble is not None)
+        terminal = batch["is_terminal"].reshape(-1)[idx].float()
+        cont = torch.cat([1.0 - terminal[:, None], traj["cont"][:, 1:]], 1)
+        metrics: dict[str, Tensor] = {}
+        if "unknown" in traj:
+            unknown = traj["unknown"].float()
+            metrics["imag/disagreement"] = traj["uncertainty"].mean()
+            metrics["imag/unknown_frac"] = unknown.mean()
+            metrics["imag/reward_uncertainty"] = traj["reward_uncertainty"].mean()
+            if cfg.offline.pessimism == "cut":
+                cont = torch.cat([cont[:, :1], cont[:, 1:] * (1.0 - unknown)], 1)
+        traj["cont"] = cont
+        actor_loss, critic_loss, _, ac_metrics = self.ac.imagine_loss(traj, self.bc_prior)
+        metrics |= ac_metrics
+        if cfg.offline.data_prior_kl > 0:  # stay near the prior where the actor will act: real states, real obs
+            real = wm.feat(states).detach()
+            obs = {k: batch[k] for k in self.ac.actor.obs_keys} or None
+            with torch.no_grad():
+                prior = self.bc_prior(real, obs)
+            kl = self.ac.actor(real, obs).kl(prior).mean()
+            actor_loss = actor_loss + cfg.offline.data_prior_kl * kl
+            metrics["ac/data_prior_kl"] = kl.detach()
+        metrics |= {"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach()}
+        return [(actor_loss + critic_loss, self.ac_params)], metrics
+
+    def bc_weights(self, batch: dict[str, Tensor]) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """Return-weighted behaviour cloning (``offline.bc_return_temp``, as in reward-weighted regression): a weight
+        (B, T - 1) for the recorded action of each step ``t``, ``exp((G_t - mean G) / temp)`` capped at 20, with
+        ``G_t`` the discounted return the recording got after step ``t`` (``return_to_go``, stored with the replayed
+        steps by :func:`reverie.offline.dataset_replay`) and the mean over the batch's steps that carry rewards;
+        steps without recorded rewards weigh 1. None when the option is off or the batch has no ``return_to_go``."""
+        off = self.cfg.offline
+        if off.bc_return_temp <= 0 or "return_to_go" not in batch:
+            return None, {}
+        reward = batch["reward"][:, :-1]
+        known = batch["reward_mask"][:, :-1].float() if "reward_mask" in batch else torch.ones_like(reward)
+        weight = rwr_weights(batch["return_to_go"][:, :-1].float(), known, off.bc_return_temp, BC_WEIGHT_MAX)
+        return weight, {"bc/weight_max": weight.max(), "bc/weight_mean": weight.mean()}
+
+    def _recorded_critic_loss(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The critic's loss on the recorded returns of the replayed sequences ``feat`` (B, T, F), bootstrapped from
+        the slow critic; episodes without recorded rewards use the reward head's guess."""
+        reward = batch["reward"].float()
+        if "reward_mask" in batch:
+            known = batch["reward_mask"].float()
+            guess = twohot_decode(self.wm.recorded_reward_logits(feat, batch), self.wm.bins)
+            reward = known * reward + (1.0 - known) * guess.float()
+        boot = self.ac.value(feat, slow=True)
+        return self.ac.repval_loss(feat, {**batch, "reward": reward}, boot)
+
+    def start_rl(self) -> None:
+        """Imagination RL begins: the actor starts as the behaviour-cloning head (its moving average with
+        ``offline.bc_ema``), whose frozen copy becomes the prior."""
+        state = self.actor("bc").state_dict()
+        self.ac.actor.load_state_dict(state)
+        self.bc_prior.load_state_dict(state)

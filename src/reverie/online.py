@@ -1,33 +1,41 @@
 """The online loop: act in envs, store steps in replay, update at the train ratio, evaluate, save.
 
-The loop takes the agent and an env factory; the agent knows nothing about loops.
+The loop takes the parts it needs (learner, replay, envs, logger, training state) and three callbacks of the
+agent that composes them (evaluate, save, videos); it knows nothing about the agent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from reverie.checkpoint import TrainState
+from reverie.config import Config
 from reverie.envs.base import model_keys
+from reverie.envs.parallel import BatchEnv, ParallelEnv
+from reverie.learner import Learner
 from reverie.logger import Logger, Progress
-
-if TYPE_CHECKING:
-    from reverie.agent import Dreamer
+from reverie.plugins import summarize
+from reverie.replay import Replay
 
 log = logging.getLogger("reverie.online")
 
 RECORD_KEYS = ("reward", "is_first", "is_last", "is_terminal")
-ACHIEVEMENT = "log/achievement_"
+"""The reserved keys stored with each step, beside the model's observation keys and the action."""
 
 
 class EpisodeStats:
-    """Running return and length per env; finished episodes are handed to the logger."""
+    """Running return and length per env; finished episodes go to the logger (with the game's summary of each,
+    e.g. ``episode/success/<name>``, averaged over the logging window into success rates)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, env_id: str):
+        self.env_id = env_id
         self.ret = np.zeros(n)
         self.length = np.zeros(n, np.int64)
         self.last_return: float | None = None
@@ -40,56 +48,90 @@ class EpisodeStats:
         for i in np.flatnonzero(obs["is_last"]):
             self.last_return = float(self.ret[i])
             logger.scalars({"episode/return": self.ret[i], "episode/length": float(self.length[i])})
-            unlocked = {k[len(ACHIEVEMENT) :]: float(obs[k][i] > 0) for k in obs if k.startswith(ACHIEVEMENT)}
-            if unlocked:  # per-achievement success rate over the episodes of each logging window
-                logger.scalars({f"episode/achievement/{k}": v for k, v in unlocked.items()})
-                logger.scalar("episode/achievements", sum(unlocked.values()))
+            final = {k: v[i] for k, v in obs.items() if k.startswith("log/")}
+            logger.scalars({f"episode/{k}": v for k, v in summarize(self.env_id, [final]).items()})
 
 
-class OnlineTrainer:
-    """Runs :meth:`Dreamer.learn`: one object per call, holding the envs and the loop state."""
+@dataclasses.dataclass
+class Callbacks:
+    """What the loop asks of the agent that runs it."""
 
-    def __init__(self, agent: Dreamer, logger: Logger):
-        self.agent, self.cfg, self.logger = agent, agent.config, logger
-        env = self.cfg.env
-        self.envs = agent.make_envs(env.num_envs, self.cfg.train.seed + 1000 * agent.counters["runs"], env.parallel)
+    evaluate: Callable[[], dict[str, float]]
+    """Evaluate the policy in fresh envs; ``eval/...`` metrics."""
+    save: Callable[[], None]
+    """Checkpoint the run (replay first)."""
+    videos: Callable[[], dict[str, np.ndarray]]
+    """Open-loop prediction videos by metric key (empty for vector models)."""
+
+
+class OnlineLoop:
+    """Runs :meth:`reverie.agent.Dreamer.learn`: one object per call, holding the envs and the loop state.
+
+    Args:
+        learner: the networks.
+        replay: where steps go and batches come from.
+        envs: the envs to act in (closed at the end).
+        logger: metrics.
+        state: the training state (counters; ``offline_phase`` says whether the actor keeps its BC prior).
+        cfg: the config (``train``, ``run``, ``env``).
+        callbacks: evaluate, save and videos.
+    """
+
+    def __init__(
+        self,
+        learner: Learner,
+        replay: Replay,
+        envs: BatchEnv | ParallelEnv,
+        logger: Logger,
+        state: TrainState,
+        cfg: Config,
+        callbacks: Callbacks,
+    ):
+        self.learner, self.replay, self.envs, self.logger = learner, replay, envs, logger
+        self.state, self.cfg, self.callbacks = state, cfg, callbacks
         self.keys = model_keys(self.envs.obs_space)
-        self.rng = np.random.default_rng(self.cfg.train.seed + agent.counters["env_steps"])
-        self.stats = EpisodeStats(self.envs.num_envs)
+        self.rng = np.random.default_rng(cfg.train.seed + state.env_steps)
+        self.stats = EpisodeStats(self.envs.num_envs, cfg.env.id)
         self.stop = False
         self.warned = False
         # An agent that learned offline acts with its own policy from the first step (no random prefill).
-        self.prefill = 0 if agent.counters["offline_updates"] else self.cfg.train.prefill
+        self.prefill = 0 if state.offline_updates else cfg.train.prefill
 
     def _random_actions(self) -> np.ndarray:
         space = self.envs.act_space["action"]
         return np.stack([space.sample(self.rng) for _ in range(self.envs.num_envs)])
 
     def _record(self, obs: dict[str, np.ndarray], prev_action: np.ndarray) -> None:
-        replay = self.agent.replay
         for i in range(self.envs.num_envs):
             step = {k: obs[k][i] for k in (*self.keys, *RECORD_KEYS)}
             step["action"] = prev_action[i]
-            replay.add(step, stream=i)
+            self.replay.add(step, stream=i)
+
+    def update(self) -> dict[str, float]:
+        """One online update on a replayed batch; ``train/...`` metrics."""
+        t = self.cfg.train
+        batch = self.replay.sample(t.batch_size, t.batch_length)
+        metrics = self.learner.update(batch, "online", prior=self.state.has_prior)
+        self.state.updates += 1
+        return {f"train/{k}": v for k, v in metrics.items()}
 
     def run(self, total: int) -> None:
-        """Train until the agent's env-step counter reaches ``total``."""
-        agent, cfg, counters = self.agent, self.cfg, self.agent.counters
-        learner = agent.learner
+        """Train until the env-step counter reaches ``total``."""
+        cfg, counters, learner = self.cfg, self.state, self.learner
         n, repeat = self.envs.num_envs, cfg.env.action_repeat
         batch_steps = cfg.train.batch_size * cfg.train.batch_length
         obs = self.envs.step({"action": self._random_actions(), "reset": np.ones(n, bool)})
         prev_action = np.zeros((n, learner.action_dim), np.float32)
         state = None
-        marks = {k: counters["env_steps"] for k in ("log", "save", "eval", "video")}
-        start_time, start_steps, start_updates = time.time(), counters["env_steps"], counters["updates"]
+        marks = dict.fromkeys(("log", "save", "eval", "video"), counters.env_steps)
+        start_time, start_steps, start_updates = time.time(), counters.env_steps, counters.updates
         progress = Progress(total, cfg.run.progress, f"train {cfg.env.id}")
         try:
-            while counters["env_steps"] < total and not self.stop:
+            while counters.env_steps < total and not self.stop:
                 self._record(obs, prev_action)
                 self.stats.update(obs, self.logger)
                 action, state, vec = learner.policy(obs, state)
-                if counters["env_steps"] < self.prefill:
+                if counters.env_steps < self.prefill:
                     action = self._random_actions()
                     state["action"] = vec = learner.encode_action(torch.as_tensor(action, device=learner.device))
                 reset = np.asarray(obs["is_last"], bool)
@@ -97,23 +139,21 @@ class OnlineTrainer:
                 prev_action = vec.cpu().numpy().astype(np.float32)
                 prev_action[np.asarray(obs["is_first"], bool)] = 0.0
                 for i in getattr(self.envs, "last_restarts", []):
-                    dropped = agent.replay.discard_open_episode(i)
+                    dropped = self.replay.discard_open_episode(i)
                     self.logger.scalar("env/restarts", 1.0)
                     log.warning("env worker %d restarted; discarded %d steps of its episode", i, dropped)
-                counters["agent_steps"] += n
-                counters["env_steps"] += n * repeat
-                if counters["env_steps"] >= self.prefill and self._replay_ready():
+                counters.agent_steps += n
+                counters.env_steps += n * repeat
+                if counters.env_steps >= self.prefill and self._replay_ready():
                     # The ratio counts agent steps after prefill, so training starts without a burst.
-                    trained = counters["agent_steps"] - self.prefill // repeat
-                    online_updates = counters["updates"] - counters["offline_updates"]
+                    trained = counters.agent_steps - self.prefill // repeat
+                    online_updates = counters.updates - counters.offline_updates
                     due = int(trained * cfg.train.train_ratio / batch_steps) + 1 - online_updates
                     for _ in range(max(0, due)):
-                        self.logger.scalars(agent.update())
-                progress.update(counters["env_steps"], counters["updates"], self.stats.last_return)
+                        self.logger.scalars(self.update())
+                progress.update(counters.env_steps, counters.updates, self.stats.last_return)
                 if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
-                    log.info(
-                        "run.max_minutes (%.1f) reached at env step %d", cfg.run.max_minutes, counters["env_steps"]
-                    )
+                    log.info("run.max_minutes (%.1f) reached at env step %d", cfg.run.max_minutes, counters.env_steps)
                     self.stop = True
                 self._periodic(marks, start_time, start_steps, start_updates)
         finally:
@@ -123,7 +163,7 @@ class OnlineTrainer:
     def _replay_ready(self) -> bool:
         """Whether replay holds a full training sequence (a resumed run may have lost its replay folder)."""
         need = self.cfg.train.batch_length
-        if self.agent.replay.longest_stream() >= need:
+        if self.replay.longest_stream() >= need:
             return True
         if not self.warned:
             log.warning("replay holds no sequence of %d steps yet: acting without updates until it does", need)
@@ -131,10 +171,10 @@ class OnlineTrainer:
         return False
 
     def _periodic(self, marks: dict[str, int], t0: float, steps0: int, updates0: int) -> None:
-        agent, run, step = self.agent, self.cfg.run, self.agent.counters["env_steps"]
+        run, step = self.cfg.run, self.state.env_steps
         if run.eval_every and step - marks["eval"] >= run.eval_every:
             marks["eval"] = step
-            metrics = agent.evaluate(episodes=run.eval_episodes)
+            metrics = self.callbacks.evaluate()
             self.logger.scalars(metrics)
             if metrics["eval/return"] >= run.stop_at_return:
                 log.info("eval/return %.1f reached run.stop_at_return at step %d", metrics["eval/return"], step)
@@ -145,23 +185,23 @@ class OnlineTrainer:
             self.logger.scalars(
                 {
                     "fps/env": (step - steps0) / elapsed,
-                    "fps/updates": (agent.counters["updates"] - updates0) / elapsed,
-                    "replay/steps": float(len(agent.replay)),
+                    "fps/updates": (self.state.updates - updates0) / elapsed,
+                    "replay/steps": float(len(self.replay)),
                 }
             )
             self.logger.write(step)
-        if run.video_every and step - marks["video"] >= run.video_every and len(agent.replay):
+        if run.video_every and step - marks["video"] >= run.video_every and len(self.replay):
             marks["video"] = step
-            for key, frames in agent.report().items():
+            for key, frames in self.callbacks.videos().items():
                 self.logger.video(key, frames)
         if run.save_every and step - marks["save"] >= run.save_every:
             marks["save"] = step
-            agent.save_run()
+            self.callbacks.save()
 
 
-def final_report(agent: Dreamer, metrics: dict[str, Any]) -> str:
+def final_report(state: TrainState, metrics: dict[str, Any]) -> str:
     """One line for the terminal at the end of a run."""
-    parts = [f"env steps {agent.counters['env_steps']}", f"updates {agent.counters['updates']}"]
+    parts = [f"env steps {state.env_steps}", f"updates {state.updates}"]
     for key in ("eval/return", "eval/length"):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.1f}")

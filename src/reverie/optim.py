@@ -15,6 +15,9 @@ from torch import Tensor
 
 from reverie.config import OptimConfig
 
+BETAS = (0.9, 0.999)
+"""Momentum and second-moment rates of both optimisers (DreamerV3 and its 2023 paper alike)."""
+
 
 def _grads(params: list[Tensor]) -> list[Tensor]:
     return [p.grad for p in params if p.grad is not None]
@@ -95,5 +98,5 @@ class LaProp(torch.optim.Optimizer):
 def make_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     """The configured optimiser over parameter groups ``[{"params": ..., "lr": ...}, ...]``."""
     if cfg.name == "laprop":
-        return LaProp(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, agc=cfg.agc, warmup=cfg.warmup)
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        return LaProp(groups, lr=cfg.lr, betas=BETAS, eps=cfg.eps, agc=cfg.agc, warmup=cfg.warmup)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=BETAS, eps=cfg.eps)

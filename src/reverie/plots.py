@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -119,5 +119,44 @@ def plot_rounds(seeds: Sequence[Sequence[dict[str, object]]], path: str | Path) 
     ax.set_xlabel("round")
     ax.set_ylabel("return over the imagined horizon")
     ax.set_title("dashed: promised by the model, solid: real", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_rates(
+    series: Sequence[tuple[str, Mapping[str, float]]],
+    path: str | Path,
+    title: str = "",
+    names: Sequence[str] | None = None,
+    ylabel: str = "success rate (%)",
+) -> Path:
+    """Bar chart of success rates in percent per name (log scale, zero rates drawn as empty slots), several
+    series side by side, saved as PNG.
+
+    Args:
+        series: ``[(label, {name: rate}), ...]``; the label goes to the legend as given.
+        path: PNG to write; parent folders are created.
+        title: figure title.
+        names: the bars' order (default: the names of the series in first-seen order).
+    """
+    if names is None:
+        names = list(dict.fromkeys(name for _, rates in series for name in rates))
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(series), 1)
+    for i, (label, rates) in enumerate(series):
+        values = [max(float(rates.get(n, 0.0)), 0.0) for n in names]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [max(v, 0.01) for v in values], width, label=label)  # from 0.01% so zeros show on the log axis
+    ax.set_yscale("log")
+    ax.set_ylim(0.01, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=60, ha="right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

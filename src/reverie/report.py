@@ -3,15 +3,14 @@
 The page holds, in this order: a summary (env, steps, last returns), learning curves
 (``episode/return``, ``eval/return``) and loss curves (``train/loss/*``) from ``metrics.jsonl``, the
 latest open-loop prediction video per key from ``RUN_DIR/videos`` (embedded, plus a strip of frames),
-Crafter achievement success rates when achievement data exists, and the config as a table. Every
-image and video is a base64 ``data:`` URI and the page loads no script or style from anywhere, so it
-can be mailed or archived as one file.
+the game's episode summary when the run has one (success rates and a score, e.g. Crafter's achievements),
+the correction rounds, and the config as a table. Every image and video is a base64 ``data:`` URI and the
+page loads no script or style from anywhere, so it can be mailed or archived as one file.
 
-Crafter achievements come from three sources, each drawn as one series of bars: the last evaluation's
-``eval/success/<name>`` rates, the last logging window's ``episode/achievement/<name>`` fractions of
-training episodes (both in ``metrics.jsonl``), and per-episode rows in the run's other ``*.jsonl``
-files (crafter's own ``stats.jsonl`` with ``achievement_<name>`` keys, or rows of
-``log/achievement_<name>`` counters); the score and success rates follow :mod:`reverie.crafter_eval`.
+Success rates come from three sources, each drawn as one series of bars: the last evaluation's
+``eval/success/<name>``, the last logging window's ``episode/success/<name>`` of training episodes (both in
+``metrics.jsonl``), and per-episode rows in the run's other ``*.jsonl`` files (e.g. crafter's own
+``stats.jsonl``) summarised by the run's game (:func:`reverie.plugins.summarize`).
 
 Example:
     >>> write_report("runs/crafter")                          # doctest: +SKIP
@@ -35,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from reverie.config import field_docs
-from reverie.crafter_eval import ACHIEVEMENTS, achievement_table, crafter_score, plot_achievements
 from reverie.logger import read_jsonl
-from reverie.plots import plot_curves, plot_metrics
+from reverie.plots import plot_curves, plot_metrics, plot_rates
+from reverie.plugins import summarize
 
 __all__ = ["ReportError", "build_report", "write_report"]
 
@@ -45,9 +44,6 @@ VIDEO_EMBED_LIMIT = 8 * 2**20
 """Videos larger than this (bytes) are shown only as a frame strip, to keep the page small."""
 STRIP_FRAMES = 8
 """Frames, evenly spaced over a clip, in the strip shown under each video."""
-EPISODE_PREFIX = "episode/achievement/"
-"""Metric prefix of the training episodes' success fraction per achievement (``reverie.online``)."""
-_ACHIEVEMENT_KEY = re.compile(r"^(?:log/)?achievement_(\w+)$")
 _VIDEO_NAME = re.compile(r"^(?P<key>.+)_(?P<step>\d+)$")
 
 
@@ -91,7 +87,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
             _curves(rows, png),
             _losses(metrics, png),
             _videos(run / "videos"),
-            _achievements(run, rows, png),
+            _episode_summary(run, rows, config, png),
             _correction(run, png),
             _config(config),
         ]
@@ -107,7 +103,8 @@ def _summary(run: Path, rows: list[dict[str, Any]], config: dict[str, Any] | Non
         items["env"] = str(config.get("env", {}).get("id", "?"))
     meta = _read_json(run / "checkpoint" / "meta.json")
     if meta is not None:
-        items.update({k.replace("_", " "): str(v) for k, v in meta.get("counters", {}).items()})
+        state = meta.get("train_state", meta.get("counters", {}))
+        items.update({k.replace("_", " "): str(v) for k, v in state.items()})
     if rows:
         items["last logged step"] = str(rows[-1].get("step", "?"))
     for key in ("episode/return", "eval/return"):
@@ -184,46 +181,48 @@ def _frame_strip(path: Path) -> str:
     return f'<div class="strip">{_img(buffer.getvalue(), caption)}<small>{caption}</small></div>'
 
 
-def _achievements(run: Path, rows: list[dict[str, Any]], png: _PngMaker) -> str:
-    series = _achievement_series(run, rows)
+def _episode_summary(run: Path, rows: list[dict[str, Any]], config: dict[str, Any] | None, png: _PngMaker) -> str:
+    series = _rate_series(run, rows, str((config or {}).get("env", {}).get("id", "")))
     if not series:
         return ""
-    image = png(lambda path: plot_achievements(series, path, "Crafter achievements"))
-    scores = "".join(f"<li>{html.escape(label)}: score {crafter_score(rates):.2f}</li>" for label, rates in series)
-    text = f"<p>Success rates in percent (log scale) and the Crafter score of each source:</p><ul>{scores}</ul>"
+    image = png(lambda path: plot_rates([(label, rates) for label, rates, _ in series], path, "Success rates"))
+    scores = "".join(
+        f"<li>{html.escape(label)}" + (f": score {score:.2f}" if score is not None else "") + "</li>"
+        for label, _, score in series
+    )
+    text = f"<p>Success rates in percent (log scale) of each source:</p><ul>{scores}</ul>"
     trends = ""
-    if any("eval/score" in row or "episode/achievements" in row for row in rows):
-        trend = png(lambda path: plot_metrics(run / "metrics.jsonl", ["eval/score", "episode/achievements"], path))
-        trends = _img(trend, "Crafter score and achievements per episode against env steps")
-    return _section("Crafter achievements", text + _img(image, "achievement success rates") + trends)
+    if any("eval/score" in row or "episode/score" in row for row in rows):
+        trend = png(lambda path: plot_metrics(run / "metrics.jsonl", ["eval/score", "episode/score"], path))
+        trends = _img(trend, "score of evaluations and of training episodes against env steps")
+    return _section("Episode summary", text + _img(image, "success rates") + trends)
 
 
-def _achievement_series(run: Path, rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, float]]]:
-    """Success rates (percent) per source: the last evaluation, the last logging window of training
-    episodes (``metrics.jsonl``), and per-episode rows of the run's other ``*.jsonl`` files."""
+def _rate_series(run: Path, rows: list[dict[str, Any]], env_id: str) -> list[tuple[str, dict[str, float], Any]]:
+    """(label, success rates in percent, score or None) per source: the last evaluation, the last logging window of
+    training episodes (``metrics.jsonl``), and per-episode rows of the run's other ``*.jsonl`` files."""
     series = []
-    logged_sources = (("eval/success/", 1.0, "eval at step {}"), (EPISODE_PREFIX, 100.0, "training, step {}"))
-    for prefix, scale, label in logged_sources:
-        logged = [row for row in rows if any(k.startswith(prefix) for k in row)]
+    for prefix, label in (("eval/", "eval at step {}"), ("episode/", "training, step {}")):
+        logged = [row for row in rows if any(k.startswith(prefix + "success/") for k in row)]
         if logged:
             last = logged[-1]
-            rates = {k[len(prefix) :]: scale * v for k, v in last.items() if k.startswith(prefix)}
-            series.append((label.format(last["step"]), rates))
-    episodes, files = [], []
-    for path in sorted(run.rglob("*.jsonl")):
-        if path.name == "metrics.jsonl" or len(path.relative_to(run).parts) > 3:
-            continue
-        found = [_episode_counts(row) for row in read_jsonl(path)]
-        episodes += [counts for counts in found if counts]
-        files += [path.name] if any(found) else []
-    if episodes:
-        series.append((f"{len(episodes)} episodes in {', '.join(files)}", achievement_table(episodes)))
+            cut = len(prefix + "success/")
+            rates = {k[cut:]: float(v) for k, v in last.items() if k.startswith(prefix + "success/")}
+            series.append((label.format(last["step"]), rates, last.get(prefix + "score")))
+    if env_id:
+        episodes, files = [], []
+        for path in sorted(run.rglob("*.jsonl")):
+            if path.name == "metrics.jsonl" or len(path.relative_to(run).parts) > 3:
+                continue
+            found = read_jsonl(path)
+            if summarize(env_id, found):
+                episodes += found
+                files.append(path.name)
+        summary = summarize(env_id, episodes)
+        if summary:
+            rates = {k[len("success/") :]: v for k, v in summary.items() if k.startswith("success/")}
+            series.append((f"{len(episodes)} episodes in {', '.join(files)}", rates, summary.get("score")))
     return series
-
-
-def _episode_counts(row: dict[str, Any]) -> dict[str, Any]:
-    """Achievement counts of a per-episode row (``achievement_<name>`` or ``log/achievement_<name>`` keys)."""
-    return {m[1]: v for k, v in row.items() if (m := _ACHIEVEMENT_KEY.match(k)) and m[1] in ACHIEVEMENTS}
 
 
 def _correction(run: Path, png: _PngMaker) -> str:

@@ -18,12 +18,15 @@ from reverie.nets import BlockLinear, Linear, NormAct, RMSNorm, init_fan_in
 
 State = dict[str, Tensor]
 
+BLOCKS = 8
+"""Blocks of the block-diagonal GRU (DreamerV3 uses 8 at every size)."""
+
 
 class RSSM(nn.Module):
     """The latent dynamics.
 
     Args:
-        cfg: model section of the config (deter, hidden, stoch, classes, blocks, unimix).
+        cfg: model section of the config (deter, hidden, stoch, classes, unimix).
         embed_dim: width of the encoder output.
         action_dim: width of the action vector (one-hot for discrete actions).
 
@@ -39,7 +42,7 @@ class RSSM(nn.Module):
     def __init__(self, cfg: ModelConfig, embed_dim: int, action_dim: int):
         super().__init__()
         self.cfg = cfg
-        d, h, g = cfg.deter, cfg.hidden, cfg.blocks
+        d, h, g = cfg.deter, cfg.hidden, BLOCKS
         self.stoch_dim = cfg.stoch * cfg.classes
         self.feat_dim = d + self.stoch_dim
         self.action_dim = action_dim
@@ -107,7 +110,7 @@ class RSSM(nn.Module):
         x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), act.to(deter.dtype)], -1)  # (B, 3H)
         x = self.core_shared(x) + self.core_block(deter.to(x.dtype))  # (B, D)
         x = torch.nn.functional.silu(self.core_norm(x))
-        g = self.cfg.blocks
+        g = BLOCKS
         gates = self.core_gates(x).reshape(-1, g, 3, deter.shape[-1] // g)  # (B, G, 3, D/G)
         reset, cand, update = (gates[:, :, i].reshape(deter.shape).float() for i in range(3))
         reset = torch.sigmoid(reset)

@@ -2,21 +2,38 @@
 
 A batch is a dict of tensors shaped (B, T, ...): the observation keys, ``action`` (the action that
 led to each step, zero at episode starts), ``reward``, ``is_first``, ``is_terminal``, and optional
-``action_mask`` / ``reward_mask`` (1 where the label exists; recordings may lack either) and
-``loss_weight`` (B, T) (the losses become means weighted per step).
+``action_mask`` / ``reward_mask`` (1 where the label exists; recordings may lack either).
+
+The interface everything else uses (nothing outside reaches into ``wm.rssm``):
+
+* :meth:`WorldModel.observe` filters a (B, T) batch into posterior states, :meth:`WorldModel.filter_step`
+  filters one observation of N envs (acting, seeding a dream);
+* :meth:`WorldModel.step` is **what the model predicts for one transition**: the next latent state, its features,
+  the reward and continuation, the observation it pictures and, with an ensemble, its uncertainty about the step.
+  Imagination, evaluation, correction, offline pessimism and the dream all call it;
+* :meth:`WorldModel.loss` is the model's training loss.
+
+Observations the model pictures are in env units (images 0-255 as floats, vectors as the codec draws them,
+:mod:`reverie.codecs`): exactly what a policy that reads observations gets from the real env.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 
+from reverie.codecs import VectorCodec, previous_frames
 from reverie.config import ModelConfig
 from reverie.envs.base import Space
-from reverie.functional import kl_balance, masked_mean, symlog, twohot_bins, twohot_decode, twohot_loss
+from reverie.functional import kl_balance, masked_mean, twohot_bins, twohot_decode, twohot_loss
 from reverie.nets import MLP, ConvDecoder, ConvEncoder
+from reverie.plugins import codec as find_codec
 from reverie.rssm import RSSM, State
-from reverie.symbolic import CHANGE_FEATURES, GridDecoder, GridEncoder, change_features, changed
+
+UNCERTAINTY_QUANTILE = 0.99
+"""The "I don't know" threshold: this quantile of the ensemble's disagreement on real transitions."""
 
 
 def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
@@ -26,36 +43,30 @@ def split_keys(obs_space: dict[str, Space]) -> tuple[list[str], list[str]]:
     return images, vectors
 
 
-def previous_frames(obs: Tensor, is_first: Tensor | None) -> Tensor:
-    """(B, T, N) observations -> the one before each step inside its episode, all zeros for "none" (at the
-    first step of the batch and where ``is_first`` (B, T) starts an episode)."""
-    prev = torch.cat([torch.zeros_like(obs[:, :1]), obs[:, :-1]], 1).float()
-    if is_first is not None:
-        prev = prev * (1.0 - is_first.float()).unsqueeze(-1)
-    return prev
-
-
-def _grid_key(vectors: list[str], cfg: ModelConfig) -> bool:
-    """Whether the vector goes through the Crafter grid codec (``model.vector_codec``); checks there is one."""
-    if cfg.vector_codec != "crafter_grid":
-        return False
-    if len(vectors) != 1:
+def _codec(name: str, vectors: list[str]) -> type[VectorCodec]:
+    """The codec class ``name``; a codec other than ``mlp`` reads exactly one vector key."""
+    codec = find_codec(name)
+    if name != "mlp" and len(vectors) != 1:
         raise ValueError(
-            f"model.vector_codec=crafter_grid reads one crafter-symbolic vector, but the observation has vector keys "
-            f"{vectors}; use model.vector_codec=mlp."
+            f"model.vector_codec={name} reads one vector observation, but the observation has vector keys {vectors}; "
+            "use model.vector_codec=mlp."
         )
-    return True
+    return codec  # type: ignore[no-any-return]
 
 
 class Encoder(nn.Module):
-    """Observations -> one embedding: conv encoder for images, symlog + MLP for vectors (or, with
-    ``model.vector_codec=crafter_grid``, :class:`reverie.symbolic.GridEncoder`)."""
+    """Observations -> one embedding: conv encoder for images, the codec's encoder for the vectors (joined).
 
-    def __init__(self, obs_space: dict[str, Space], cfg: ModelConfig):
+    Args:
+        obs_space: the observation keys it reads.
+        cfg: the model section (``cnn_depth``, ``cnn_stride``, ``units``, ``layers``).
+        codec: the vector codec's name (default ``cfg.vector_codec``).
+    """
+
+    def __init__(self, obs_space: dict[str, Space], cfg: ModelConfig, codec: str | None = None):
         super().__init__()
         self.images, self.vectors = split_keys(obs_space)
         self.ndims = {k: len(s.shape) for k, s in obs_space.items()}
-        self.grid = bool(self.vectors) and _grid_key(self.vectors, cfg)
         self.out_dim = 0
         if self.images:
             channels = sum(obs_space[k].shape[-1] for k in self.images)
@@ -64,8 +75,12 @@ class Encoder(nn.Module):
             self.out_dim += self.cnn.out_dim
         if self.vectors:
             width = sum(int(torch.tensor(obs_space[k].shape).prod()) for k in self.vectors)
-            self.mlp: nn.Module = GridEncoder(width, cfg) if self.grid else MLP(width, cfg.units, cfg.layers)
-            self.out_dim += self.mlp.out_dim
+            self.vector = _codec(codec or cfg.vector_codec, self.vectors).encoder(width, cfg)
+            self.out_dim += self.vector.out_dim
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.images, *self.vectors]
 
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
         outs = []
@@ -75,14 +90,12 @@ class Encoder(nn.Module):
             first = obs[self.vectors[0]]
             lead = first.shape[: first.dim() - self.ndims[self.vectors[0]]]
             flat = torch.cat([obs[k].reshape(*lead, -1).float() for k in self.vectors], -1)
-            outs.append(self.mlp(flat) if self.grid else self.mlp(symlog(flat)))
+            outs.append(self.vector(flat))
         return torch.cat(outs, -1)
 
 
 class Decoder(nn.Module):
-    """Features -> reconstructions: images in [0, 1] (MSE), vectors in symlog space (MSE; with
-    ``model.vector_codec=crafter_grid``, per-cell cross-entropy by :class:`reverie.symbolic.GridDecoder`, which
-    with ``model.decoder_prev`` also reads the previous observation)."""
+    """Features -> reconstructions: images in [0, 1] (MSE), vectors through the codec's decoder."""
 
     def __init__(self, obs_space: dict[str, Space], feat_dim: int, cfg: ModelConfig):
         super().__init__()
@@ -92,41 +105,11 @@ class Decoder(nn.Module):
             self.channels = [obs_space[k].shape[-1] for k in self.images]
             size = obs_space[self.images[0]].shape[0]
             self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size, stride=cfg.cnn_stride)
-        self.grid: GridDecoder | None = None
+        self.reads_prev = False
         if self.vectors:
             self.sizes = [int(torch.tensor(self.shapes[k]).prod()) for k in self.vectors]
-            if _grid_key(self.vectors, cfg):
-                self.grid = GridDecoder(feat_dim, self.sizes[0], cfg)
-            else:
-                self.mlp = MLP(feat_dim, cfg.units, cfg.layers, out=sum(self.sizes))
-
-    def forward(self, feat: Tensor, prev: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Predictions per key: images (..., H, W, C) in [0, 1]; vectors in symlog space.
-
-        ``prev``: the previous observations in env units (all zeros where there is none), which the grid
-        codec reads with ``model.decoder_prev``; None: none anywhere.
-        """
-        out = self.images_of(feat)
-        if self.vectors:
-            lead = feat.shape[:-1]
-            if self.grid is not None:
-                vec = self.grid(feat, self.prev_vector(prev))
-            else:
-                vec = self.mlp(feat).float()
-            vecs = vec.split(self.sizes, -1)
-            out.update({k: v.reshape(*lead, *self.shapes[k]) for k, v in zip(self.vectors, vecs, strict=True)})
-        return out
-
-    @property
-    def reads_prev(self) -> bool:
-        """Whether predictions read the previous observation (the grid codec with ``model.decoder_prev``)."""
-        return self.grid is not None and self.grid.reads_prev
-
-    def prev_vector(self, prev: dict[str, Tensor] | None) -> Tensor | None:
-        """The grid codec's vector among ``prev`` (None when absent or not read)."""
-        if not self.reads_prev or prev is None or self.vectors[0] not in prev:
-            return None
-        return prev[self.vectors[0]]
+            self.vector = _codec(cfg.vector_codec, self.vectors).decoder(feat_dim, sum(self.sizes), cfg)
+            self.reads_prev = self.vector.reads_prev
 
     def images_of(self, feat: Tensor) -> dict[str, Tensor]:
         """The image predictions alone (..., H, W, C) in [0, 1]; empty without image keys."""
@@ -134,23 +117,43 @@ class Decoder(nn.Module):
             return {}
         return dict(zip(self.images, self.cnn(feat).split(self.channels, -1), strict=True))
 
+    def _flat(self, obs: dict[str, Tensor] | None, lead: tuple[int, ...]) -> Tensor | None:
+        """The vector keys of ``obs`` joined as (..., N); None when absent."""
+        if obs is None or any(k not in obs for k in self.vectors):
+            return None
+        return torch.cat([obs[k].reshape(*lead, -1).float() for k in self.vectors], -1)
+
+    def picture(
+        self, feat: Tensor, prev: dict[str, Tensor] | None = None, keys: list[str] | None = None
+    ) -> dict[str, Tensor]:
+        """The observation the model pictures behind ``feat`` (..., F), in env units: images 0-255 (float), vectors
+        as the codec draws them. ``prev``: the observation before (read by a codec decoder that ``reads_prev``);
+        ``keys``: only these keys (default all)."""
+        keys = list(self.shapes) if keys is None else keys
+        lead = feat.shape[:-1]
+        out: dict[str, Tensor] = {}
+        if any(k in self.images for k in keys):
+            out |= {k: v.float().clamp(0, 1) * 255.0 for k, v in self.images_of(feat).items() if k in keys}
+        if any(k in self.vectors for k in keys):
+            before = self._flat(prev, lead) if self.reads_prev else None
+            vec = self.vector.picture(feat, before)
+            for k, v in zip(self.vectors, vec.split(self.sizes, -1), strict=True):
+                if k in keys:
+                    out[k] = v.reshape(*lead, *self.shapes[k])
+        return out
+
     def loss(self, feat: Tensor, obs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Per-key loss summed over each observation's dims, (B, T) per key: squared error, or the grid
-        codec's cross-entropy (:meth:`reverie.symbolic.GridDecoder.loss`)."""
+        """Per-key loss (B, T): the images' squared error summed over pixels, the codec's loss of the vectors
+        (reported under the first vector key)."""
         losses = {}
-        if self.grid is not None:
-            key = self.vectors[0]
-            target = obs[key].reshape(*obs[key].shape[:2], -1)
-            prev = previous_frames(target, obs.get("is_first")) if self.grid.reads_prev else None
-            losses[key] = self.grid.loss(feat, target, prev)
-        preds = self(feat) if self.grid is None else self.images_of(feat)
-        for key, pred in preds.items():
-            if key in self.images:
-                target = obs[key].float() / 255.0
-            else:
-                target = symlog(obs[key].float())
-            err = (pred.float() - target) ** 2
+        for key, pred in self.images_of(feat).items():
+            err = (pred.float() - obs[key].float() / 255.0) ** 2
             losses[key] = err.reshape(*err.shape[:2], -1).sum(-1)
+        if self.vectors:
+            target = self._flat(obs, feat.shape[:-1])
+            assert target is not None
+            prev = previous_frames(target, obs.get("is_first")) if self.reads_prev else None
+            losses[self.vectors[0]] = self.vector.loss(feat, target, prev)
         return losses
 
 
@@ -159,7 +162,7 @@ class LatentEnsemble(nn.Module):
 
     They train on real transitions with their inputs detached, so they never change the world model.
     Their disagreement (variance of the predicted class probabilities across members, summed over the
-    latents) is the model's uncertainty about a transition; ``threshold`` tracks a high quantile of it on
+    latents) is the model's uncertainty about a transition; ``threshold`` tracks the 99% quantile of it on
     real data, above which the model "does not know".
     """
 
@@ -167,7 +170,7 @@ class LatentEnsemble(nn.Module):
 
     def __init__(self, feat_dim: int, action_dim: int, cfg: ModelConfig):
         super().__init__()
-        self.stoch, self.classes, self.quantile = cfg.stoch, cfg.classes, cfg.uncertainty_quantile
+        self.stoch, self.classes = cfg.stoch, cfg.classes
         self.heads = nn.ModuleList(
             MLP(feat_dim + action_dim, cfg.units, 1, out=cfg.stoch * cfg.classes) for _ in range(cfg.ensemble)
         )
@@ -179,13 +182,10 @@ class LatentEnsemble(nn.Module):
         outs = [head(x).float().reshape(*x.shape[:-1], self.stoch, self.classes) for head in self.heads]
         return torch.stack(outs).log_softmax(-1)
 
-    def disagreement(self, feat: Tensor, action: Tensor) -> Tensor:
-        """(...) variance across members of the predicted probabilities, summed over latents and classes."""
-        return self.spread(self(feat, action))
-
     @staticmethod
     def spread(logp: Tensor) -> Tensor:
-        """:meth:`disagreement` from the members' log-probabilities (K, ..., S, C)."""
+        """(...) variance across members (K, ..., S, C) of the predicted probabilities, summed over latents and
+        classes: the disagreement."""
         return logp.exp().var(0, unbiased=False).sum((-2, -1))
 
     def loss(self, feat: Tensor, action: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,10 +200,32 @@ class LatentEnsemble(nn.Module):
             disagree = self.spread(logp)
             real = disagree[mask > 0]
             if real.numel():
-                q = torch.quantile(real.float(), self.quantile)
+                q = torch.quantile(real.float(), UNCERTAINTY_QUANTILE)
                 rate = 1.0 if float(self.threshold) == 0 else 0.01
                 self.threshold.mul_(1 - rate).add_(rate * q)
         return masked_mean(ce, mask), disagree
+
+
+@dataclasses.dataclass
+class Transition:
+    """What the world model predicts for one step of N states (:meth:`WorldModel.step`)."""
+
+    state: State
+    """The next latent state ``{"deter": (N, D), "stoch": (N, S, K)}``."""
+    feat: Tensor
+    """(N, F) its features."""
+    reward: Tensor
+    """(N,) the reward predicted on reaching it (mean of the two-hot distribution)."""
+    cont: Tensor
+    """(N,) the predicted probability that the episode goes on."""
+    obs: dict[str, Tensor]
+    """The observation pictured there (env units): the keys asked for, and the one the reward head reads."""
+    uncertainty: Tensor | None = None
+    """(N,) the ensemble's disagreement about the next latent; None without an ensemble or when not asked."""
+    reward_uncertainty: Tensor | None = None
+    """(N,) the spread (std) across members of the reward their next latents give."""
+    unknown: Tensor | None = None
+    """(N,) bool: the disagreement passes the calibrated threshold, the model "does not know"."""
 
 
 class WorldModel(nn.Module):
@@ -225,145 +247,29 @@ class WorldModel(nn.Module):
         self.rssm = RSSM(cfg, self.encoder.out_dim, action_dim)
         feat = self.rssm.feat_dim
         self.decoder = Decoder(obs_space, feat, cfg)
-        for name in ("decoder_prev", "count_classes", "count_copy", "reward_change"):
-            if getattr(cfg, name) and self.decoder.grid is None:
-                raise ValueError(
-                    f"model.{name}=true needs the grid codec (model.vector_codec=crafter_grid on crafter-symbolic); "
-                    f"set model.{name}=false for other observations."
-                )
-        if cfg.reward_gate and not cfg.reward_change:
-            raise ValueError("model.reward_gate=true needs model.reward_change=true (it reads the same change)")
-        # the vector whose change the reward head reads (model.reward_change)
-        self.change_key = self.decoder.vectors[0] if cfg.reward_change else None
-        width = feat + (CHANGE_FEATURES if self.change_key else 0)
-        self.reward_head = MLP(width, cfg.units, cfg.head_layers, out=cfg.bins, out_scale=0.0)
-        self.cont_head = MLP(feat, cfg.units, cfg.head_layers, out=1)
+        vectors = self.decoder.vectors
+        self.codec = _codec(cfg.vector_codec, vectors) if vectors else None
+        # the vector key whose change the reward head reads (a codec with change_dim > 0)
+        self.change_key = vectors[0] if self.codec is not None and self.codec.change_dim else None
+        width = feat + (self.codec.change_dim if self.codec is not None and self.change_key else 0)
+        self.reward_head = MLP(width, cfg.units, 1, out=cfg.bins, out_scale=0.0)
+        self.cont_head = MLP(feat, cfg.units, 1, out=1)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.ensemble = LatentEnsemble(feat, action_dim, cfg) if cfg.ensemble > 1 else None
 
-    def reward(
-        self, feat: Tensor, obs: dict[str, Tensor] | None = None, prev: dict[str, Tensor] | None = None
-    ) -> Tensor:
-        """Predicted reward on reaching ``feat`` (...,) (mean of the two-hot distribution).
+    # ----------------------------------------------------------------- states
+    @property
+    def feat_dim(self) -> int:
+        """Width of the features every head reads."""
+        return int(self.rssm.feat_dim)
 
-        With ``model.reward_change`` the head also reads :func:`reverie.symbolic.change_features` of the
-        observation ``obs`` at ``feat`` and ``prev``, the one before (dicts of env-unit observations, all
-        zeros where there is none). Without ``obs`` the decoder pictures it from ``feat`` (and ``prev``).
-        """
-        return self.reward_from(feat, self.change(feat, obs, prev))
+    def initial(self, n: int, device: torch.device | str | None = None) -> State:
+        """The all-zero state every episode starts from, for ``n`` envs."""
+        return self.rssm.initial(n, device)
 
-    def reward_from(self, feat: Tensor, change: Tensor | None) -> Tensor:
-        """:meth:`reward` from features and the change features already computed (None: the head reads none)."""
-        return twohot_decode(self.reward_logits(feat, change), self.bins)
-
-    def reward_logits(self, feat: Tensor, change: Tensor | None) -> Tensor:
-        """The reward head's two-hot logits (..., bins); with ``model.reward_gate`` those of exactly zero where
-        ``change`` shows nothing changed (:func:`reverie.symbolic.changed`), so the head neither predicts nor
-        learns a reward there."""
-        logits = self.reward_head(self.reward_input(feat, change))
-        if not self.cfg.reward_gate:
-            return logits
-        assert change is not None
-        zero = torch.full_like(logits, -30.0)
-        zero[..., int(self.bins.abs().argmin())] = 30.0  # the bin nearest 0
-        return torch.where(changed(change).unsqueeze(-1), logits, zero)
-
-    def reward_input(self, feat: Tensor, change: Tensor | None) -> Tensor:
-        """What the reward head reads: ``feat``, and with ``model.reward_change`` the ``change`` features."""
-        if self.change_key is None:
-            return feat
-        assert change is not None, "a reward head that reads the change needs it"
-        return torch.cat([feat, change.to(feat.dtype)], -1)
-
-    def change(
-        self, feat: Tensor, obs: dict[str, Tensor] | None = None, prev: dict[str, Tensor] | None = None
-    ) -> Tensor | None:
-        """The change features (..., 64) the reward head reads at ``feat`` (see :meth:`reward`); None when it
-        reads none (``model.reward_change`` off)."""
-        key = self.change_key
-        if key is None:
-            return None
-        lead = feat.shape[:-1]
-        before = None if prev is None or key not in prev else prev[key].reshape(*lead, -1)
-        if obs is not None and key in obs:
-            now = obs[key].reshape(*lead, -1)
-        else:
-            assert self.decoder.grid is not None
-            with torch.no_grad():
-                now = self.decoder.grid.observation(feat, before if self.decoder.reads_prev else None)
-        return change_features(now, before)
-
-    def cont(self, feat: Tensor) -> Tensor:
-        """Predicted probability that the episode continues."""
-        return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
-
-    def reward_disagreement(self, state: State, action: Tensor, prev: dict[str, Tensor] | None = None) -> Tensor:
-        """(N,) spread (std) across ensemble members of the reward the next step would give.
-
-        Each member's most likely next latent, with the next recurrent state the dynamics give, goes
-        through the reward head: where the members agree on the latent parts the reward depends on
-        (e.g. whether a crafted item appears) the spread is small, however much they disagree elsewhere.
-        With ``model.reward_change`` each member pictures its next observation from ``prev``, the present one.
-        Zeros without an ensemble (``model.ensemble`` < 2).
-        """
-        doubt = self.doubt(state, action, prev=prev)
-        return torch.zeros(state["deter"].shape[:-1], device=state["deter"].device) if doubt is None else doubt[1]
-
-    def doubt(
-        self,
-        state: State,
-        action: Tensor,
-        next_deter: Tensor | None = None,
-        prev: dict[str, Tensor] | None = None,
-    ) -> tuple[Tensor, Tensor] | None:
-        """The ensemble's (latent disagreement, :meth:`reward_disagreement`) (N,) about the transition from
-        ``state`` with ``action``, from one pass of the members; None without an ensemble.
-
-        ``next_deter``: the recurrent state after the transition, when the caller has already stepped.
-        ``prev``: the observation at ``state`` (read with ``model.reward_change``).
-        """
-        if self.ensemble is None:
-            return None
-        deter = self.rssm.core(state, action) if next_deter is None else next_deter  # (N, D)
-        return self.doubt_feat(self.rssm.feat(state), action, deter, prev=prev)
-
-    def doubt_feat(
-        self,
-        feat: Tensor,
-        action: Tensor,
-        next_deter: Tensor,
-        prev: dict[str, Tensor] | None = None,
-        change: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`doubt` from features (..., F) of the states, e.g. of an imagined rollout (needs the ensemble).
-
-        With ``model.reward_change`` the members' rewards read ``change`` (..., 64), the change features of
-        the step (the same for every member) when given, else each member's picture of its next observation
-        from ``prev``, the observation at ``feat`` (none: pictured without one).
-        """
-        assert self.ensemble is not None, "doubt_feat needs model.ensemble > 1"
-        logp = self.ensemble(feat, action)  # (K, ..., S, C)
-        mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, ..., S * C)
-        members = torch.cat([next_deter.expand(len(mode), *next_deter.shape), mode.to(next_deter.dtype)], -1)
-        if self.change_key is not None:
-            if change is None:
-                wide = {k: v.expand(len(mode), *v.shape) for k, v in (prev or {}).items()}
-                change = self.change(members, None, wide or None)
-            else:
-                change = change.expand(len(mode), *change.shape)
-        reward = self.reward_from(members, change)
-        return LatentEnsemble.spread(logp).float(), reward.float().std(0, unbiased=False)
-
-    def recorded_reward_logits(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """The reward head's two-hot logits (B, T, bins) at the posterior features ``feat`` of a recorded (B, T)
-        batch; with ``model.reward_change`` it reads the change between each recorded observation and the one
-        before it (none at episode starts)."""
-        change = None
-        if self.change_key is not None:
-            obs = batch[self.change_key]
-            obs = obs.reshape(*obs.shape[:2], -1)
-            change = change_features(obs, previous_frames(obs, batch.get("is_first")))
-        return self.reward_logits(feat, change)
+    def feat(self, state: State) -> Tensor:
+        """(..., F) the features of a state."""
+        return self.rssm.feat(state)
 
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
@@ -373,6 +279,108 @@ class WorldModel(nn.Module):
             embed = self.encoder({k: batch[k] for k in self.obs_keys})  # (B, T, E)
         return self.rssm.observe(embed, batch["action"], batch["is_first"], state, batch.get("action_mask"))
 
+    def filter_step(
+        self, state: State, action: Tensor, obs: dict[str, Tensor], is_first: Tensor, action_mask: Tensor | None = None
+    ) -> State:
+        """The posterior state of N envs after one observation ``obs`` (N, ...), from ``state`` and the ``action``
+        (N, A) taken since; ``is_first`` (N,) resets state and action first."""
+        embed = self.encoder({k: obs[k] for k in self.obs_keys})
+        return self.rssm.obs_step(state, action, embed, is_first, action_mask)[0]
+
+    # ----------------------------------------------------------------- predictions
+    def cont(self, feat: Tensor) -> Tensor:
+        """Predicted probability that the episode continues."""
+        return torch.sigmoid(self.cont_head(feat).float().squeeze(-1))
+
+    def change(self, obs: dict[str, Tensor] | None, prev: dict[str, Tensor] | None) -> Tensor | None:
+        """What the reward head reads about the step from ``prev`` to ``obs`` (env units, either may lack the key:
+        none there); None when the head reads the features alone."""
+        key = self.change_key
+        if key is None:
+            return None
+        assert self.codec is not None and obs is not None and key in obs, "the reward head reads the observation"
+        now = obs[key]
+        lead = now.shape[: now.dim() - len(self.decoder.shapes[key])]
+        before = None if prev is None or key not in prev else prev[key].reshape(*lead, -1)
+        return self.codec.change(now.reshape(*lead, -1), before)
+
+    def reward_logits(self, feat: Tensor, change: Tensor | None) -> Tensor:
+        """The reward head's two-hot logits (..., bins); a codec's gate sets those of exactly zero where it is False,
+        so the head neither predicts nor learns a reward there."""
+        if self.change_key is None:
+            return self.reward_head(feat)
+        assert self.codec is not None and change is not None, "a reward head that reads the change needs it"
+        logits = self.reward_head(torch.cat([feat, change.to(feat.dtype)], -1))
+        gate = self.codec.gate(change)
+        if gate is None:
+            return logits
+        zero = torch.full_like(logits, -30.0)
+        zero[..., int(self.bins.abs().argmin())] = 30.0  # the bin nearest 0
+        return torch.where(gate.unsqueeze(-1), logits, zero)
+
+    def reward(self, feat: Tensor, change: Tensor | None = None) -> Tensor:
+        """Predicted reward on reaching ``feat`` (mean of the two-hot distribution); ``change``: see :meth:`change`."""
+        return twohot_decode(self.reward_logits(feat, change), self.bins)
+
+    def picture(
+        self, feat: Tensor, prev: dict[str, Tensor] | None = None, keys: list[str] | None = None
+    ) -> dict[str, Tensor]:
+        """The observation the model pictures behind ``feat`` (env units; see :meth:`Decoder.picture`)."""
+        with torch.no_grad():
+            return self.decoder.picture(feat.detach(), prev, keys)
+
+    def step(
+        self,
+        state: State,
+        action: Tensor,
+        prev: dict[str, Tensor] | None = None,
+        picture: list[str] | None = None,
+        uncertainty: bool = False,
+    ) -> Transition:
+        """What the model predicts for one transition of N states with ``action`` (N, A): see :class:`Transition`.
+
+        Args:
+            state: the latent states the action is taken in.
+            action: the model's action vectors.
+            prev: the observation at ``state`` (env units; the real one or the last picture), from which a codec
+                that reads the previous observation pictures the next one and the reward head reads the change.
+            picture: the keys of the next observation to picture (None: none beyond what the reward head needs).
+            uncertainty: with an ensemble, also the disagreement about the step, whether the model knows it, and
+                the members' reward spread (each member's likeliest next latent with the next recurrent state,
+                through the reward head, reading the same change).
+        """
+        nxt = self.rssm.imagine_step(state, action)
+        deter, feat = nxt["deter"], self.rssm.feat(nxt)  # (N, D), (N, F)
+        keys = list(picture or [])
+        if self.change_key is not None and self.change_key not in keys:
+            keys.append(self.change_key)
+        obs = self.picture(feat, prev, keys) if keys else {}
+        change = self.change(obs, prev)
+        out = Transition(nxt, feat, self.reward(feat, change), self.cont(feat), obs)
+        if uncertainty and self.ensemble is not None:
+            with torch.no_grad():
+                logp = self.ensemble(self.rssm.feat(state), action)  # (K, N, S, C)
+                mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
+                members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
+                wide = None if change is None else change.expand(len(mode), *change.shape)
+                out.uncertainty = LatentEnsemble.spread(logp).float()
+                out.reward_uncertainty = self.reward(members, wide).float().std(0, unbiased=False)
+                threshold = self.ensemble.threshold
+                out.unknown = (threshold > 0) & (out.uncertainty > threshold)
+        return out
+
+    def recorded_reward_logits(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """The reward head's logits (B, T, bins) at the posterior features ``feat`` of a recorded (B, T) batch,
+        reading the change between each recorded observation and the one before it (none at episode starts)."""
+        change = None
+        if self.change_key is not None:
+            obs = batch[self.change_key]
+            obs = obs.reshape(*obs.shape[:2], -1)
+            prev = previous_frames(obs, batch.get("is_first"))
+            change = self.change({self.change_key: obs}, {self.change_key: prev})
+        return self.reward_logits(feat, change)
+
+    # ----------------------------------------------------------------- learning
     def loss(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
     ) -> tuple[Tensor, State, dict[str, Tensor]]:
@@ -387,25 +395,14 @@ class WorldModel(nn.Module):
         con = nn.functional.binary_cross_entropy_with_logits(
             self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
         )
-        weight = batch.get("loss_weight")  # per-step weights (e.g. the correction loop's misses); None: equal
-        reward_mask = batch.get("reward_mask")
-        if weight is not None:
-            weight = weight.float()
-            reward_mask = weight if reward_mask is None else weight * reward_mask.float()
         losses = {
-            "rec": masked_mean(torch.stack(list(rec.values())).sum(0), weight),
-            "rew": masked_mean(rew, reward_mask),
-            "con": masked_mean(con, weight),
-            "dyn": masked_mean(dyn, weight),
-            "rep": masked_mean(rep, weight),
+            "rec": torch.stack(list(rec.values())).sum(0).mean(),
+            "rew": masked_mean(rew, batch.get("reward_mask")),
+            "con": con.mean(),
+            "dyn": dyn.mean(),
+            "rep": rep.mean(),
         }
-        scales = {
-            "rec": cfg.loss_rec,
-            "rew": cfg.loss_rew,
-            "con": cfg.loss_con,
-            "dyn": cfg.loss_dyn,
-            "rep": cfg.loss_rep,
-        }
+        scales = {"rec": 1.0, "rew": 1.0, "con": 1.0, "dyn": cfg.loss_dyn, "rep": cfg.loss_rep}
         if self.ensemble is not None:  # transitions t -> t+1 with a known action, inside one episode
             mask = 1.0 - batch["is_first"][:, 1:].float()
             if "action_mask" in batch:
@@ -435,7 +432,7 @@ class WorldModel(nn.Module):
         state = {k: v[:, -1] for k, v in states.items()}
         feats = []
         for t in range(context, batch["action"].shape[1]):
-            state = self.rssm.imagine_step(state, batch["action"][:, t])
+            state = self.step(state, batch["action"][:, t]).state
             feats.append(self.rssm.feat(state))
-        preds = self.decoder(torch.stack(feats, 1))
+        preds = self.decoder.images_of(torch.stack(feats, 1))
         return {k: (batch[k][:, context:].float() / 255.0, preds[k].float()) for k in self.decoder.images}

@@ -52,8 +52,8 @@ Example:
 See ``docs/datasets.md`` for the command line and the Minari mapping.
 """
 
-from reverie.data.convert import convert, label_flags, rewrite
-from reverie.data.dataset import Dataset
+from reverie.data.convert import convert, rewrite
+from reverie.data.dataset import Dataset, label_flags
 from reverie.data.format import DatasetError, label_plan
 from reverie.data.minari_io import MINARI_INSTALL, MinariMissing, export_minari, import_minari, minari_id
 from reverie.data.record import POLICIES, CheckpointPolicy, Policy, PolicyError, RandomPolicy, make_policy, record
@@ -80,5 +80,3 @@ __all__ = [
     "record",
     "rewrite",
 ]
-
-import reverie.scripted  # noqa: E402, F401  (registers the Crafter "scripted" player in POLICIES)

@@ -22,6 +22,7 @@ import numpy as np
 
 from reverie.data.dataset import Dataset
 from reverie.data.format import DatasetError
+from reverie.plugins import summarize
 
 __all__ = ["add_parser", "describe", "run"]
 
@@ -143,8 +144,9 @@ def describe(ds: Dataset) -> dict[str, Any]:
     """Summary of a dataset from its ``dataset.json`` alone (no episode file is read).
 
     Returns ``folder, env_id, episodes, steps, length, label_fracs, returns`` (over episodes with
-    rewards; None without), ``keys`` and ``creation``; for datasets with Crafter achievement counters
-    also ``achievements`` (success rate in percent per achievement) and ``crafter_score``.
+    rewards; None without), ``keys``, ``creation`` and ``summary``: what the env's game makes of the episodes'
+    last ``log/`` values (:func:`reverie.plugins.summarize`; Crafter: ``score`` and ``success/<achievement>`` in
+    percent), empty for other envs.
     """
     info = ds.info
     eps = info["episode_info"]
@@ -158,15 +160,8 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "returns": _stats([e["return"] for e in eps if e["return"] is not None]),
         "keys": info["keys"],
         "creation": info["creation"],
+        "summary": summarize(ds.env_id, [e["log"] for e in eps]),
     }
-    from reverie.crafter_eval import LOG_PREFIX
-
-    if any(k.startswith(LOG_PREFIX) for k in info["log_keys"]):
-        from reverie.crafter_eval import achievement_table, crafter_score
-
-        rates = achievement_table([e["log"] for e in eps])
-        summary["achievements"] = rates
-        summary["crafter_score"] = crafter_score(rates)
     return summary
 
 
@@ -197,7 +192,7 @@ def _format(s: dict[str, Any]) -> str:
             groups[f"log/{head}_*" if sep else key] = groups.get(f"log/{head}_*" if sep else key, 0) + 1
         names = ", ".join(f"{g} ({n})" if n > 1 else g for g, n in groups.items())
         lines.append(f"  {len(logs)} log/ keys, for evaluation only: {names}")
-    if "achievements" in s:
-        lines.append(f"crafter score {s['crafter_score']:.2f}; success rate per achievement (% of episodes):")
-        lines += [f"  {name:<20} {rate:6.1f}" for name, rate in s["achievements"].items()]
+    if s["summary"]:
+        lines.append(f"summary of the episodes ({s['env_id']}):")
+        lines += [f"  {name:<28} {value:8.2f}" for name, value in s["summary"].items()]
     return "\n".join(lines)

@@ -6,28 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from reverie.data.dataset import Dataset
-from reverie.data.format import check_frac, label_plan
+from reverie.data.dataset import Dataset, label_flags
 from reverie.data.writer import DatasetWriter
 
-__all__ = ["convert", "label_flags", "rewrite"]
-
-
-def label_flags(dataset: Dataset, action_frac: float, reward_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-episode ``(has_actions, has_rewards)`` after dropping labels from ``dataset``.
-
-    Exactly ``round(frac * len(dataset))`` episodes are drawn to keep each label (seeded); an episode
-    that already lacks a label keeps lacking it, so labels are only ever removed.
-    """
-    n = len(dataset)
-    infos = [dataset.episode_info(i) for i in range(n)]
-    had_actions = np.array([e["has_actions"] for e in infos], bool)
-    had_rewards = np.array([e["has_rewards"] for e in infos], bool)
-    actions = label_plan(n, check_frac("action_frac", action_frac), [seed, 0]) & had_actions
-    rewards = label_plan(n, check_frac("reward_frac", reward_frac), [seed, 1]) & had_rewards
-    return actions, rewards
+__all__ = ["convert", "rewrite"]
 
 
 def rewrite(
@@ -79,13 +61,13 @@ def convert(
         >>> convert("data/crafter", "crafter-random", to="minari")  # doctest: +SKIP
         'reverie/crafter-random-v0'
     """
-    from reverie.data import minari_io
+    from reverie.data.minari_io import export_minari, import_minari, minari_id  # Minari: an optional extra
 
     if to == "minari":
-        dataset_id = minari_io.export_minari(src, minari_io.minari_id(str(dst)), action_frac, reward_frac, seed)
+        dataset_id = export_minari(src, minari_id(str(dst)), action_frac, reward_frac, seed)
         return dataset_id
     if to != "reverie":
         raise ValueError(f"convert(to={to!r}): use 'reverie' or 'minari'.")
     if Path(src).exists():
         return str(rewrite(src, dst, action_frac, reward_frac, seed).folder)
-    return str(minari_io.import_minari(str(src), dst, action_frac, reward_frac, seed).folder)
+    return str(import_minari(str(src), dst, action_frac, reward_frac, seed).folder)

@@ -18,6 +18,8 @@ from reverie.data.format import (
     PART_NAME,
     VERSION,
     DatasetError,
+    check_frac,
+    label_plan,
     part_name,
     read_npz,
     spaces_from_json,
@@ -27,7 +29,7 @@ from reverie.envs.base import Space
 if TYPE_CHECKING:
     from reverie.replay import Replay
 
-__all__ = ["Dataset"]
+__all__ = ["Dataset", "label_flags"]
 
 _REQUIRED = ("env_id", "obs_space", "act_space", "keys", "chunk", "episodes", "steps", "episode_info")
 
@@ -237,3 +239,18 @@ class Dataset:
             replay.add(step, stream)
             added += 1
         return added
+
+
+def label_flags(dataset: Dataset, action_frac: float, reward_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-episode ``(has_actions, has_rewards)`` after dropping labels from ``dataset``.
+
+    Exactly ``round(frac * len(dataset))`` episodes are drawn to keep each label (seeded); an episode
+    that already lacks a label keeps lacking it, so labels are only ever removed.
+    """
+    n = len(dataset)
+    infos = [dataset.episode_info(i) for i in range(n)]
+    had_actions = np.array([e["has_actions"] for e in infos], bool)
+    had_rewards = np.array([e["has_rewards"] for e in infos], bool)
+    actions = label_plan(n, check_frac("action_frac", action_frac), [seed, 0]) & had_actions
+    rewards = label_plan(n, check_frac("reward_frac", reward_frac), [seed, 1]) & had_rewards
+    return actions, rewards

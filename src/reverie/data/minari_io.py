@@ -34,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from reverie.data.convert import label_flags
-from reverie.data.dataset import Dataset
+from reverie.data.dataset import Dataset, label_flags
 from reverie.data.format import DatasetError, label_plan, spaces_from_json
 from reverie.data.writer import DatasetWriter
 from reverie.envs.base import Space, reserved_spaces

@@ -1,10 +1,9 @@
 """Record episodes of a policy into a dataset: ``record(env_id, policy, episodes, folder)``.
 
-Policies are looked up by name in :data:`POLICIES` (``"random"`` built in); any other string is taken
-as a checkpoint folder of :class:`reverie.Dreamer`. A module adds a policy by registering a factory::
-
-    from reverie.data import POLICIES
-    POLICIES["scripted"] = ScriptedPlayer   # called as ScriptedPlayer(env, seed), then policy(obs) -> action
+Policies are looked up by name: ``"random"`` for any env, then the recording policies the env's game registers
+with :mod:`reverie.plugins` (Crafter: ``"scripted"``, ``"scripted-curious"``); any other string is taken as a
+checkpoint folder of :class:`reverie.Dreamer`. A policy is built as ``factory(env, seed)`` and then called as
+``policy(obs) -> action`` for one env.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from reverie.data.dataset import Dataset
 from reverie.data.format import check_frac, label_plan
 from reverie.data.writer import DatasetWriter
 from reverie.envs import Env, make_env
+from reverie.plugins import policy as game_policy
+from reverie.plugins import policy_names
 
 __all__ = ["POLICIES", "CheckpointPolicy", "Policy", "PolicyError", "RandomPolicy", "make_policy", "record"]
 
@@ -102,23 +103,28 @@ class CheckpointPolicy:
 
 
 POLICIES: dict[str, PolicyFactory] = {"random": RandomPolicy}
-"""Policy name -> ``factory(env, seed)``. Other modules register more (e.g. a Crafter ``"scripted"`` player)."""
+"""Policies for any env: name -> ``factory(env, seed)``. A game's own policies are registered with its
+:class:`reverie.plugins.Game`."""
 
 
-def make_policy(policy: str, env: Env, seed: int) -> Policy:
-    """The policy named ``policy`` in :data:`POLICIES`, or a :class:`CheckpointPolicy` when it is a folder.
+def make_policy(policy: str, env: Env, seed: int, env_id: str = "") -> Policy:
+    """The policy named ``policy`` (in :data:`POLICIES`, or registered by the game of ``env_id``), or a
+    :class:`CheckpointPolicy` when it is a folder.
 
     Raises:
-        PolicyError: neither a registered name nor an existing folder; the message lists the names.
+        PolicyError: neither a known name nor an existing folder; the message lists the names.
     """
     if policy in POLICIES:
         return POLICIES[policy](env, seed)
+    factory = game_policy(env_id, policy)
+    if factory is not None:
+        return factory(env, seed)  # type: ignore[no-any-return]
     if Path(policy).is_dir():
         return CheckpointPolicy(policy, env, seed)
+    names = sorted(POLICIES) + policy_names(env_id)
     raise PolicyError(
-        f"Unknown policy '{policy}': known policies are {', '.join(sorted(POLICIES))}, or give a checkpoint "
-        f"folder (what `reverie train --logdir DIR` writes). Other policies, such as a Crafter 'scripted' "
-        f"player, are added by registering a factory in reverie.data.POLICIES."
+        f"Unknown policy '{policy}' for env '{env_id}': known policies are {', '.join(names)}, or give a checkpoint "
+        f"folder (what `reverie train --logdir DIR` writes)."
     )
 
 
@@ -160,7 +166,7 @@ def record(
     env = make_env(EnvConfig(id=env_id, time_limit=time_limit or 0), seed)
     creation = {"source": "record", "policy": str(policy), "seed": seed, "time_limit": time_limit}
     try:
-        actor = make_policy(policy, env, seed)
+        actor = make_policy(policy, env, seed, env_id)
         writer = DatasetWriter(folder, env_id, env.obs_space, env.act_space, chunk, creation)
         for index in range(episodes):
             steps = _run_episode(env, actor)

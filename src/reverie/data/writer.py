@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from reverie import __version__
 from reverie.data.format import (
     EPISODES_DIR,
     FORMAT,
@@ -25,6 +24,7 @@ from reverie.data.format import (
 )
 from reverie.envs.base import RESERVED_KEYS, Space, reserved_spaces
 from reverie.fileio import fsync_dir, write_text
+from reverie.version import __version__
 
 __all__ = ["DatasetWriter"]
 

@@ -2,9 +2,9 @@
 
 Env ids understood by :func:`make_env`:
 
+* the ids of a game registered with :mod:`reverie.plugins`, e.g. ``crafter`` (64x64 pixels) and
+  ``crafter-symbolic`` (a vector), :mod:`reverie.crafter` (``pip install "crafter>=1.8" numba``);
 * a Gymnasium id (``CartPole-v1``, ``gym:Pendulum-v1``): :class:`GymEnv`;
-* ``crafter`` (64x64 pixels) and ``crafter-symbolic`` (a vector): :class:`CrafterEnv`
-  (``pip install "crafter>=1.8" numba``);
 * ``dmc:<domain>-<task>`` (``dmc:walker-walk``; ``env.pixels=true`` for images): :class:`DMCEnv`
   (``pip install "mujoco==3.17.0" dm_control``);
 * ``atari:<Game>`` (``atari:Pong``, the Atari 100k protocol): :class:`AtariEnv`
@@ -27,20 +27,18 @@ from reverie.config import EnvConfig
 from reverie.envs.atari import AtariEnv
 from reverie.envs.base import RESERVED_KEYS, Env, Space, model_keys, reserved_spaces
 from reverie.envs.checker import check_env, check_gym_env
-from reverie.envs.crafter import CrafterEnv
 from reverie.envs.dmc import DMCEnv
 from reverie.envs.errors import EnvError, EnvWarning
 from reverie.envs.gym import GymEnv
 from reverie.envs.parallel import BatchEnv, ParallelEnv
 from reverie.envs.wrappers import ActionRepeat, NormalizeActions, ResizeImage, TimeLimit, Wrapper
+from reverie.plugins import game_for, resolve
 
 __all__ = [
-    "CRAFTER_IDS",
     "RESERVED_KEYS",
     "ActionRepeat",
     "AtariEnv",
     "BatchEnv",
-    "CrafterEnv",
     "DMCEnv",
     "Env",
     "EnvError",
@@ -60,21 +58,18 @@ __all__ = [
     "reserved_spaces",
 ]
 
-CRAFTER_IDS = ("crafter", "crafter-symbolic")
-"""The Crafter env ids: pixels and the symbolic vector."""
-
 
 def _adapter(cfg: EnvConfig, seed: int) -> tuple[Env, bool]:
-    """The adapter for ``cfg.id`` (a suite's or :class:`GymEnv`) and whether it repeats actions itself.
+    """The adapter for ``cfg.id`` (a registered game's, a suite's or :class:`GymEnv`) and whether it repeats
+    actions itself.
 
     DMC and Atari repeat actions inside the adapter (``cfg.action_repeat`` control steps or frames),
     so that frames are rendered and max-pooled once per agent step.
     """
+    game = game_for(cfg.id)
+    if game is not None and game.make_env is not None:
+        return resolve(game.make_env)(cfg, seed), False
     suite, _, name = cfg.id.partition(":")
-    if suite.startswith("crafter"):
-        if cfg.id not in CRAFTER_IDS:
-            raise EnvError(f"Unknown Crafter id '{cfg.id}'; use {' or '.join(CRAFTER_IDS)}.")
-        return CrafterEnv(seed, size=cfg.image_size, symbolic=cfg.id == "crafter-symbolic"), False
     if suite not in ("dmc", "atari"):
         return GymEnv(cfg.id, seed=seed, pixels=cfg.pixels, image_size=cfg.image_size), False
     if not name:

@@ -32,6 +32,7 @@ from gymnasium import spaces as gs
 from reverie.envs.base import RESERVED_KEYS, Env, Space, reserved_spaces
 from reverie.envs.errors import EnvError
 from reverie.envs.wrappers import resize_image
+from reverie.plugins import games
 
 __all__ = ["GymEnv", "unknown_id_message"]
 
@@ -42,13 +43,14 @@ _Leaf = tuple[str, Space, Callable[[Any], np.ndarray]]
 
 
 def unknown_id_message(env_id: str) -> str:
-    """One line naming an unknown id, the closest registered ids and where to find the rest.
+    """One line naming an unknown id, the closest ids (Gymnasium's and the registered games') and where to find
+    the rest.
 
     Example:
         >>> unknown_id_message("CartPol-v1")[:61]
         "Unknown environment id 'CartPol-v1'. Did you mean CartPole-v1"
     """
-    ids = [str(k) for k in gymnasium.registry]
+    ids = [str(k) for k in gymnasium.registry] + [i for game in games() for i in game.env_ids]
     lower = {i.lower(): i for i in ids}
     close = [lower[m] for m in difflib.get_close_matches(env_id.lower(), list(lower), n=3, cutoff=0.6)]
     hint = f" Did you mean {', '.join(close)}?" if close else ""

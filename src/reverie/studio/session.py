@@ -17,9 +17,10 @@ client -> server
 
 server -> client
 
-* ``info`` (once, on connect): env id, observation keys, the action space, action names and key map,
-  and ``start``, the start source (:meth:`DreamEnv.start_source`: ``{"source": "env", ...}`` or
-  ``{"source": "dataset", "path", "episodes", ...}``).
+* ``info`` (once, on connect): env id, observation keys, the action space, action names, key map (``keymap``:
+  ``keys`` with the game's ``keys`` {key: action name}, ``atari`` or ``digits``), and ``start``, the start
+  source (:meth:`DreamEnv.start_source`: ``{"source": "env", ...}`` or ``{"source": "dataset", "path",
+  "episodes", ...}``).
 * ``frame`` (after reset and each step): ``step``, ``start`` (where this dream started, e.g.
   ``{"source": "dataset", "episode": 3, "start": 40, "context": 5}``), ``frames`` (dreamed images as
   PNG data URIs), ``vectors`` (dreamed vectors), ``real`` (the real env's frames and vectors, or null), ``reward``,
@@ -46,7 +47,8 @@ from gymnasium import spaces
 from PIL import Image
 
 from reverie.dream import START_OPTIONS, DreamEnv
-from reverie.envs import CRAFTER_IDS, Space, Wrapper
+from reverie.envs import Space, Wrapper
+from reverie.plugins import game_for
 from reverie.studio.recorder import TakeRecorder
 
 log = logging.getLogger("reverie.studio")
@@ -75,32 +77,28 @@ def png_data_uri(image: np.ndarray) -> str:
 
 
 def action_names(dream: DreamEnv) -> list[str]:
-    """Names of the discrete actions: Crafter's, Atari's meanings from the real env, else numbers."""
+    """Names of the discrete actions: the game's (:mod:`reverie.plugins`), Atari's meanings from the real env, else
+    numbers."""
     space = dream.learner.act_space
     if not space.discrete:
         return []
-    env_id = dream.agent.config.env.id
-    names: list[str] = []
-    if env_id in CRAFTER_IDS:
-        try:
-            from crafter import constants
-
-            names = list(constants.actions)
-        except ImportError:
-            names = []
-    elif dream.real_env is not None:
+    game = game_for(dream.agent.config.env.id)
+    names: list[str] = list(game.action_names) if game is not None else []
+    if not names and dream.real_env is not None:
         inner = dream.real_env.unwrapped if isinstance(dream.real_env, Wrapper) else dream.real_env
         names = list(getattr(inner, "action_meanings", None) or [])
     return names if len(names) == space.n else [str(i) for i in range(space.n)]
 
 
-def keymap_name(env_id: str, names: list[str]) -> str:
-    """Which key map the page uses: ``crafter``, ``atari`` (arrows and space) or ``digits``."""
-    if env_id in CRAFTER_IDS:
-        return "crafter"
+def key_map(env_id: str, names: list[str]) -> tuple[str, dict[str, str]]:
+    """Which key map the page uses, and its keys: ``("keys", {key: action name})`` where the game registers
+    keys, ``("atari", {})`` (arrows and space) or ``("digits", {})``."""
+    game = game_for(env_id)
+    if game is not None and game.keys:
+        return "keys", dict(game.keys)
     if env_id.startswith("atari:") and "NOOP" in names:
-        return "atari"
-    return "digits"
+        return "atari", {}
+    return "digits", {}
 
 
 class Session:
@@ -136,12 +134,14 @@ class Session:
                 "high": _finite(space.high, 1.0),
             }
         env_id = dream.agent.config.env.id
+        keymap, keys = key_map(env_id, self.names)
         return {
             "type": "info",
             "env": env_id,
             "obs": {k: {"shape": list(dream.model_space[k].shape), "image": k in dream.images} for k in dream.keys},
             "action": action,
-            "keymap": keymap_name(env_id, self.names),
+            "keymap": keymap,
+            "keys": keys,
             "context": dream.context,
             "max_steps": dream.max_steps,
             "has_real_env": dream.real_env is not None,
@@ -313,7 +313,7 @@ class Session:
         spaces_["log/cont"] = Space(np.float32, (), 0.0, 1.0)
         creation = {
             "context": dream.context,
-            "agent_steps": dream.agent.counters.get("agent_steps"),
+            "agent_steps": dream.agent.state.agent_steps,
             "start": dream.start_source(),
         }
         return TakeRecorder(self.record_dir, dream.agent.config.env.id, spaces_, dream.learner.act_space, creation)

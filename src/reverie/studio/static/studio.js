@@ -3,13 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 
-// Key -> action name. Crafter follows crafter's own GUI (run_gui.py), plus n for noop.
-const CRAFTER_KEYS = {
-  a: "move_left", d: "move_right", w: "move_up", s: "move_down", " ": "do", Tab: "sleep",
-  r: "place_stone", t: "place_table", f: "place_furnace", p: "place_plant",
-  1: "make_wood_pickaxe", 2: "make_stone_pickaxe", 3: "make_iron_pickaxe",
-  4: "make_wood_sword", 5: "make_stone_sword", 6: "make_iron_sword", n: "noop",
-};
+// A game's keys come from the server (info.keys: key -> action name, registered with the game's plug-in).
 const ATARI_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", " "]);
 const MAX_PENDING = 4; // steps in flight before further key presses are dropped (key auto-repeat)
 
@@ -116,9 +110,12 @@ function buildActions(info) {
 function keyHelp(info) {
   const common = "Esc: reset";
   if (!info.action.discrete) return `Enter or space: step with the slider values\n${common}`;
-  if (info.keymap === "crafter") {
-    return "WASD: move   space: do   Tab: sleep   n: noop\nR T F P: place stone, table, furnace, plant\n" +
-      `1 2 3: wood, stone, iron pickaxe   4 5 6: wood, stone, iron sword\n${common}`;
+  if (info.keymap === "keys") {
+    const label = (key) => (key === " " ? "space" : key);
+    const pairs = Object.entries(info.keys).map(([key, name]) => `${label(key)}: ${name.replaceAll("_", " ")}`);
+    const lines = [];
+    for (let i = 0; i < pairs.length; i += 4) lines.push(pairs.slice(i, i + 4).join("   "));
+    return `${lines.join("\n")}\n${common}`;
   }
   if (info.keymap === "atari") return `arrows: move   space: fire (hold arrows to combine)   n: noop\n${common}`;
   return `0-9: action by number (or click the buttons)\n${common}`;
@@ -129,8 +126,8 @@ function keyAction(event) {
   const act = studio.info.action;
   if (!act.discrete) return event.key === "Enter" || event.key === " " ? sliderAction() : null;
   const names = act.names;
-  if (studio.info.keymap === "crafter") {
-    const name = CRAFTER_KEYS[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+  if (studio.info.keymap === "keys") {
+    const name = studio.info.keys[event.key.length === 1 ? event.key.toLowerCase() : event.key];
     return name === undefined ? null : names.indexOf(name);
   }
   if (studio.info.keymap === "atari" && (ATARI_KEYS.has(event.key) || event.key === "n")) {

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reverie.scripted.navigation import UNREACHED, dilate
-from reverie.scripted.rules import ACTIONS, DO, NOOP, SLEEP
-from reverie.scripted.shelter import Shelter, find_shelter, sealed
-from reverie.scripted.style import Style
-from reverie.scripted.world import Cell, Snapshot
+from reverie.crafter.scripted.navigation import UNREACHED, dilate
+from reverie.crafter.scripted.rules import ACTIONS, DO, NOOP, SLEEP
+from reverie.crafter.scripted.shelter import Shelter, find_shelter, sealed
+from reverie.crafter.scripted.style import Style
+from reverie.crafter.scripted.world import Cell, Snapshot
 
 __all__ = ["Planner", "Target"]
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reverie.crafter.env import ACTIONS
+
 __all__ = [
     "ACTIONS",
     "DIRECTIONS",
@@ -30,26 +32,6 @@ __all__ = [
     "crafter_game",
 ]
 
-ACTIONS: tuple[str, ...] = (
-    "noop",
-    "move_left",
-    "move_right",
-    "move_up",
-    "move_down",
-    "do",
-    "sleep",
-    "place_stone",
-    "place_table",
-    "place_furnace",
-    "place_plant",
-    "make_wood_pickaxe",
-    "make_stone_pickaxe",
-    "make_iron_pickaxe",
-    "make_wood_sword",
-    "make_stone_sword",
-    "make_iron_sword",
-)
-"""Crafter's 17 actions in the order of its ``data.yaml`` (the action index is the position here)."""
 
 DIRECTIONS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
 """``(dx, dy)`` of ``move_left, move_right, move_up, move_down`` in crafter's ``(x, y)`` world coordinates."""

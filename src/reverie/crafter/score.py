@@ -23,10 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-__all__ = ["ACHIEVEMENTS", "LOG_PREFIX", "achievement_table", "crafter_score", "plot_achievements"]
+__all__ = ["ACHIEVEMENTS", "LOG_PREFIX", "achievement_table", "crafter_score", "plot_achievements", "summary"]
 
 ACHIEVEMENTS: tuple[str, ...] = (
     "collect_coal",
@@ -55,7 +52,7 @@ ACHIEVEMENTS: tuple[str, ...] = (
 """The 22 achievements in the order of crafter's ``data.yaml``."""
 
 LOG_PREFIX = "log/achievement_"
-"""Prefix of the per-episode achievement counters in the observations of :class:`reverie.envs.CrafterEnv`."""
+"""Prefix of the per-episode achievement counters in the observations of :class:`reverie.crafter.env.CrafterEnv`."""
 
 
 def crafter_score(success_rates_percent: Mapping[str, float] | Iterable[float]) -> float:
@@ -85,10 +82,11 @@ def crafter_score(success_rates_percent: Mapping[str, float] | Iterable[float]) 
 
 
 def _counts(episode: Mapping[str, Any]) -> dict[str, float]:
-    """Achievement counts of one episode keyed by bare name or by ``log/achievement_<name>``."""
+    """Achievement counts of one episode keyed by bare name, ``achievement_<name>`` (crafter's ``stats.jsonl``) or
+    ``log/achievement_<name>``."""
     counts = {}
     for name in ACHIEVEMENTS:
-        for key in (name, LOG_PREFIX + name):
+        for key in (name, "achievement_" + name, LOG_PREFIX + name):
             if key in episode:
                 counts[name] = float(episode[key])
     return counts
@@ -98,10 +96,10 @@ def achievement_table(episodes: Iterable[Mapping[str, Any]]) -> dict[str, float]
     """Success rate in percent of each of the 22 achievements over ``episodes``.
 
     Args:
-        episodes: one mapping per finished episode, holding achievement counts keyed either by name
-            (``{"collect_wood": 3, ...}``, crafter's ``info["achievements"]``) or by the
-            ``log/achievement_<name>`` keys of the episode's last observation. A name that is absent
-            counts as not unlocked.
+        episodes: one mapping per finished episode, holding achievement counts keyed by name
+            (``{"collect_wood": 3, ...}``, crafter's ``info["achievements"]``), by ``achievement_<name>`` (rows of
+            crafter's ``stats.jsonl``) or by the ``log/achievement_<name>`` keys of the episode's last observation.
+            A name that is absent counts as not unlocked.
 
     Returns:
         ``{name: rate}`` in the order of :data:`ACHIEVEMENTS`; feed it to :func:`crafter_score`.
@@ -147,28 +145,25 @@ def plot_achievements(
     Example:
         >>> plot_achievements({"collect_wood": 90.0, "wake_up": 60.0}, "crafter.png")  # doctest: +SKIP
     """
+    from reverie.plots import plot_rates
+
     series = [("agent", rates)] if isinstance(rates, Mapping) else list(rates)
     names = [n for n in ACHIEVEMENTS if any(n in r for _, r in series)] or list(ACHIEVEMENTS)
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    width = 0.8 / len(series)
-    for i, (label, table) in enumerate(series):
-        values = [max(float(table.get(n, 0.0)), 0.0) for n in names]
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
-        # Bars start at 0.01% so that zero rates still show as empty slots on the log axis.
-        ax.bar(xs, [max(v, 0.01) for v in values], width, label=f"{label} (score {crafter_score(values):.1f})")
-    ax.set_yscale("log")
-    ax.set_ylim(0.01, 100)
-    ax.set_ylabel("success rate (%)")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=60, ha="right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    labelled = [(f"{label} (score {crafter_score([r.get(n, 0.0) for n in names]):.1f})", r) for label, r in series]
+    return plot_rates(labelled, path, title, names)
+
+
+def summary(finals: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The Crafter plug-in's episode summary: ``score`` and ``success/<name>`` (percent) of finished episodes, from
+    the achievement counters of their last observations; ``{}`` when the episodes carry none.
+
+    Example:
+        >>> out = summary([{"log/achievement_wake_up": 1}, {"log/achievement_wake_up": 0}])
+        >>> out["success/wake_up"], round(out["score"], 3)
+        (50.0, 0.196)
+    """
+    episodes = [episode for episode in finals if _counts(episode)]
+    if not episodes:
+        return {}
+    rates = achievement_table(episodes)
+    return {"score": crafter_score(rates), **{f"success/{name}": rate for name, rate in rates.items()}}

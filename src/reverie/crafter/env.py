@@ -46,11 +46,23 @@ from typing import Any
 
 import numpy as np
 
-from reverie.crafter_eval import ACHIEVEMENTS, LOG_PREFIX
+from reverie.crafter.score import ACHIEVEMENTS, LOG_PREFIX
 from reverie.envs.base import Env, Space, reserved_spaces
 from reverie.envs.errors import EnvError
 
-__all__ = ["INSTALL", "ITEMS", "MATERIALS", "OBJECTS", "CrafterEnv", "symbolic_size"]
+__all__ = [
+    "ACTIONS",
+    "EFFECT_KEYS",
+    "INSTALL",
+    "ITEMS",
+    "MATERIALS",
+    "OBJECTS",
+    "VITALS",
+    "CrafterEnv",
+    "inventory_changed",
+    "make_env",
+    "symbolic_size",
+]
 
 INSTALL = 'pip install "crafter>=1.8" numba'
 """The pip command that installs Crafter (numba makes world generation ~15x faster)."""
@@ -78,6 +90,30 @@ ITEMS = (
     "iron_sword",
 )
 """Inventory entries (vitals first) in the order of crafter's ``data.yaml``."""
+ACTIONS: tuple[str, ...] = (
+    "noop",
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "do",
+    "sleep",
+    "place_stone",
+    "place_table",
+    "place_furnace",
+    "place_plant",
+    "make_wood_pickaxe",
+    "make_stone_pickaxe",
+    "make_iron_pickaxe",
+    "make_wood_sword",
+    "make_stone_sword",
+    "make_iron_sword",
+)
+"""Crafter's 17 actions in the order of its ``data.yaml`` (the action index is the position here)."""
+VITALS = ITEMS[:4]
+"""Health, food, drink and energy: inventory entries that change without the player crafting anything."""
+EFFECT_KEYS = tuple(f"log/inventory_{name}" for name in ITEMS if name not in VITALS)
+"""The ``log/`` keys :func:`inventory_changed` reads."""
 _FACING = ((-1, 0), (1, 0), (0, -1), (0, 1))  # left, right, up, down in crafter's (x, y) world coordinates
 _CHANNELS = 1 + len(MATERIALS) + len(OBJECTS)
 
@@ -265,3 +301,16 @@ def _object_channel(obj: Any) -> int | None:
     if name == "plant":
         return OBJECTS.index("ripe_plant" if obj.ripe else "sapling")
     return OBJECTS.index(name) if name in OBJECTS else None
+
+
+def make_env(cfg: Any, seed: int) -> CrafterEnv:
+    """The plug-in's env factory: ``crafter`` (pixels) or ``crafter-symbolic`` (the vector) from an ``EnvConfig``."""
+    return CrafterEnv(seed, size=cfg.image_size, symbolic=cfg.id == "crafter-symbolic")
+
+
+def inventory_changed(before: dict[str, Any], after: dict[str, Any]) -> np.ndarray:
+    """(N,) bool: whether each env's action changed its inventory (vitals aside), from batched observations before
+    and after it: "did this action have an effect" for the correction loop (a craft without materials does not)."""
+    old = np.stack([np.asarray(before[k], np.float64) for k in EFFECT_KEYS], -1)
+    new = np.stack([np.asarray(after[k], np.float64) for k in EFFECT_KEYS], -1)
+    return (old != new).any(-1)

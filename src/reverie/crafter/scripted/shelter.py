@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reverie.scripted.navigation import UNREACHED
-from reverie.scripted.rules import ACTIONS, DIRECTIONS, DO, MOVES, NOOP, SLEEP
-from reverie.scripted.stance import stance_action
-from reverie.scripted.world import Cell, Snapshot
+from reverie.crafter.scripted.navigation import UNREACHED
+from reverie.crafter.scripted.rules import ACTIONS, DIRECTIONS, DO, MOVES, NOOP, SLEEP
+from reverie.crafter.scripted.stance import stance_action
+from reverie.crafter.scripted.world import Cell, Snapshot
 
 __all__ = ["Shelter", "find_shelter", "sealed", "shelter_action"]
 

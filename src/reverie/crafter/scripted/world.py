@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from reverie.scripted.navigation import UNREACHED, Grid, adjacent_min, shortest_paths
-from reverie.scripted.rules import DIRECTIONS, Rules
+from reverie.crafter.scripted.navigation import UNREACHED, Grid, adjacent_min, shortest_paths
+from reverie.crafter.scripted.rules import DIRECTIONS, Rules
 
 __all__ = ["Field", "Memory", "Snapshot"]
 

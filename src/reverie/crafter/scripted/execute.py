@@ -1,17 +1,17 @@
-"""Turning a :class:`~reverie.scripted.goals.Target` into the next action: walk, dig, face, act, place.
+"""Turning a :class:`~reverie.crafter.scripted.goals.Target` into the next action: walk, dig, face, act, place.
 
 Crafter's movement decides much of this: a move action turns the player and walks only into a free
 walkable cell, so the player can face a solid cell (a tree, water, a cow) without moving, but can face
-an open cell only by having just walked toward it (see :mod:`reverie.scripted.stance` for placing).
+an open cell only by having just walked toward it (see :mod:`reverie.crafter.scripted.stance` for placing).
 """
 
 from __future__ import annotations
 
-from reverie.scripted.goals import CREATURES, Target
-from reverie.scripted.rules import ACTIONS, DO, MOVES, NOOP, SLEEP
-from reverie.scripted.shelter import shelter_action
-from reverie.scripted.stance import stance_action
-from reverie.scripted.world import Cell, Snapshot
+from reverie.crafter.scripted.goals import CREATURES, Target
+from reverie.crafter.scripted.rules import ACTIONS, DO, MOVES, NOOP, SLEEP
+from reverie.crafter.scripted.shelter import shelter_action
+from reverie.crafter.scripted.stance import stance_action
+from reverie.crafter.scripted.world import Cell, Snapshot
 
 __all__ = ["follow"]
 

@@ -12,8 +12,8 @@ from collections import deque
 
 import numpy as np
 
-from reverie.scripted.rules import ACTIONS, DO, MOVES
-from reverie.scripted.world import Cell, Snapshot
+from reverie.crafter.scripted.rules import ACTIONS, DO, MOVES
+from reverie.crafter.scripted.world import Cell, Snapshot
 
 __all__ = ["stance_action"]
 

@@ -1,35 +1,31 @@
 """Crafter's symbolic vector read as what it is: a grid of one-hot cells plus a short tail.
 
-``model.vector_codec=crafter_grid`` replaces the vector encoder and decoder of the world model for the
-``crafter-symbolic`` observation (layout in :mod:`reverie.envs.crafter`):
+Two codecs for the ``crafter-symbolic`` observation (layout in :mod:`reverie.crafter.env`), registered by the
+Crafter plug-in as ``model.vector_codec`` values:
 
-* :class:`GridEncoder`: two 3x3 convolutions over the ``(rows, columns, 19)`` local map (the same
-  filters at every cell, so what is learned about a table next to the player holds wherever the table
-  is), flattened and joined with the inventory/facing/daylight tail, then the usual MLP.
-* :class:`GridDecoder`: per cell, a categorical over the 13 materials and one over "no object" + the 6
-  objects, trained by cross-entropy; the tail by squared error in symlog space as before. A flat
-  squared error over 1,197 mostly-zero entries barely notices a missed cow or table; the per-cell
-  cross-entropy charges ``-log p`` of the true class in every cell.
-* With ``model.decoder_prev=true`` the decoder also reads the previous observation: three 3x3 convolutions
-  over its map, with the features broadcast to every cell, add to each cell's logits, and its tail joins the
-  MLP's input. Most of a step's view is the previous one, shifted when the player moves; the features only
-  have to carry what changed (as frame-conditioned video models such as DIAMOND's do). An all-zero previous
-  vector means "none" (episode starts): a real one has a material in every cell.
-* With ``model.count_classes=true`` each inventory count (0-9) is a categorical over 10 classes, trained
-  by cross-entropy: regressed, a count is rounded to the nearest whole item, and an error of half an
-  item (0.056 in the vector) already pictures another inventory. With ``model.count_copy=true`` as well
-  (and ``model.decoder_prev``) the previous count's class gets a learned bonus (one weight per item), so
-  keeping the inventory is the default and the features only have to say what changed, as for the cells.
+* ``crafter_grid`` (:class:`GridCodec`): :class:`GridEncoder` reads the ``(rows, columns, 19)`` local map with two
+  3x3 convolutions (the same filters at every cell, so what is learned about a table next to the player holds
+  wherever the table is), flattened and joined with the inventory/facing/daylight tail, then the usual MLP.
+  :class:`GridDecoder` predicts, per cell, a categorical over the 13 materials and one over "no object" + the 6
+  objects, trained by cross-entropy (a flat squared error over 1,197 mostly-zero entries barely notices a missed
+  cow or table); the tail by squared error in symlog space.
+* ``crafter_grid_delta`` (:class:`DeltaCodec`): the same encoder, and a decoder that also reads the previous
+  observation (three 3x3 convolutions over its map, with the features broadcast to every cell, add to each cell's
+  logits; its tail joins the MLP's input), so the features only carry what changed (as frame-conditioned video
+  models such as DIAMOND's do); each inventory count (0-9) is a categorical over 10 classes whose previous value
+  gets a learned bonus (keeping the inventory is the default); and the reward head reads :func:`change_features`
+  of each step, with a zero reward wherever nothing changed (:func:`changed`). An all-zero previous vector means
+  "none" (episode starts): a real one has a material in every cell.
 
-Both keep the vector contract of :class:`reverie.world_model.Decoder`: ``forward`` returns the vector
-in symlog space (cell probabilities in the vector's one-hot layout), ``loss`` returns (B, T).
+The decoders' :meth:`GridDecoder.picture` is the sharp likeliest observation: the same kind of vector the game
+gives, never a blur of probabilities a policy was not trained on.
 
 Example:
     >>> from reverie.config import ModelConfig
     >>> cfg = ModelConfig(units=32, layers=1)
-    >>> enc, dec = GridEncoder(1219, cfg), GridDecoder(48, 1219, cfg)
+    >>> enc, dec = DeltaCodec.encoder(1219, cfg), DeltaCodec.decoder(48, 1219, cfg)
     >>> x = torch.zeros(2, 3, 1219)
-    >>> enc(x).shape, dec(torch.zeros(2, 3, 48)).shape
+    >>> enc(x).shape, dec.picture(torch.zeros(2, 3, 48)).shape
     (torch.Size([2, 3, 32]), torch.Size([2, 3, 1219]))
 """
 
@@ -40,18 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reverie.codecs import VectorCodec, VectorDecoder, VectorEncoder
 from reverie.config import ModelConfig
-from reverie.envs.crafter import ITEMS, MATERIALS, OBJECTS, symbolic_size
+from reverie.crafter.env import ITEMS, MATERIALS, OBJECTS, symbolic_size
 from reverie.functional import symexp, symlog
 from reverie.nets import MLP, ChannelNorm, Linear, init_fan_in
 
 __all__ = [
     "CHANGE_FEATURES",
     "GRID_CHANNELS",
+    "DeltaCodec",
+    "GridCodec",
     "GridDecoder",
     "GridEncoder",
     "cell_materials",
     "change_features",
+    "changed",
     "grid_layout",
 ]
 
@@ -90,7 +90,7 @@ def change_features(obs: Tensor, prev: Tensor | None) -> Tensor:
     before) and a flag that there was a previous observation. Where ``prev`` is all zeros (episode starts) or
     None there was none and every feature is zero.
 
-    Read by the world model's reward head with ``model.reward_change``: in Crafter a reward comes with a
+    Read by the reward head with the ``crafter_grid_delta`` codec: in Crafter a reward comes with a
     change of the inventory or the view (+1 for an achievement, +-0.1 per health point), which a head on
     the latent alone smears over the steps around it.
     """
@@ -152,22 +152,23 @@ class GridEncoder(nn.Module):
         return self.mlp(torch.cat([maps, symlog(x[:, self.cells :])], -1)).reshape(*lead, -1)
 
 
-class GridDecoder(nn.Module):
-    """Features (..., F) -> per-cell material and object logits and the tail (see the module docstring)."""
+class GridDecoder(VectorDecoder):
+    """Features (..., F) -> per-cell material and object logits and the tail (see the module docstring).
 
-    def __init__(self, feat_dim: int, size: int, cfg: ModelConfig):
+    Args:
+        feat_dim: width of the features.
+        size: length of the symbolic vector.
+        cfg: the model section (``units``, ``layers``).
+        delta: the ``crafter_grid_delta`` decoder: reads the previous observation, inventory counts as classes
+            with a learned bonus for keeping the previous count.
+    """
+
+    def __init__(self, feat_dim: int, size: int, cfg: ModelConfig, delta: bool = False):
         super().__init__()
         self.rows, self.cols = grid_layout(size)
         self.n_cells = self.rows * self.cols
         self.tail = size - self.n_cells * _CELL
-        self.reads_prev = cfg.decoder_prev
-        self.count_classes = cfg.count_classes
-        self.count_copy = cfg.count_copy
-        if self.count_copy and not (self.count_classes and self.reads_prev):
-            raise ValueError(
-                "model.count_copy=true adds the previous count to the count classes: it needs model.count_classes=true "
-                "and model.decoder_prev=true; set them or model.count_copy=false."
-            )
+        self.reads_prev = self.count_classes = self.count_copy = delta
         if self.count_copy:  # per inventory entry, the logit bonus of keeping the previous count (init: e^4 odds)
             self.copy_weight = nn.Parameter(torch.full((len(ITEMS),), 4.0))
         # the tail's outputs: one value per entry, or with count_classes 10 classes per inventory count
@@ -187,11 +188,11 @@ class GridDecoder(nn.Module):
 
     def logits(self, feat: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(materials (..., cells, 13), objects (..., cells, 7: none first), tail): the tail in symlog space
-        (..., 22), or with ``model.count_classes`` the inventory's count logits (..., 16 * 10) and then the
+        (..., 22), or with count classes (``delta``) the inventory's count logits (..., 16 * 10) and then the
         rest of the tail in symlog space (..., 6).
 
         ``prev``: the previous observation (..., N) in env units, all zeros where there is none; read only
-        with ``model.decoder_prev`` (None: none anywhere).
+        by the ``delta`` decoder (None: none anywhere).
         """
         lead = feat.shape[:-1]
         cells = self.n_cells * _CELL
@@ -221,29 +222,15 @@ class GridDecoder(nn.Module):
                 tail = torch.cat([(counts + bonus).flatten(-2), rest], -1)
         return mats, objs, tail
 
-    def forward(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
-        """The vector in symlog space: cell probabilities in the one-hot layout, then the tail (with
-        ``model.count_classes``, each inventory entry the expected count)."""
-        mats, objs, tail = self.logits(feat, prev)
-        cells = torch.cat([mats.softmax(-1), objs.softmax(-1)[..., 1:]], -1)  # (..., cells, 19)
-        if self.count_classes:
-            counts, rest = self._split_counts(tail)
-            expected = (counts.softmax(-1) * torch.arange(_COUNTS, device=feat.device)).sum(-1) / _MAX_COUNT
-            tail = torch.cat([symlog(expected), rest], -1)
-        return torch.cat([symlog(cells.flatten(-2)), tail], -1)
-
     def _split_counts(self, tail: Tensor) -> tuple[Tensor, Tensor]:
         """A ``count_classes`` tail -> (count logits (..., 16, 10), the rest in symlog space (..., 6))."""
         counts, rest = tail.split([len(ITEMS) * _COUNTS, self.tail - len(ITEMS)], -1)
         return counts.reshape(*counts.shape[:-1], len(ITEMS), _COUNTS), rest
 
-    def observation(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
+    def picture(self, feat: Tensor, prev: Tensor | None = None) -> Tensor:
         """The most likely observation behind ``feat``, sharp and in env units (..., N): each cell's likeliest
         material and object one-hot, inventory counts in whole items (the likeliest count, or with regressed
         counts the nearest), facing one-hot, sleeping 0/1.
-
-        What a policy that reads observations (``ac.obs_input``) sees in imagination: the same kind of
-        vector as the real game gives, never a blur of probabilities it was not trained on.
         """
         mats, objs, tail = self.logits(feat, prev)
         lead = feat.shape[:-1]
@@ -261,8 +248,8 @@ class GridDecoder(nn.Module):
         return torch.cat([cells, items, facing, daylight.clamp(0, 1), (sleeping > 0.5).float()], -1)
 
     def loss(self, feat: Tensor, target: Tensor, prev: Tensor | None = None) -> Tensor:
-        """Cross-entropy of each cell's material and object (and with ``model.count_classes`` of each inventory
-        count), plus the rest of the tail's squared error: (B, T)."""
+        """Cross-entropy of each cell's material and object (and with count classes of each inventory count), plus
+        the rest of the tail's squared error: (B, T)."""
         mats, objs, tail = self.logits(feat, prev)
         lead = target.shape[:-1]
         cells = target[..., : self.n_cells * _CELL].reshape(*lead, self.n_cells, _CELL).float()
@@ -280,3 +267,34 @@ class GridDecoder(nn.Module):
             ce_counts = F.cross_entropy(counts.flatten(0, -2), count_class.flatten(), reduction="none")
             total = total + ce_counts.reshape(*lead, len(ITEMS)).sum(-1)
         return total + ((tail - symlog(target_tail)) ** 2).sum(-1)
+
+
+class GridCodec(VectorCodec):
+    """``model.vector_codec=crafter_grid``: :class:`GridEncoder` and the plain :class:`GridDecoder`."""
+
+    @classmethod
+    def encoder(cls, size: int, cfg: ModelConfig) -> VectorEncoder:
+        return GridEncoder(size, cfg)
+
+    @classmethod
+    def decoder(cls, feat_dim: int, size: int, cfg: ModelConfig) -> VectorDecoder:
+        return GridDecoder(feat_dim, size, cfg)
+
+
+class DeltaCodec(GridCodec):
+    """``model.vector_codec=crafter_grid_delta``: the grid codec whose decoder pictures each observation from the one
+    before, and whose reward head reads what changed (:func:`change_features`), gated by :func:`changed`."""
+
+    change_dim = CHANGE_FEATURES
+
+    @classmethod
+    def decoder(cls, feat_dim: int, size: int, cfg: ModelConfig) -> VectorDecoder:
+        return GridDecoder(feat_dim, size, cfg, delta=True)
+
+    @staticmethod
+    def change(now: Tensor, prev: Tensor | None) -> Tensor:
+        return change_features(now, prev)
+
+    @staticmethod
+    def gate(change: Tensor) -> Tensor | None:
+        return changed(change)

@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from reverie.data.record import PolicyError
-from reverie.scripted.execute import follow
-from reverie.scripted.goals import Planner, Target
-from reverie.scripted.navigation import Grid
-from reverie.scripted.rules import (
+from reverie.crafter.scripted.execute import follow
+from reverie.crafter.scripted.goals import Planner, Target
+from reverie.crafter.scripted.navigation import Grid
+from reverie.crafter.scripted.rules import (
     ACTIONS,
     DIRECTIONS,
     DO,
@@ -21,8 +20,9 @@ from reverie.scripted.rules import (
     crafter_game,
     place_is_contested,
 )
-from reverie.scripted.style import Style
-from reverie.scripted.world import Cell, Memory, Snapshot
+from reverie.crafter.scripted.style import Style
+from reverie.crafter.scripted.world import Cell, Memory, Snapshot
+from reverie.data.record import PolicyError
 
 __all__ = ["ScriptedPlayer"]
 
@@ -43,7 +43,7 @@ class ScriptedPlayer:
     cells it has seen and explores the rest.
 
     Its own choices never include a ``place_*`` or ``make_*`` action that the game would ignore: a final
-    guard (:func:`~reverie.scripted.rules.action_succeeds`, crafter's own checks) turns any such action
+    guard (:func:`~reverie.crafter.scripted.rules.action_succeeds`, crafter's own checks) turns any such action
     into ``noop``. Nor does it ever step into lava. With ``tries`` it also presses a random ``place_*`` or
     ``make_*`` action now and then, past the guard, as a curious player tries what a button does: a
     recording then shows what each of those actions needs, not only the times it worked.
@@ -64,7 +64,7 @@ class ScriptedPlayer:
         ValueError: ``skill`` or ``tries`` outside ``[0, 1]``.
 
     Example:
-        >>> from reverie.envs import CrafterEnv
+        >>> from reverie.crafter.env import CrafterEnv
         >>> env = CrafterEnv(seed=0, symbolic=True)              # doctest: +SKIP
         >>> player = ScriptedPlayer(env, seed=0)                 # doctest: +SKIP
         >>> obs = env.step({"action": 0, "reset": True})         # doctest: +SKIP
