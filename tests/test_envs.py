@@ -397,7 +397,7 @@ def test_parallel_restarts_crashed_workers(caplog: pytest.LogCaptureFixture) -> 
 def test_parallel_hung_worker_counts_as_crash_and_gives_up() -> None:
     envs = ParallelEnv([partial(CountEnv, 100, crash="hang", crash_step=1)], max_restarts=0, timeout=1.0)
     envs.step({"action": np.zeros((1, 1), np.float32), "reset": np.ones(1, bool)})
-    with pytest.raises(RuntimeError, match="worker 0 crashed more than max_restarts=0 times.*hung"):
+    with pytest.raises(EnvError, match="worker 0 crashed more than max_restarts=0 times.*hung"):
         envs.step({"action": np.zeros((1, 1), np.float32), "reset": np.zeros(1, bool)})
     assert not any(proc.is_alive() for proc in envs._procs)
     envs.close()  # already closed by the give-up: a no-op

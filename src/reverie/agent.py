@@ -13,26 +13,30 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from reverie.checkpoint import CheckpointError, TrainState, load_checkpoint, save_checkpoint
+from reverie.checkpoint import CheckpointError, TrainState, holds_run, load_checkpoint, save_checkpoint
 from reverie.config import Config, make_config, set_key
 from reverie.data.dataset import Dataset
-from reverie.envs import BatchEnv, Env, ParallelEnv, make_batch_env, make_env
+from reverie.data.format import DatasetError
+from reverie.envs import BatchEnv, Env, EnvError, ParallelEnv, make_batch_env, make_env
 from reverie.envs.base import Space, model_keys
 from reverie.evaluation import evaluate
+from reverie.fileio import FolderLock, write_text
+from reverie.interrupt import StopOnSignal
 from reverie.learner import Head, Learner, PolicyState
 from reverie.logger import Logger, make_logger, openloop_video
 from reverie.offline import OfflineLoop, recipe_replay
-from reverie.online import Callbacks, OnlineLoop
+from reverie.online import Callbacks, OnlineLoop, replay_update
 from reverie.replay import Replay
 from reverie.seeding import seed_everything
 
@@ -71,6 +75,7 @@ class Dreamer:
         self._logger: Logger | None = None
         self.env_factory: EnvFactory | None = None
         """A user's env factory given to :meth:`learn`; None means ``config.env``."""
+        self._loaded = False  # from a checkpoint: its run folder may be continued
         if obs_space is not None and act_space is not None:
             self._build(obs_space, act_space)
 
@@ -120,15 +125,31 @@ class Dreamer:
             self._logger = make_logger(self.logdir, self.config.run)
         return self._logger
 
-    def _start_run(self, verb: str) -> None:
-        """Build the networks, write the run folder's config and a first checkpoint (a run killed before its
-        first periodic save can still be resumed)."""
+    @contextlib.contextmanager
+    def _run(self, verb: str) -> Iterator[StopOnSignal]:
+        """One ``learn`` or ``fit``: claim the run folder (a lock; a new agent never takes over a folder that holds
+        a run), write its config and a first checkpoint (a run killed before its first periodic save can still be
+        resumed), and on SIGINT or SIGTERM let the loop stop, save the run and raise ``KeyboardInterrupt``."""
         log.info("%s: %s", verb, self.learner.describe())
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        (self.logdir / "config.json").write_text(self.config.to_json())
-        if not (self.logdir / "checkpoint").exists():
-            self.save_run()
-        self.state.runs += 1
+        with FolderLock(self.logdir):
+            if not self._loaded and self.state.runs == 0 and holds_run(self.logdir):
+                raise CheckpointError(
+                    f"Run folder '{self.logdir}' already holds a run; continue it (Dreamer.load, reverie train "
+                    "--resume) or pick another folder (reverie train --overwrite starts afresh and deletes it)."
+                )
+            write_text(self.logdir / "config.json", self.config.to_json())
+            if not (self.logdir / "checkpoint").exists():
+                self.save_run()
+            self.state.runs += 1
+            with StopOnSignal() as stop:
+                try:
+                    yield stop
+                except EnvError:  # an env that keeps crashing: keep what was learned, then report it
+                    self.save_run()
+                    raise
+            if stop.requested:
+                self.save_run()
+                raise KeyboardInterrupt(f"{stop.requested}: the run was saved at its last step")
 
     # ----------------------------------------------------------------- the verbs
     def learn(self, env: str | EnvFactory | None = None, steps: int | None = None) -> Dreamer:
@@ -151,13 +172,14 @@ class Dreamer:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
-        self._start_run("learn")
         cfg = self.config
-        envs = self.make_envs(cfg.env.num_envs, cfg.train.seed + 1000 * (self.state.runs - 1), cfg.env.parallel)
-        callbacks = Callbacks(lambda: self.evaluate(episodes=cfg.run.eval_episodes), self.save_run, self.report)
-        OnlineLoop(self.learner, self.replay, envs, self.logger, self.state, cfg, callbacks).run(total)
-        self._final_evaluation(self.state.env_steps, deterministic=True, head="actor", promise_every=0)
-        self.save_run()
+        with self._run("learn") as stop:
+            envs = self.make_envs(cfg.env.num_envs, cfg.train.seed + 1000 * (self.state.runs - 1), cfg.env.parallel)
+            callbacks = Callbacks(lambda: self.evaluate(episodes=cfg.run.eval_episodes), self.save_run, self.report)
+            OnlineLoop(self.learner, self.replay, envs, self.logger, self.state, cfg, callbacks).run(total, stop)
+            if not stop.requested:
+                self._final_evaluation(self.state.env_steps, deterministic=True, head="actor", promise_every=0)
+                self.save_run()
         return self
 
     def update(self) -> dict[str, float]:
@@ -165,11 +187,7 @@ class Dreamer:
 
         An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
         """
-        t = self.config.train
-        batch = self.replay.sample(t.batch_size, t.batch_length)
-        metrics = self.learner.update(batch, "online", prior=self.state.has_prior)
-        self.state.updates += 1
-        return {f"train/{k}": v for k, v in metrics.items()}
+        return replay_update(self.learner, self.replay, self.state, self.config.train)
 
     def report(self, batch_size: int = 4, context: int = 5) -> dict[str, np.ndarray]:
         """Open-loop prediction videos (truth / model / error rows) for each image key.
@@ -236,12 +254,27 @@ class Dreamer:
         seed = cfg.train.seed + 10_000 + self.state.env_steps if seed is None else seed
         if env is not None:
             envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)
+            self._check_env_fits(envs, env)
         else:
             envs = self.make_envs(episodes, seed)
         metrics, self.last_promises = evaluate(
             learner, envs, env or cfg.env.id, episodes, deterministic, head, promise_every
         )
         return metrics
+
+    def _check_env_fits(self, envs: BatchEnv | ParallelEnv, env_id: str) -> None:
+        """Raise :class:`EnvError` (closing ``envs``) when their observations or actions differ from the model's."""
+        learner = self.learner
+        have = {k: tuple(envs.obs_space[k].shape) for k in model_keys(envs.obs_space)}
+        want = {k: tuple(s.shape) for k, s in learner.obs_space.items()}
+        act, mine = envs.act_space["action"], learner.act_space
+        same_act = act.discrete == mine.discrete and act.shape == mine.shape and (not act.discrete or act.n == mine.n)
+        if have != want or not same_act:
+            envs.close()
+            raise EnvError(
+                f"Env '{env_id}' (observations {have}) does not fit this agent, trained on '{self.config.env.id}' "
+                f"(observations {want}, its action space): evaluate it on an env with the same spaces."
+            )
 
     def _final_evaluation(self, step: int, deterministic: bool, head: Head, promise_every: int) -> None:
         """The evaluation at the end of ``learn`` or ``fit`` (``run.eval_episodes``; 0: none), logged at ``step``."""
@@ -272,20 +305,20 @@ class Dreamer:
         data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         self.adopt_dataset(data)
         total = steps if steps is not None else self.config.offline.steps
-        self._start_run("fit")
         cfg = self.config
-        log.info("loading %d steps of %s into memory", data.num_steps, data.folder)
-        replay = recipe_replay(data, cfg, cfg.train.seed + self.state.offline_updates)
 
         def evaluate_head(head: Head) -> dict[str, float]:
             return self.evaluate(episodes=cfg.run.eval_episodes, head=head)
 
-        OfflineLoop(self.learner, replay, self.logger, self.state, cfg, self.save_run, evaluate_head, data.env_id).run(
-            total
-        )
-        self.save_run()
-        head: Head = "actor" if self.state.has_prior else "bc"
-        self._final_evaluation(self.state.offline_updates, False, head, cfg.run.promise_every)
+        with self._run("fit") as stop:
+            log.info("loading %d steps of %s into memory", data.num_steps, data.folder)
+            replay = recipe_replay(data, cfg, cfg.train.seed + self.state.offline_updates)
+            parts = (self.learner, replay, self.logger, self.state, cfg)
+            OfflineLoop(*parts, self.save_run, evaluate_head, data.env_id).run(total, stop)
+            if not stop.requested:
+                self.save_run()
+                head: Head = "actor" if self.state.has_prior else "bc"
+                self._final_evaluation(self.state.offline_updates, False, head, cfg.run.promise_every)
         return self
 
     def adopt_dataset(self, data: Dataset) -> None:
@@ -310,7 +343,7 @@ class Dreamer:
             or act_space.discrete != learner.act_space.discrete
             or act_space.shape != learner.act_space.shape
         ):
-            raise ValueError(
+            raise DatasetError(
                 f"Dataset {data.folder} (env '{data.env_id}', keys {sorted(obs_space)}) does not fit this agent, "
                 f"built for '{self.config.env.id}' with keys {sorted(want)}. Fit a new agent on it."
             )
@@ -396,7 +429,14 @@ class Dreamer:
             config: replaces the stored config (model sizes must match the weights).
         """
         data = load_checkpoint(directory)
-        agent = cls(config or data["config"], data["obs_space"], data["act_space"])
+        config = config or data["config"]
+        device = config.train.device
+        if device.startswith("cuda") and not torch.cuda.is_available():  # saved on a GPU machine: go on here
+            log.warning(
+                "Checkpoint '%s' was trained with train.device=%s; no GPU here, using the CPU.", data["path"], device
+            )
+            config.train.device = "cpu"
+        agent = cls(config, data["obs_space"], data["act_space"])
         learner = agent.learner
         try:
             learner.load_state_dict(data["state"]["model"])
@@ -411,4 +451,5 @@ class Dreamer:
         for group, settings in zip(learner.opt.param_groups, configured, strict=True):
             group.update(settings)  # the moments resume; learning rates and the rest follow the config
         agent.state = data["train_state"]
+        agent._loaded = True
         return agent

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from reverie.checkpoint import CheckpointError, space_from_json, space_to_json
 from reverie.config import EnvConfig
 from reverie.data.dataset import Dataset
-from reverie.data.format import spaces_from_json, spaces_to_json
+from reverie.data.format import DatasetError, spaces_from_json, spaces_to_json
 from reverie.envs import Space, make_batch_env, model_keys
 from reverie.evaluation import ActFn, run_episodes
 from reverie.fileio import replace_folder, write_text, write_torch
@@ -85,7 +85,7 @@ def _check_spaces(want: dict[str, Space], got: dict[str, Space], what: str) -> N
         detail = "; ".join(
             f"{k}: policy {_signature(want[k])}, {what} {_signature(got[k]) if k in got else None}" for k in bad
         )
-        raise ValueError(f"The {what} does not match the policy's spaces at {bad} ({detail}).")
+        raise DatasetError(f"The {what} does not match the policy's spaces at {bad} ({detail}).")
 
 
 class _ImageEncoder(nn.Sequential):
@@ -197,7 +197,7 @@ class _Cloner:
                 else:
                     returns.append(return_to_go(episode["reward"], discount, min_reward)[:-1])
         if not inputs:
-            raise ValueError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
+            raise DatasetError(f"Dataset {dataset.folder} has no episode with actions (has_actions); nothing to clone.")
         stacked = {k: np.concatenate([x[k] for x in inputs]) for k in self.spaces}
         return stacked, np.concatenate(targets), np.concatenate(returns)
 
@@ -569,7 +569,7 @@ class InverseDynamics(_Cloner):
         source = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
         labelled = [i for i in range(len(source)) if source.episode_info(i)["has_actions"]]
         if not labelled:
-            raise ValueError(
+            raise DatasetError(
                 f"Dataset {source.folder} has no episode with actions; an inverse-dynamics model needs some labelled "
                 "episodes to learn from (record or convert with --action-frac > 0)."
             )

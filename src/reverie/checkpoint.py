@@ -20,6 +20,7 @@ today's modules, and the weights of removed parts (the inverse-dynamics labeller
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -30,8 +31,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from reverie.config import Config, ConfigError, upgrade_config_dict
+from reverie.config import Config, ConfigError, upgrade_config_dict, validate
 from reverie.envs.base import Space
+from reverie.errors import ReverieError
 from reverie.fileio import replace_folder, write_text, write_torch
 from reverie.version import __version__
 
@@ -68,6 +70,15 @@ class TrainState:
     """Updates of ``fit``."""
     offline_phase: OfflinePhase = "none"
     """The offline phase reached: ``model``, ``bc``, ``rl`` (a frozen BC prior exists), or ``none``."""
+    nonfinite_steps: int = 0
+    """Env steps that held NaN or inf, set to 0 before they reached the model."""
+    skipped_updates: int = 0
+    """Updates skipped because their loss or gradients were not finite."""
+
+    def record_update(self, metrics: dict[str, float]) -> None:
+        """Count one update of any phase (and whether :meth:`reverie.learner.Learner.update` skipped it)."""
+        self.updates += 1
+        self.skipped_updates += int(metrics.get("opt/skipped", 0.0) > 0)
 
     @property
     def has_prior(self) -> bool:
@@ -88,7 +99,7 @@ class TrainState:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ReverieError):
     """A checkpoint folder is missing, incomplete or corrupt; the message names the fix."""
 
 
@@ -140,22 +151,73 @@ def save_checkpoint(
         train_state: the counters and the offline phase.
         obs_space: the model's observation spaces.
         act_space: the action space.
+
+    Raises:
+        CheckpointError: a weight or optimiser tensor is not finite; nothing is written, the checkpoint in place
+            (the last good one) stays.
     """
+    bad = _non_finite(state)
+    if bad:
+        raise CheckpointError(
+            f"Not saving a checkpoint to '{directory}': {bad} holds NaN or inf values; the last good checkpoint is "
+            "kept. Lower optim.lr, or look for NaN in the data (the logs count them)."
+        )
     final = Path(directory)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    meta = {
+    config_text = config.to_json()
+    write_text(tmp / "config.json", config_text)
+    digest = write_torch(tmp / "state.pt", state)
+    digests = {"config.json": _sha256(config_text.encode()), "state.pt": digest}
+    meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "reverie": __version__,
         "train_state": train_state.to_dict(),
         "obs_space": {k: space_to_json(s) for k, s in obs_space.items()},
         "act_space": space_to_json(act_space),
+        "sha256": digests,
     }
-    write_text(tmp / "config.json", config.to_json())
+    digests["meta.json"] = _sha256(_canonical(meta).encode())
     write_text(tmp / "meta.json", json.dumps(meta, indent=2))
-    write_torch(tmp / "state.pt", state)
     return replace_folder(tmp, final)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(meta: dict[str, Any]) -> str:
+    """The text a meta.json's own digest covers: its content without that digest, sorted and compact."""
+    digests = {k: v for k, v in meta.get("sha256", {}).items() if k != "meta.json"}
+    return json.dumps({**meta, "sha256": digests}, sort_keys=True, separators=(",", ":"))
+
+
+def _non_finite(state: Any, prefix: str = "") -> str:
+    """The name of the first floating tensor in a nested state dict that holds NaN or inf ("" when none does)."""
+    if isinstance(state, torch.Tensor):
+        return prefix if state.is_floating_point() and not bool(torch.isfinite(state).all()) else ""
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list | tuple) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return ""
+
+
+def verify(path: Path, meta: dict[str, Any]) -> None:
+    """Check the files of checkpoint ``path`` against the SHA-256 digests its ``meta.json`` recorded at save time
+    (format 2); raises :class:`CheckpointError` naming the first file that differs (a flipped bit, a truncation)."""
+    digests = meta.get("sha256")
+    if not isinstance(digests, dict):
+        raise CheckpointError(f"Checkpoint '{path / 'meta.json'}' has no file digests; it is damaged or not Reverie's.")
+    for name in ("meta.json", "config.json", "state.pt"):
+        data = _canonical(meta).encode() if name == "meta.json" else (path / name).read_bytes()
+        if digests.get(name) != _sha256(data):
+            raise CheckpointError(
+                f"Checkpoint file '{path / name}' is corrupt: its SHA-256 differs from the one recorded when it was "
+                "saved. Restore it from a copy, or start a new run without --resume."
+            )
 
 
 def find_checkpoint(directory: str | os.PathLike) -> Path:
@@ -176,35 +238,61 @@ def find_checkpoint(directory: str | os.PathLike) -> Path:
     )
 
 
-def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint: ``{"config", "state", "train_state", "obs_space", "act_space", "path"}``.
-
-    A format-1 checkpoint is upgraded on the way (see the module docstring), with one warning.
-
-    Raises:
-        CheckpointError: missing or corrupt files, or a format this version cannot read.
-    """
-    path = find_checkpoint(directory)
+def _read_json(path: Path) -> Any:
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        config_data = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"Checkpoint '{path}' has a corrupt meta.json or config.json ({err}).") from None
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:  # missing, unreadable, not UTF-8, not JSON
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"Checkpoint file '{path}' is missing or corrupt ({reason}). Restore it from a copy, or start a new run."
+        ) from None
+
+
+def _read_head(directory: str | os.PathLike) -> tuple[Path, dict[str, Any], Config, list[str], list[str]]:
+    """(path, meta, config, dropped keys, keys with other behaviour) of a checkpoint, its config upgraded."""
+    path = find_checkpoint(directory)
+    meta = _read_json(path / "meta.json")
     version = meta.get("format") if isinstance(meta, dict) else None
     if version not in READS:
         raise CheckpointError(f"Checkpoint '{path}' has format {version!r}; this Reverie reads formats {READS}.")
+    config_data = _read_json(path / "config.json")
+    dropped: list[str] = []
+    changed: list[str] = []
     try:
-        dropped: list[str] = []
-        changed: list[str] = []
         if version == 1:
             config_data, dropped, changed = upgrade_config_dict(config_data)
         config = Config.from_dict(config_data)
-        train_state = TrainState.from_dict(meta["train_state" if version > 1 else "counters"])
-        spaces = {k: space_from_json(v) for k, v in meta["obs_space"].items()}, space_from_json(meta["act_space"])
+        validate(config)
     except ConfigError as err:
         raise CheckpointError(f"Checkpoint '{path}' has a config this version cannot read: {err}") from None
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"Checkpoint '{path}' has a corrupt meta.json or config.json ({err!r}).") from None
+    except (AttributeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"Checkpoint file '{path / 'config.json'}' is corrupt ({err!r}).") from None
+    return path, meta, config, dropped, changed
+
+
+def read_config(directory: str | os.PathLike) -> Config:
+    """The config of a checkpoint or run folder (upgraded from an earlier format), without reading the weights."""
+    return _read_head(directory)[2]
+
+
+def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint: ``{"config", "state", "train_state", "obs_space", "act_space", "path"}``.
+
+    Every file is checked against the digest recorded when it was saved (format 2). A format-1 checkpoint is
+    upgraded on the way (see the module docstring), with one warning.
+
+    Raises:
+        CheckpointError: missing or corrupt files, or a format this version cannot read (one line).
+    """
+    path, meta, config, dropped, changed = _read_head(directory)
+    version = meta["format"]
+    if version > 1:
+        verify(path, meta)
+    try:
+        train_state = TrainState.from_dict(meta["train_state" if version > 1 else "counters"])
+        spaces = {k: space_from_json(v) for k, v in meta["obs_space"].items()}, space_from_json(meta["act_space"])
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"Checkpoint file '{path / 'meta.json'}' is corrupt ({err!r}).") from None
     try:
         state = torch.load(path / "state.pt", map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
@@ -245,3 +333,33 @@ def _upgrade_weights(weights: dict[str, Any]) -> tuple[dict[str, Any], list[str]
             key = key.replace(old, new)
         out[key] = value
     return out, sorted(removed)
+
+
+def holds_run(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a run: a checkpoint (or the ``.old`` copy a crash mid-save leaves) or replay data.
+
+    Example:
+        >>> holds_run("/nonexistent")
+        False
+    """
+    path = Path(folder)
+    if any((path / name / "meta.json").exists() for name in ("checkpoint", "checkpoint.old")):
+        return True
+    return any((path / "replay").glob("*.npz"))
+
+
+RUN_FILES = ("checkpoint", "checkpoint.old", "checkpoint.tmp", "replay", "metrics.jsonl", "config.json", "videos")
+"""What a run writes in its folder (with TensorBoard's ``events.out.tfevents.*``)."""
+
+
+def delete_run(folder: str | os.PathLike[str]) -> None:
+    """Delete what a run wrote in ``folder`` (:data:`RUN_FILES` and TensorBoard events), nothing else."""
+    path = Path(folder)
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    for events in path.glob("events.out.tfevents.*"):
+        events.unlink()

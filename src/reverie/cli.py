@@ -14,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reverie.checkpoint import CheckpointError, find_checkpoint
+from reverie.checkpoint import CheckpointError, delete_run, find_checkpoint, holds_run, read_config
 from reverie.config import (
     Config,
     ConfigError,
@@ -35,7 +36,8 @@ from reverie.config import (
     validate,
 )
 from reverie.data import cli as data_cli
-from reverie.envs import EnvError
+from reverie.errors import ReverieError
+from reverie.fileio import FolderLock
 
 if TYPE_CHECKING:
     from reverie.agent import Dreamer
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--logdir", help="run folder (same as --set run.logdir=DIR)")
     train.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
     train.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+    train.add_argument("--overwrite", action="store_true", help="start afresh in --logdir, deleting the run there")
 
     off = sub.add_parser(
         "train-offline",
@@ -91,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     off.add_argument("--logdir", help="run folder (same as --set run.logdir=DIR)")
     off.add_argument("--seed", type=int, help="seed (same as --set train.seed=N)")
     off.add_argument("--resume", action="store_true", help="continue the run in --logdir")
+    off.add_argument("--overwrite", action="store_true", help="start afresh in --logdir, deleting the run there")
 
     cor = sub.add_parser("correct", help="find the model's loopholes with a little real play and close them")
     cor.add_argument("--from", dest="ckpt", required=True, help="checkpoint or run folder (e.g. of train-offline)")
@@ -115,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--head", choices=["actor", "bc"], default="actor", help="policy: RL actor or BC head")
     ev.add_argument("--promise-every", type=int, default=0, help="compare imagined and real returns every N steps")
+    ev.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="train.* overrides, e.g. train.device=cpu"
+    )
 
     check = sub.add_parser("check-env", help="validate an env against the Reverie contract")
     check.add_argument("env", help="env id, e.g. CartPole-v1, crafter, dmc:walker-walk, atari:Pong")
@@ -142,6 +149,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run folder (metrics.jsonl, config.json, videos/)")
     report.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
     return parser
+
+
+FIXED_ON_RESUME = (
+    "model.",
+    "env.id",
+    "env.pixels",
+    "env.image_size",
+    "ac.units",
+    "ac.layers",
+    "ac.input",
+    "ac.cnn_depth",
+)
+"""Keys a resumed run cannot change: they shape the networks or the observations."""
+
+
+def _get(tree: dict[str, Any], key: str) -> Any:
+    section, name = key.split(".")
+    return tree[section][name]
 
 
 DEFAULT_PRESETS = ["classic"]
@@ -249,12 +274,20 @@ def _new_or_resumed(args: argparse.Namespace, cfg: Config) -> Dreamer:
     from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
 
     logdir = Path(cfg.run.logdir)
+    if logdir.is_dir():
+        FolderLock(logdir).acquire().release()  # another process on this run: say so before loading anything
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in --logdir and --overwrite deletes it: choose one.")
     if args.resume:
         return _resume(args, logdir)
-    if (logdir / "checkpoint").exists():
-        raise ConfigError(
-            f"Run folder '{logdir}' already holds a run. Add --resume to continue it, or pick another --logdir."
-        )
+    if holds_run(logdir):
+        if not args.overwrite:
+            raise ConfigError(
+                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, --overwrite to delete it "
+                "and start afresh, or pick another --logdir."
+            )
+        with FolderLock(logdir):  # not while another process runs there
+            delete_run(logdir)
     return Dreamer(cfg)
 
 
@@ -272,9 +305,19 @@ def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
     if fixed:
         names = ", ".join(f"--{f}" for f in fixed)
         raise ConfigError(f"{names} cannot change a run being resumed; drop them (or start a new run).")
-    agent = Dreamer.load(logdir)
+    saved = read_config(logdir)
+    before = saved.to_dict()
+    apply_overrides(saved, args.set)  # explicit overrides still apply on resume (e.g. a longer budget)
+    validate(saved)
+    after = saved.to_dict()
+    changed = [key for key in all_keys() if key.startswith(FIXED_ON_RESUME) and _get(after, key) != _get(before, key)]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)} cannot change in a run being resumed (they shape the networks or the data); "
+            "start a new run with another --logdir."
+        )
+    agent = Dreamer.load(logdir, saved)
     set_key(agent.config, "run.logdir", str(logdir))  # the folder may have moved since it was written
-    apply_overrides(agent.config, args.set)  # explicit overrides still apply on resume (e.g. a longer budget)
     if args.steps is not None:
         agent.config.train.steps = args.steps
     log.info("resuming %s at env step %d", logdir, agent.state.env_steps)
@@ -284,7 +327,10 @@ def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
 def cmd_eval(args: argparse.Namespace) -> int:
     from reverie.agent import Dreamer
 
-    agent = Dreamer.load(args.ckpt)
+    config = read_config(args.ckpt)
+    apply_overrides(config, args.set, section="train")
+    validate(config)
+    agent = Dreamer.load(args.ckpt, config)
     metrics = agent.evaluate(
         args.env, args.episodes, deterministic=not args.stochastic, head=args.head, promise_every=args.promise_every
     )
@@ -324,6 +370,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
     if args.data is not None:
         log.warning("reverie studio: --data is deprecated; use --record-to (the folder of recorded takes)")
         record_to = args.data if record_to == "studio_recordings" else record_to
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is no TCP port; use 1-65535, or 0 for any free one.")
     try:
         studio = Studio(args.ckpt, record_dir=record_to, context=args.context, start=args.start)
     except ValueError as err:  # a --start dataset that cannot be read or does not fit the checkpoint
@@ -358,12 +406,47 @@ def main(argv: list[str] | None = None) -> int:
     commands.update({"studio": cmd_studio, "report": cmd_report})
     try:
         return commands[args.command](args)
-    except (ConfigError, EnvError, CheckpointError) as err:
-        print(f"reverie: error: {err}", file=sys.stderr)
-        return 2
+    except ReverieError as err:
+        return _fail(str(err))
+    except OSError as err:  # a folder that cannot be written, a full disk, a file where a folder should be
+        return _fail(os_message(err))
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise  # a bug, not bad input: keep the traceback
+        return _fail("out of memory: lower train.batch_size, train.batch_length or the model size (a smaller preset).")
     except KeyboardInterrupt:
         print("reverie: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    """Print one error line (the first line of ``message``) and return the exit status of bad input."""
+    print(f"reverie: error: {message.strip().splitlines()[0] if message.strip() else 'unknown error'}", file=sys.stderr)
+    return 2
+
+
+def os_message(err: OSError) -> str:
+    """One line for a failed file operation: what failed, on which path, and what to do.
+
+    Example:
+        >>> import errno
+        >>> os_message(OSError(errno.ENOSPC, "No space left on device", "runs/x/state.pt"))
+        "No space left on device: 'runs/x/state.pt'; free some disk space or write elsewhere."
+    """
+    hints = {
+        errno.ENOSPC: "free some disk space or write elsewhere",
+        errno.EDQUOT: "free some disk space or write elsewhere",
+        errno.EACCES: "pick a folder you can write to (--logdir, --out)",
+        errno.EPERM: "pick a folder you can write to (--logdir, --out)",
+        errno.EROFS: "pick a folder on a writable file system",
+        errno.ENOTDIR: "a file stands where a folder is needed; move it or pick another path",
+        errno.EEXIST: "a file stands where a folder is needed; move it or pick another path",
+        errno.EISDIR: "a folder stands where a file is needed; pick another path",
+        errno.ENOENT: "check the path",
+    }
+    where = f": '{err.filename}'" if err.filename else ""
+    hint = hints.get(err.errno or 0, "check the path and its permissions")
+    return f"{err.strerror or err}{where}; {hint}."
 
 
 if __name__ == "__main__":

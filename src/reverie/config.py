@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 import yaml
 
+from reverie.errors import ReverieError
 
-class ConfigError(ValueError):
+
+class ConfigError(ReverieError):
     """A config key or value is wrong; the message names the fix."""
 
 
@@ -393,34 +395,90 @@ def validate(cfg: Config) -> None:
     from reverie.plugins import codec_names
 
     codecs = codec_names()
+    m, ac, o, t, r, off, env = cfg.model, cfg.ac, cfg.optim, cfg.train, cfg.run, cfg.offline, cfg.env
+    positive: dict[str, float] = {
+        "model.deter": m.deter,
+        "model.hidden": m.hidden,
+        "model.stoch": m.stoch,
+        "model.classes": m.classes,
+        "model.units": m.units,
+        "model.cnn_depth": m.cnn_depth,
+        "ac.horizon": ac.horizon,
+        "ac.units": ac.units,
+        "train.batch_size": t.batch_size,
+        "train.replay_size": t.replay_size,
+        "train.replay_chunk": t.replay_chunk,
+        "env.num_envs": env.num_envs,
+        "env.action_repeat": env.action_repeat,
+        "offline.imag_starts": off.imag_starts,
+    }
+    at_least_zero: dict[str, float] = {
+        "model.layers": m.layers,
+        "model.free_nats": m.free_nats,
+        "model.loss_dyn": m.loss_dyn,
+        "model.loss_rep": m.loss_rep,
+        "ac.layers": ac.layers,
+        "ac.entropy": ac.entropy,
+        "ac.repval": ac.repval,
+        "ac.prior_kl": ac.prior_kl,
+        "ac.cnn_depth": ac.cnn_depth,
+        "optim.model_lr": o.model_lr,
+        "optim.actor_lr": o.actor_lr,
+        "optim.agc": o.agc,
+        "optim.clip_norm": o.clip_norm,
+        "optim.warmup": o.warmup,
+        "train.steps": t.steps,
+        "train.prefill": t.prefill,
+        "train.threads": t.threads,
+        "run.log_every": r.log_every,
+        "run.save_every": r.save_every,
+        "run.eval_every": r.eval_every,
+        "run.eval_episodes": r.eval_episodes,
+        "run.promise_every": r.promise_every,
+        "run.video_every": r.video_every,
+        "run.max_minutes": r.max_minutes,
+        "env.time_limit": env.time_limit,
+        "offline.steps": off.steps,
+        "offline.data_prior_kl": off.data_prior_kl,
+        "offline.bc_return_temp": off.bc_return_temp,
+        "offline.bc_return_min_reward": off.bc_return_min_reward,
+    }
+    for key, value in positive.items():
+        if not value >= 1:
+            raise ConfigError(f"{key} must be at least 1, got {value!r}.")
+    for key, value in at_least_zero.items():
+        if not value >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {value!r}.")
     checks = [
-        (cfg.model.deter % 8 == 0, "model.deter must be a multiple of 8 (the GRU's blocks)"),
-        (cfg.model.hidden % 8 == 0, "model.hidden must be a multiple of 8 (the GRU's blocks)"),
-        (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (cfg.train.batch_length >= 2, "train.batch_length must be >= 2"),
-        (cfg.train.train_ratio > 0, "train.train_ratio must be > 0"),
-        (cfg.env.num_envs >= 1, "env.num_envs must be >= 1"),
-        (cfg.env.action_repeat >= 1, "env.action_repeat must be >= 1"),
-        (cfg.ac.return_horizon > 1, "ac.return_horizon must be > 1"),
-        (0 <= cfg.train.recent_frac <= 1, "train.recent_frac must lie in [0, 1]"),
-        (cfg.model.bins % 2 == 1, "model.bins must be odd so that zero is a bin"),
-        (cfg.model.vector_codec in codecs, f"model.vector_codec must be one of {codecs}"),
-        (0 <= cfg.offline.rl_frac <= 1, "offline.rl_frac must lie in [0, 1]"),
+        (m.deter % 8 == 0, "model.deter must be a multiple of 8 (the GRU's blocks)"),
+        (m.hidden % 8 == 0, "model.hidden must be a multiple of 8 (the GRU's blocks)"),
+        (0 <= m.unimix < 1, "model.unimix must lie in [0, 1)"),
+        (t.batch_length >= 2, "train.batch_length must be >= 2"),
+        (t.replay_size >= t.batch_length, "train.replay_size must hold at least one sequence (train.batch_length)"),
+        (t.train_ratio > 0, "train.train_ratio must be > 0"),
+        (o.lr > 0, "optim.lr must be > 0 (a negative rate climbs the loss)"),
+        (o.eps > 0, "optim.eps must be > 0"),
+        (env.image_size >= 16 and env.image_size % 16 == 0, "env.image_size must be a multiple of 16 (e.g. 64)"),
+        (ac.return_horizon > 1, "ac.return_horizon must be > 1"),
+        (0 <= ac.lam <= 1, "ac.lam must lie in [0, 1]"),
+        (0 <= t.recent_frac <= 1, "train.recent_frac must lie in [0, 1]"),
+        (m.bins % 2 == 1 and m.bins >= 3, "model.bins must be odd and at least 3, so that zero is a bin"),
+        (m.vector_codec in codecs, f"model.vector_codec must be one of {codecs}"),
+        (0 <= off.rl_frac <= 1, "offline.rl_frac must lie in [0, 1]"),
         (
-            0 <= cfg.offline.bc_frac <= 1 - cfg.offline.rl_frac,
+            0 <= off.bc_frac <= 1 - off.rl_frac,
             "offline.bc_frac must lie in [0, 1 - offline.rl_frac]: the model phase cannot be shorter than nothing",
         ),
-        (cfg.model.ensemble != 1, "model.ensemble must be 0 (off) or at least 2: one member cannot disagree"),
         (
-            cfg.offline.pessimism == "none" or cfg.model.ensemble > 1,
+            m.ensemble >= 0 and m.ensemble != 1,
+            "model.ensemble must be 0 (off) or at least 2: one member cannot disagree",
+        ),
+        (
+            off.pessimism == "none" or m.ensemble > 1,
             "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
         ),
-        (cfg.offline.data_prior_kl >= 0, "offline.data_prior_kl must be >= 0 (0 turns it off)"),
-        (cfg.offline.bc_return_temp >= 0, "offline.bc_return_temp must be >= 0 (0 turns it off)"),
-        (0 <= cfg.offline.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
-        (0 <= cfg.offline.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
-        (cfg.ac.cnn_depth >= 0, "ac.cnn_depth must be >= 0 channels (0: the model's model.cnn_depth)"),
-        (cfg.offline.bc_return_min_reward >= 0, "offline.bc_return_min_reward must be >= 0 (0: every reward counts)"),
+        (0 <= off.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
+        (0 <= off.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -379,10 +379,8 @@ def correct(
         log.info("round %d: fine-tuning on %d real steps (%d misses)", r + 1, row["real_steps"], len(real.misses))
         for _ in range(finetune_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
-            agent.learner.update(batch, "model")
-            agent.state.updates += 1
+            agent.state.record_update(agent.learner.update(batch, "model"))
         for _ in range(rl_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
-            agent.learner.update(batch, "rl", rng)
-            agent.state.updates += 1
+            agent.state.record_update(agent.learner.update(batch, "rl", rng))
     return reports

@@ -111,6 +111,8 @@ class Learner(nn.Module):
         ]
         self.opt = make_optimizer(groups, o)
         self.updates = 0
+        self.skipped = 0
+        """Updates skipped because their loss or gradients were not finite."""
 
     def describe(self) -> str:
         """One line for the start of a run: device (and GPU), trainable parameters, precision, compilation."""
@@ -300,6 +302,7 @@ class Learner(nn.Module):
             raise ValueError(f"Unknown update phase '{phase}': use one of {', '.join(PHASES)}.")
         batch = self.sequences(batch_np)
         self.train()
+        buffers = [(b, b.clone()) for b in self.buffers()]  # running statistics the losses move, restored on a skip
         with self.autocast():
             if phase == "online":
                 terms, metrics = self._online_losses(batch, prior)
@@ -309,24 +312,38 @@ class Learner(nn.Module):
                 terms, metrics = self._bc_losses(batch)
             else:
                 terms, metrics = self._rl_losses(batch, rng or np.random.default_rng())
-        metrics |= self._optimize(terms)
-        if phase in ("model", "bc") and self.bc_avg is not None:
+        stepped = self._optimize(terms, metrics)
+        if not stepped:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+        elif phase in ("model", "bc") and self.bc_avg is not None:
             soft_update(self.bc_avg, self.bc, 1.0 - self.cfg.offline.bc_ema)
         return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
 
-    def _optimize(self, terms: list[tuple[Tensor, list[nn.Parameter] | None]]) -> dict[str, Tensor]:
+    def _optimize(self, terms: list[tuple[Tensor, list[nn.Parameter] | None]], metrics: dict[str, Any]) -> bool:
         """The one optimiser step: back-propagate each ``(loss, parameters)`` term into those parameters (None: all
-        that it reaches), clip, step, then move the slow critic."""
+        that it reaches), clip, step, then move the slow critic. A loss or gradient that is not finite skips the
+        step (``opt/skipped`` 1 in ``metrics``): one bad batch never reaches the weights. Returns whether it stepped.
+        """
         self.opt.zero_grad(set_to_none=True)
-        for i, (loss, params) in enumerate(terms):
-            loss.backward(inputs=params, retain_graph=i + 1 < len(terms))
-        metrics = {}
+        finite = bool(torch.stack([loss.detach().float() for loss, _ in terms]).isfinite().all())
+        if finite:
+            for i, (loss, params) in enumerate(terms):
+                loss.backward(inputs=params, retain_graph=i + 1 < len(terms))
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
+        metrics["opt/skipped"] = 0.0 if finite else 1.0
+        if not finite:
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            return False
         if self.cfg.optim.clip_norm > 0:
             metrics["opt/grad_norm"] = nn.utils.clip_grad_norm_(self.parameters(), self.cfg.optim.clip_norm)
         self.opt.step()
         self.ac.update_slow()
         self.updates += 1
-        return metrics
+        return True
 
     def _online_losses(self, batch: dict[str, Tensor], prior: bool) -> tuple[list[Any], dict[str, Tensor]]:
         """DreamerV3: the world model, then actor and critic on rollouts from every replayed state, and the critic

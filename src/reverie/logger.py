@@ -265,7 +265,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         >>> [(r["step"], r["episode/return"]) for r in rows if "episode/return" in r]  # doctest: +SKIP
     """
     rows = []
-    with Path(path).open() as f:
+    with Path(path).open(encoding="utf-8", errors="replace") as f:  # a damaged byte spoils its line only
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

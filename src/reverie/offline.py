@@ -28,7 +28,9 @@ import numpy as np
 from reverie.checkpoint import TrainState
 from reverie.config import Config
 from reverie.data.dataset import Dataset
+from reverie.data.format import DatasetError
 from reverie.functional import return_to_go
+from reverie.interrupt import StopOnSignal
 from reverie.learner import Head, Learner, Phase
 from reverie.logger import Logger, Progress
 from reverie.replay import Replay
@@ -109,18 +111,19 @@ class OfflineLoop:
         self.save, self.evaluate, self.name = save, evaluate, name
         self.rng = np.random.default_rng(cfg.train.seed + 7919 * (state.offline_updates + 1))
 
-    def run(self, total: int) -> None:
-        """Update until the offline-update counter reaches ``total``."""
+    def run(self, total: int, interrupt: StopOnSignal | None = None) -> None:
+        """Update until the offline-update counter reaches ``total`` (or ``interrupt`` asks to stop)."""
         cfg, state, t = self.cfg, self.state, self.cfg.train
         if self.replay.longest_stream() < t.batch_length:
-            raise ValueError(
-                f"The dataset has no stretch of {t.batch_length} steps to train on; lower train.batch_length."
+            raise DatasetError(
+                f"The dataset has no stretch of {t.batch_length} steps to train on (it holds {len(self.replay)}); "
+                "lower train.batch_length or record more episodes."
             )
         start_time, start_updates = time.time(), state.offline_updates
         progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
         progress.update(state.offline_updates, state.offline_updates, None)
         try:
-            while state.offline_updates < total:
+            while state.offline_updates < total and not (interrupt and interrupt.requested):
                 phase = phase_at(state.offline_updates, total, cfg)
                 if state.has_prior and cfg.offline.rl_frac > 0:
                     phase = "rl"  # RL began (on a longer budget before, or in an earlier call): it goes on
@@ -132,7 +135,7 @@ class OfflineLoop:
                 batch = self.replay.sample(t.batch_size, t.batch_length)
                 metrics = self.learner.update(batch, phase, self.rng)
                 state.offline_updates += 1
-                state.updates += 1
+                state.record_update(metrics)
                 self.logger.scalars({f"offline/{k}": v for k, v in metrics.items()})
                 step = state.offline_updates
                 progress.update(step, step, None)
@@ -147,6 +150,7 @@ class OfflineLoop:
         run = self.cfg.run
         if run.log_every and step % run.log_every == 0:
             self.logger.scalar("fps/updates", (step - updates0) / max(time.time() - t0, 1e-9))
+            self.logger.scalar("opt/skipped_updates", float(self.state.skipped_updates))
             self.logger.write(step)
         if run.eval_every and step % run.eval_every == 0:
             self.logger.scalars(self.evaluate("actor" if self.state.has_prior else "bc"))

@@ -10,15 +10,15 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 
 from reverie.checkpoint import TrainState
-from reverie.config import Config
+from reverie.config import Config, TrainConfig
 from reverie.envs.base import model_keys
 from reverie.envs.parallel import BatchEnv, ParallelEnv
+from reverie.interrupt import StopOnSignal
 from reverie.learner import Learner
 from reverie.logger import Logger, Progress
 from reverie.plugins import summarize
@@ -28,6 +28,17 @@ log = logging.getLogger("reverie.online")
 
 RECORD_KEYS = ("reward", "is_first", "is_last", "is_terminal")
 """The reserved keys stored with each step, beside the model's observation keys and the action."""
+
+
+def replay_update(learner: Learner, replay: Replay, state: TrainState, train: TrainConfig) -> dict[str, float]:
+    """One ``online`` update on a batch from ``replay``, counted in ``state``; returns ``train/...`` metrics.
+
+    An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
+    """
+    batch = replay.sample(train.batch_size, train.batch_length)
+    metrics = learner.update(batch, "online", prior=state.has_prior)
+    state.record_update(metrics)
+    return {f"train/{k}": v for k, v in metrics.items()}
 
 
 class EpisodeStats:
@@ -109,14 +120,10 @@ class OnlineLoop:
 
     def update(self) -> dict[str, float]:
         """One online update on a replayed batch; ``train/...`` metrics."""
-        t = self.cfg.train
-        batch = self.replay.sample(t.batch_size, t.batch_length)
-        metrics = self.learner.update(batch, "online", prior=self.state.has_prior)
-        self.state.updates += 1
-        return {f"train/{k}": v for k, v in metrics.items()}
+        return replay_update(self.learner, self.replay, self.state, self.cfg.train)
 
-    def run(self, total: int) -> None:
-        """Train until the env-step counter reaches ``total``."""
+    def run(self, total: int, interrupt: StopOnSignal | None = None) -> None:
+        """Train until the env-step counter reaches ``total`` (or ``interrupt`` asks to stop)."""
         cfg, counters, learner = self.cfg, self.state, self.learner
         n, repeat = self.envs.num_envs, cfg.env.action_repeat
         batch_steps = cfg.train.batch_size * cfg.train.batch_length
@@ -127,7 +134,7 @@ class OnlineLoop:
         start_time, start_steps, start_updates = time.time(), counters.env_steps, counters.updates
         progress = Progress(total, cfg.run.progress, f"train {cfg.env.id}")
         try:
-            while counters.env_steps < total and not self.stop:
+            while counters.env_steps < total and not self.stop and not (interrupt and interrupt.requested):
                 self._record(obs, prev_action)
                 self.stats.update(obs, self.logger)
                 action, state, vec = learner.policy(obs, state)
@@ -142,6 +149,10 @@ class OnlineLoop:
                     dropped = self.replay.discard_open_episode(i)
                     self.logger.scalar("env/restarts", 1.0)
                     log.warning("env worker %d restarted; discarded %d steps of its episode", i, dropped)
+                for i in getattr(self.envs, "last_nonfinite", []):
+                    if not counters.nonfinite_steps:
+                        log.warning("env %d returned NaN or inf (set to 0 and counted in env/nonfinite_steps)", i)
+                    counters.nonfinite_steps += 1
                 counters.agent_steps += n
                 counters.env_steps += n * repeat
                 if counters.env_steps >= self.prefill and self._replay_ready():
@@ -159,6 +170,7 @@ class OnlineLoop:
         finally:
             progress.close()
             self.envs.close()
+            self.logger.scalars(faults(counters))  # written with the run's last metrics
 
     def _replay_ready(self) -> bool:
         """Whether replay holds a full training sequence (a resumed run may have lost its replay folder)."""
@@ -187,6 +199,7 @@ class OnlineLoop:
                     "fps/env": (step - steps0) / elapsed,
                     "fps/updates": (self.state.updates - updates0) / elapsed,
                     "replay/steps": float(len(self.replay)),
+                    **faults(self.state),
                 }
             )
             self.logger.write(step)
@@ -199,10 +212,6 @@ class OnlineLoop:
             self.callbacks.save()
 
 
-def final_report(state: TrainState, metrics: dict[str, Any]) -> str:
-    """One line for the terminal at the end of a run."""
-    parts = [f"env steps {state.env_steps}", f"updates {state.updates}"]
-    for key in ("eval/return", "eval/length"):
-        if key in metrics:
-            parts.append(f"{key} {metrics[key]:.1f}")
-    return ", ".join(parts)
+def faults(state: TrainState) -> dict[str, float]:
+    """The fault counters of a run, as metrics: env steps that held NaN or inf, updates skipped."""
+    return {"env/nonfinite_steps": float(state.nonfinite_steps), "opt/skipped_updates": float(state.skipped_updates)}

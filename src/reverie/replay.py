@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from reverie.errors import ReverieError
 from reverie.fileio import fsync_dir, write_npz
 
 __all__ = ["Replay", "ReplayError"]
@@ -42,7 +43,7 @@ _PY_SCALARS = (bool, int, float)
 _SCALAR_FITS: dict[tuple[type, np.dtype[Any]], bool] = {}
 
 
-class ReplayError(ValueError):
+class ReplayError(ReverieError):
     """A replay file cannot be used; the message names the file, the problem and the fix."""
 
 
@@ -112,9 +113,9 @@ class Replay:
         seed: int = 0,
     ) -> None:
         if capacity < 1 or chunk < 1:
-            raise ValueError(f"Replay needs capacity >= 1 and chunk >= 1, got {capacity} and {chunk}.")
+            raise ReplayError(f"Replay needs capacity >= 1 and chunk >= 1, got {capacity} and {chunk}.")
         if not 0.0 <= recent_frac <= 1.0:
-            raise ValueError(f"Replay recent_frac must lie in [0, 1], got {recent_frac}.")
+            raise ReplayError(f"Replay recent_frac must lie in [0, 1], got {recent_frac}.")
         self.directory = None if directory is None else Path(directory)
         self.capacity = int(capacity)
         self.chunk = int(chunk)
@@ -138,7 +139,8 @@ class Replay:
             stream: id of the env that produced the step.
 
         Raises:
-            ValueError: a key is missing or extra, or a value's shape or dtype differs from the first step.
+            ReplayError: a key is missing or extra, a value's shape or dtype differs from the first step, or a
+                float value is NaN or infinite (the step is not stored).
         """
         st = self._streams.get(stream)
         if st is None or not st.chunks or st.chunks[-1].length >= self.chunk:
@@ -148,7 +150,7 @@ class Replay:
         ch = st.chunks[-1]
         try:
             self._fill(ch, step)
-        except ValueError:
+        except ReplayError:
             if ch.length == 0:  # keep no empty chunks around
                 st.pop()
             raise
@@ -168,17 +170,19 @@ class Replay:
             if arr is None:
                 if key.startswith("log/"):
                     continue
-                raise ValueError(f"Replay step has unknown key '{key}'; expected keys {sorted(data)}.")
+                raise ReplayError(f"Replay step has unknown key '{key}'; expected keys {sorted(data)}.")
             if type(value) is np.ndarray:
                 if value.shape != arr.shape[1:] or value.dtype != arr.dtype:
                     self._mismatch(key, value, arr)
             else:
                 self._check_other(key, value, arr)
             arr[i] = value
+            if arr.dtype.kind == "f" and not np.isfinite(arr[i]).all():
+                raise ReplayError(f"Replay step has NaN or inf in '{key}'; the step is refused (sanitise it first).")
             n += 1
         if n != len(data):
             missing = sorted(set(data) - set(step))
-            raise ValueError(f"Replay step lacks keys {missing}; expected keys {sorted(data)}.")
+            raise ReplayError(f"Replay step lacks keys {missing}; expected keys {sorted(data)}.")
 
     def _define_spec(self, step: dict[str, Any]) -> None:
         for key, value in step.items():
@@ -186,13 +190,13 @@ class Replay:
                 continue
             value = np.asarray(value)
             if value.dtype.kind in "OV":
-                raise ValueError(f"Replay key '{key}' has dtype {value.dtype}; store numbers or booleans.")
+                raise ReplayError(f"Replay key '{key}' has dtype {value.dtype}; store numbers or booleans.")
             self._spec[key] = (value.shape, value.dtype)
 
     @staticmethod
     def _mismatch(key: str, value: Any, arr: np.ndarray) -> None:
         got = np.asarray(value)
-        raise ValueError(
+        raise ReplayError(
             f"Replay key '{key}': expected shape {arr.shape[1:]} dtype {arr.dtype}, "
             f"got shape {got.shape} dtype {got.dtype}. All steps must match the first step."
         )

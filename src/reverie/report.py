@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from reverie.config import field_docs
+from reverie.errors import ReverieError
 from reverie.logger import read_jsonl
 from reverie.plots import plot_curves, plot_metrics, plot_rates
 from reverie.plugins import summarize
@@ -47,7 +48,7 @@ STRIP_FRAMES = 8
 _VIDEO_NAME = re.compile(r"^(?P<key>.+)_(?P<step>\d+)$")
 
 
-class ReportError(ValueError):
+class ReportError(ReverieError):
     """The run folder cannot be reported on; the message names the folder and what is missing."""
 
 
@@ -77,9 +78,12 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         raise ReportError(f"No run folder at '{run}'.")
     metrics = run / "metrics.jsonl"
     config = _read_json(run / "config.json") or _read_json(run / "checkpoint" / "config.json")
-    if not metrics.exists() and config is None and not (run / "videos").is_dir():
-        raise ReportError(f"'{run}' holds no metrics.jsonl, config.json or videos/; is it a run folder?")
     rows = read_jsonl(metrics) if metrics.exists() else []
+    if not rows and config is None and not (run / "videos").is_dir():
+        raise ReportError(
+            f"'{run}' holds no readable metrics.jsonl, config.json or videos/; is it a run folder (reverie train "
+            "--logdir)?"
+        )
     with tempfile.TemporaryDirectory(prefix="reverie-report-") as tmp:
         png = _PngMaker(Path(tmp))
         sections = [
@@ -286,8 +290,8 @@ class _PngMaker:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # missing, not UTF-8, not JSON: nothing to show from it
         return None
     return data if isinstance(data, dict) else None
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import numpy as np
 
 from reverie.data.dataset import Dataset
-from reverie.data.format import DatasetError
 from reverie.plugins import summarize
 
 __all__ = ["add_parser", "describe", "run"]
@@ -76,16 +74,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``reverie data <command>``; dataset, policy and missing-Minari errors print one line and return 2."""
-    from reverie.data.minari_io import MinariMissing
-    from reverie.data.record import PolicyError
-
+    """Run ``reverie data <command>`` (dataset, policy and missing-Minari errors are one-line errors of the
+    ``reverie`` command: :class:`reverie.errors.ReverieError`)."""
     commands = {"record": _record, "info": _info, "convert": _convert, "label": _label}
-    try:
-        return commands[args.data_command](args)
-    except (DatasetError, PolicyError, MinariMissing) as err:
-        print(f"reverie: error: {err}", file=sys.stderr)
-        return 2
+    return commands[args.data_command](args)
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -118,11 +110,7 @@ def _label(args: argparse.Namespace) -> int:
 
     source = Dataset(args.src)
     idm = InverseDynamics(source.obs_space, source.act_space, seed=args.seed)
-    try:
-        out, report = idm.label(source, args.dst, steps=args.steps, held_out=args.held_out, seed=args.seed)
-    except ValueError as err:  # no labelled episode
-        print(f"reverie: error: {err}", file=sys.stderr)
-        return 2
+    out, report = idm.label(source, args.dst, steps=args.steps, held_out=args.held_out, seed=args.seed)
     shown = {k: None if np.isnan(v) else v for k, v in report.items()}  # no held-out episode: no accuracy
     print(json.dumps({"dataset": str(out.folder), "episodes": len(out), **shown}))
     return 0

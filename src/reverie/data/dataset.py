@@ -185,6 +185,11 @@ class Dataset:
                     f"Dataset file {path}: '{key}' has shape {arr.shape} {arr.dtype} but {INFO_FILE} declares "
                     f"{(want, *shape)} {dtype}; the file does not belong to this dataset. Re-record the dataset."
                 )
+            if arr.dtype.kind == "f" and not key.startswith("log/") and not np.isfinite(arr).all():
+                raise DatasetError(
+                    f"Dataset file {path}: '{key}' holds NaN or inf values, which would poison every weight they "
+                    "reach; repair that episode or record the dataset again without it."
+                )
         return data
 
     def _with_masks(self, data: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from reverie.checkpoint import space_from_json, space_to_json
 from reverie.envs.base import Space
+from reverie.errors import ReverieError
 from reverie.fileio import write_npz
 
 __all__ = [
@@ -41,7 +42,7 @@ MASKS = {"action": "action_mask", "reward": "reward_mask"}
 """Label key -> the mask key that :class:`reverie.data.Dataset` adds to the steps it yields."""
 
 
-class DatasetError(ValueError):
+class DatasetError(ReverieError):
     """A dataset folder or file cannot be used; the message names the folder or file, the problem and the fix."""
 
 
@@ -72,10 +73,10 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def check_frac(name: str, value: float) -> float:
-    """``value`` as a float in ``[0, 1]``, else a ValueError naming ``name``."""
+    """``value`` as a float in ``[0, 1]``, else a :class:`DatasetError` naming ``name``."""
     value = float(value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1] (the share of episodes that keep the label), got {value}.")
+        raise DatasetError(f"{name} must lie in [0, 1] (the share of episodes that keep the label), got {value}.")
     return value
 
 

@@ -38,6 +38,7 @@ from reverie.data.dataset import Dataset, label_flags
 from reverie.data.format import DatasetError, label_plan, spaces_from_json
 from reverie.data.writer import DatasetWriter
 from reverie.envs.base import Space, reserved_spaces
+from reverie.errors import ReverieError
 
 __all__ = ["MINARI_INSTALL", "MinariMissing", "export_minari", "import_minari", "minari_id"]
 
@@ -45,7 +46,7 @@ MINARI_INSTALL = 'pip install "minari[hdf5]>=0.5.4"'
 """The pip command for Minari with its HDF5 storage (0.5.4 added ``jpeg_encoding``)."""
 
 
-class MinariMissing(ImportError):
+class MinariMissing(ReverieError, ImportError):
     """Minari (with h5py) is not installed or too old; the message has the pip command."""
 
 

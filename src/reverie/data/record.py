@@ -18,9 +18,10 @@ import numpy as np
 
 from reverie.config import EnvConfig
 from reverie.data.dataset import Dataset
-from reverie.data.format import check_frac, label_plan
+from reverie.data.format import DatasetError, check_frac, label_plan
 from reverie.data.writer import DatasetWriter
 from reverie.envs import Env, make_env
+from reverie.errors import ReverieError
 from reverie.plugins import policy as game_policy
 from reverie.plugins import policy_names
 
@@ -29,7 +30,7 @@ __all__ = ["POLICIES", "CheckpointPolicy", "Policy", "PolicyError", "RandomPolic
 log = logging.getLogger("reverie.data")
 
 
-class PolicyError(ValueError):
+class PolicyError(ReverieError):
     """An unknown policy name or a checkpoint that does not fit the env; the message lists the choices."""
 
 
@@ -160,7 +161,7 @@ def record(
         >>> ds = record("crafter", "random", episodes=3, folder="data/crafter-random", time_limit=200)  # doctest: +SKIP
     """
     if episodes < 1:
-        raise ValueError(f"record needs episodes >= 1, got {episodes}.")
+        raise DatasetError(f"record needs episodes >= 1, got {episodes}.")
     keep_actions = label_plan(episodes, check_frac("action_frac", action_frac), [seed, 0])
     keep_rewards = label_plan(episodes, check_frac("reward_frac", reward_frac), [seed, 1])
     env = make_env(EnvConfig(id=env_id, time_limit=time_limit or 0), seed)

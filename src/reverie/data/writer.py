@@ -62,7 +62,7 @@ class DatasetWriter:
         creation: dict[str, Any] | None = None,
     ) -> None:
         if chunk < 1:
-            raise ValueError(f"DatasetWriter needs chunk >= 1, got {chunk}.")
+            raise DatasetError(f"DatasetWriter needs chunk >= 1, got {chunk}.")
         self.folder = Path(folder)
         if self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir())):
             what = "a dataset" if (self.folder / INFO_FILE).exists() else "files"
@@ -95,12 +95,21 @@ class DatasetWriter:
             has_rewards: False stores zeros for all rewards and marks the episode unlabeled.
 
         Raises:
-            DatasetError: missing or extra keys, wrong shapes or dtypes, or a layout that breaks the convention.
+            DatasetError: missing or extra keys, wrong shapes or dtypes, a layout that breaks the convention, or
+                NaN or inf values (outside ``log/`` keys).
         """
         if self.closed:
             raise DatasetError(f"DatasetWriter for {self.folder} is closed; open a new writer to add episodes.")
         index = len(self.episodes)
         data = self._check(steps, index)
+        bad = [
+            k for k, v in data.items() if v.dtype.kind == "f" and not k.startswith("log/") and not np.isfinite(v).all()
+        ]
+        if bad:
+            raise DatasetError(
+                f"Episode {index} for {self.folder} holds NaN or inf values in {bad}; it is refused (a dataset "
+                "with them would poison every weight they reach). Drop or repair the episode."
+            )
         if not has_actions:
             data["action"] = np.zeros_like(data["action"])
         if not has_rewards:
@@ -156,6 +165,10 @@ class DatasetWriter:
                 "so step 0 holds zeros (shift your arrays by one step)",
             ),
         ]
+        if self.act_space.discrete:
+            actions = data["action"][1:]
+            outside = sorted(set(actions[(actions < 0) | (actions >= self.act_space.n)].tolist()))
+            problems.append((bool(outside), f"has actions {outside[:5]} outside 0..{self.act_space.n - 1}"))
         for bad, problem in problems:
             if bad:
                 raise DatasetError(f"{where} {problem}.")

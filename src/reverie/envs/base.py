@@ -111,3 +111,27 @@ def reserved_spaces() -> dict[str, Space]:
         "is_last": Space(bool),
         "is_terminal": Space(bool),
     }
+
+
+def sanitize(obs: dict[str, np.ndarray]) -> list[int]:
+    """Replace NaN and infinite values of batched observations ``(N, ...)`` by 0, in place, in the model's keys and
+    the reward (``log/`` keys are left as they are); returns the indices of the envs whose step held any.
+
+    A non-finite input poisons every weight it reaches through the gradients; it is stopped where it enters.
+
+    Example:
+        >>> obs = {"vector": np.array([[1.0, np.nan], [2.0, 3.0]]), "reward": np.array([np.inf, 0.0])}
+        >>> sanitize(obs), obs["vector"][0].tolist(), obs["reward"].tolist()
+        ([0], [1.0, 0.0], [0.0, 0.0])
+    """
+    bad = None
+    for key, value in obs.items():
+        if key.startswith("log/") or not np.issubdtype(np.asarray(value).dtype, np.floating):
+            continue
+        finite = np.isfinite(value)
+        if finite.all():
+            continue
+        rows = ~finite.reshape(len(value), -1).all(-1)
+        bad = rows if bad is None else bad | rows
+        value[~finite] = 0.0
+    return [] if bad is None else np.flatnonzero(bad).tolist()

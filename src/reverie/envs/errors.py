@@ -7,8 +7,10 @@ Example:
 
 from __future__ import annotations
 
+from reverie.errors import ReverieError
 
-class EnvError(ValueError):
+
+class EnvError(ReverieError):
     """An env id, space or observation breaks the contract of :mod:`reverie.envs.base`.
 
     The message is one line that names the problem and the fix.

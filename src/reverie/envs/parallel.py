@@ -1,7 +1,8 @@
 """Batches of envs behind one ``step``: serial in-process or one worker process per env.
 
 Both classes take a list of env factories and share one API: ``obs_space`` / ``act_space`` (of one
-env), ``num_envs``, ``step(actions) -> obs`` on stacked ``(N, ...)`` arrays, ``last_restarts`` and
+env), ``num_envs``, ``step(actions) -> obs`` on stacked ``(N, ...)`` arrays (NaN and inf set to 0, the envs
+listed in ``last_nonfinite``), ``last_restarts`` and
 ``close()``. :class:`ParallelEnv` restarts workers that die, raise or hang, so that one broken
 simulator does not end a long run.
 
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from reverie.envs.base import Env, Space
+from reverie.envs.base import Env, Space, sanitize
 from reverie.envs.errors import EnvError
 
 __all__ = ["BatchEnv", "ParallelEnv"]
@@ -85,6 +86,8 @@ class BatchEnv:
         self.envs = [factory() for factory in factories]
         _same_spaces([(env.obs_space, env.act_space) for env in self.envs])
         self.last_restarts: list[int] = []
+        self.last_nonfinite: list[int] = []
+        """Envs whose last step held NaN or inf values, which :func:`reverie.envs.base.sanitize` set to 0."""
         self._closed = False
 
     @property
@@ -103,7 +106,9 @@ class BatchEnv:
         """Step every env; ``actions`` holds ``action`` (N, ...) and ``reset`` (N,) bool."""
         _check_batch(actions, self.num_envs)
         results = [env.step(_unstack(actions, i)) for i, env in enumerate(self.envs)]
-        return _stack(results, self.obs_space)
+        obs = _stack(results, self.obs_space)
+        self.last_nonfinite = sanitize(obs)
+        return obs
 
     def close(self) -> None:
         """Close every env. Safe to call twice."""
@@ -168,6 +173,11 @@ def _worker(conn: Connection, payload: bytes) -> None:
         conn.close()
 
 
+def _first_line(reason: object) -> str:
+    text = str(reason).strip()
+    return text.splitlines()[-1] if text else "no message"  # a traceback's last line names the error
+
+
 class _WorkerCrash(Exception):
     """A worker died, raised or did not answer in time."""
 
@@ -184,7 +194,7 @@ class ParallelEnv:
     Args:
         factories: picklable callables that each build one env (module-level functions or
             ``functools.partial`` of them; lambdas and closures cannot cross processes).
-        max_restarts: give up with ``RuntimeError`` once one index has crashed more often than this.
+        max_restarts: give up with :class:`EnvError` once one index has crashed more often than this.
         timeout: seconds to wait for a worker's answer to ``step`` before counting it as crashed.
         start_timeout: seconds a new worker may take to import and build its env (spawned
             processes re-import everything, which is slow on a busy machine).
@@ -214,6 +224,7 @@ class ParallelEnv:
         self.start_timeout = start_timeout
         self.restarts = [0] * len(factories)
         self.last_restarts: list[int] = []
+        self.last_nonfinite: list[int] = []
         self._procs: list[Any] = [None] * len(factories)
         self._conns: list[Any] = [None] * len(factories)
         self._closed = False
@@ -226,7 +237,7 @@ class ParallelEnv:
                 spaces.append(self._receive(i, deadline))
             except _WorkerCrash as err:
                 self.close()
-                raise RuntimeError(f"Env worker {i} failed to start: {err}") from None
+                raise EnvError(f"Env worker {i} failed to start: {_first_line(err)}") from None
         _same_spaces(spaces)
         self._obs_space, self._act_space = spaces[0]
 
@@ -264,7 +275,9 @@ class ParallelEnv:
         for i, obs in self._restart(crashed).items():
             results[i] = obs
         self.last_restarts = sorted(crashed)
-        return _stack(results, self._obs_space)
+        obs = _stack(results, self._obs_space)
+        self.last_nonfinite = sanitize(obs)
+        return obs
 
     def close(self) -> None:
         """Stop all workers (politely, then by force). Safe to call twice."""
@@ -324,7 +337,7 @@ class ParallelEnv:
     def _restart(self, crashed: dict[int, str]) -> dict[int, dict[str, Any]]:
         """Replace the crashed workers (all at once) until their envs reset; returns their reset obs.
 
-        Gives up with ``RuntimeError`` when one index has crashed more than ``max_restarts`` times.
+        Gives up with :class:`EnvError` when one index has crashed more than ``max_restarts`` times.
         """
         space = self._act_space["action"]
         reset = {"action": np.zeros(space.shape, space.dtype), "reset": True}
@@ -334,9 +347,9 @@ class ParallelEnv:
                 self.restarts[i] += 1
                 if self.restarts[i] > self.max_restarts:
                     self.close()
-                    raise RuntimeError(
-                        f"Env worker {i} crashed more than max_restarts={self.max_restarts} times; "
-                        f"giving up. Last error: {reason}"
+                    raise EnvError(
+                        f"Env worker {i} crashed more than max_restarts={self.max_restarts} times; giving up (the run "
+                        f"is saved). Last error: {_first_line(reason)}"
                     )
                 logger.warning("Env worker %d crashed, restarting it (restart %d): %s", i, self.restarts[i], reason)
                 self._stop(i)

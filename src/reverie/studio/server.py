@@ -2,8 +2,14 @@
 
 Routes: ``GET /`` (the page), ``GET /static/<file>`` (its script and style) and ``GET /ws`` (the
 WebSocket speaking the protocol of :mod:`reverie.studio.session`). Model work runs on one worker
-thread, so the event loop stays responsive and several tabs never compete for the CPU. A WebSocket
-whose ``Origin`` is another site is refused: a page on the web cannot drive a local studio.
+thread, so the event loop stays responsive and several tabs never compete for the CPU.
+
+Network exposure: the studio binds 127.0.0.1 by default. Every request (page and WebSocket) must name the studio
+itself in its ``Host`` header (``localhost``, ``127.0.0.1``, ``[::1]`` or the bound address, at the bound port):
+a DNS-rebinding page, whose requests carry its own host name, gets 403. A WebSocket whose ``Origin`` is not the
+studio's own address is refused too, so a page on the web cannot drive a local studio. Binding another address
+logs a warning; binding a wildcard address (``0.0.0.0``, ``::``) accepts any host name and exposes the studio to
+the network.
 
 Example:
     >>> studio = Studio("runs/crafter", record_dir="studio_recordings")   # doctest: +SKIP
@@ -19,6 +25,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +39,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from reverie.data import Dataset
 from reverie.dream import DreamEnv
+from reverie.errors import ReverieError
 from reverie.studio.session import Session
 
 if TYPE_CHECKING:
@@ -45,6 +53,43 @@ STATIC = {
     "studio.css": "text/css",
 }
 """The page's files (package data in ``reverie/studio/static``) and their content types."""
+
+
+class StudioError(ReverieError):
+    """A studio setting that cannot work (context, recording folder, port); the message names the fix."""
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail now, not after a recording: ``folder`` (created if missing) must take a file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise StudioError(
+            f"Cannot save recordings in '{folder}' ({err.strerror or err}); pick a writable --record-to."
+        ) from None
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""Addresses that only this machine reaches."""
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, port: int) -> set[str] | None:
+    """The ``Host`` header values a studio bound to ``host``:``port`` accepts: the loopback names and the bound
+    address at that port; None (any) for a wildcard address.
+
+    Example:
+        >>> sorted(allowed_hosts("127.0.0.1", 8765))
+        ['127.0.0.1:8765', '[::1]:8765', 'localhost:8765']
+    """
+    if host in WILDCARDS:
+        return None
+    names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host.lower()}
+    return {f"{name}:{port}" for name in names}
+
 
 CSP = "default-src 'self'; img-src 'self' data:; connect-src 'self'; style-src 'self'; script-src 'self'"
 """Content-Security-Policy of the page: nothing is loaded from anywhere but the studio itself."""
@@ -80,8 +125,11 @@ class Studio:
     ) -> None:
         from reverie.agent import Dreamer
 
-        self.agent = checkpoint if isinstance(checkpoint, Dreamer) else Dreamer.load(checkpoint)
+        if context < 1:
+            raise StudioError(f"The studio's context must be at least 1 frame, got {context}.")
         self.record_dir = Path(record_dir)
+        _check_writable(self.record_dir)
+        self.agent = checkpoint if isinstance(checkpoint, Dreamer) else Dreamer.load(checkpoint)
         dataset = None if start is None or (isinstance(start, str) and start == "env") else start
         self.dataset = dataset if dataset is None or isinstance(dataset, Dataset) else Dataset(dataset)
         """The dataset every dream starts from (shared by the connections; read-only), or None: the real env."""
@@ -99,11 +147,13 @@ class Studio:
         self.sockets: set[web.WebSocketResponse] = set()
         self.runner: web.AppRunner | None = None
         self.url = ""
+        self.hosts: set[str] | None = set()
+        """The ``Host`` headers accepted (None: any, when bound to a wildcard address); set by :meth:`start`."""
 
     # ----------------------------------------------------------------- app
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._check_host])
         app.router.add_get("/", self._page)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/ws", self._websocket)
@@ -117,6 +167,9 @@ class Studio:
         await self.runner.setup()
         await web.TCPSite(self.runner, host, port).start()
         bound = self.runner.addresses[0][1]
+        self.hosts = allowed_hosts(host, bound)
+        if host not in LOOPBACK:
+            log.warning("The studio listens on %s: other machines can reach it (only this one with 127.0.0.1)", host)
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/"
         log.info("Reverie studio on %s (Ctrl+C stops it)", self.url)
         return self.url
@@ -162,6 +215,12 @@ class Studio:
         asyncio.run(main())
 
     # ----------------------------------------------------------------- handlers
+    @web.middleware
+    async def _check_host(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.hosts is not None and request.host.lower() not in self.hosts:
+            raise web.HTTPForbidden(text=f"Host {request.host!r} refused: open the studio at {self.url}.")
+        return await handler(request)
+
     async def _page(self, request: web.Request) -> web.Response:
         return self._file("index.html")
 
@@ -177,7 +236,7 @@ class Studio:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if origin and urlsplit(origin).netloc != request.host:
+        if origin and urlsplit(origin).netloc.lower() != request.host.lower():
             raise web.HTTPForbidden(text=f"WebSocket from origin {origin} refused; open the studio page itself.")
         ws = web.WebSocketResponse(max_msg_size=1 << 20, heartbeat=30.0)
         await ws.prepare(request)
