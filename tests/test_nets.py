@@ -83,12 +83,31 @@ def test_conv_encoder_64x64_to_4x4_map() -> None:
 
 def test_conv_decoder_shape_and_range() -> None:
     torch.manual_seed(0)
-    dec = ConvDecoder(10, 3, depth=2, size=64)
-    out = dec(torch.randn(2, 3, 10) * 10)
-    assert out.shape == (2, 3, 64, 64, 3)
-    assert (out >= 0).all() and (out <= 1).all()
-    assert out.std() > 0
-    assert dec(torch.randn(4, 10)).shape == (4, 64, 64, 3)
+    for layout in ("dreamerv3", "reverie0.1"):
+        dec = ConvDecoder(24, 3, depth=2, size=64, deter=16, units=8, layout=layout)  # type: ignore[arg-type]
+        out = dec(torch.randn(2, 3, 24) * 10)
+        assert out.shape == (2, 3, 64, 64, 3)
+        assert (out >= 0).all() and (out <= 1).all()
+        assert out.std() > 0
+        assert dec(torch.randn(4, 24)).shape == (4, 64, 64, 3)
+
+
+def test_conv_decoder_projects_each_block_of_the_recurrent_state_to_its_own_channels() -> None:
+    """The official layout: block g of ``deter`` (8 blocks) feeds channels g*C/8 .. (g+1)*C/8 - 1 of the first map
+    (through a block-diagonal linear), and the stochastic state feeds all channels through an MLP."""
+    torch.manual_seed(0)
+    dec = ConvDecoder(24, 3, depth=4, size=64, deter=16, units=8)  # first map: 16 channels, 2 per block
+    feat = torch.randn(5, 24)
+    with torch.no_grad():
+        base = dec.space_deter(feat[:, :16]).reshape(5, 8, 4, 4, 2).permute(0, 1, 4, 2, 3).reshape(5, 16, 4, 4)
+        moved = feat.clone()
+        moved[:, 2:4] += 1.0  # block 1 of the recurrent state (deter 16 / 8 blocks = 2 each)
+        again = dec.space_deter(moved[:, :16]).reshape(5, 8, 4, 4, 2).permute(0, 1, 4, 2, 3).reshape(5, 16, 4, 4)
+        changed = (again - base).abs().amax((0, 2, 3)) > 0
+        assert changed.tolist() == [c in (2, 3) for c in range(16)]
+        stoch = feat.clone()
+        stoch[:, 16:] += 1.0
+        assert not torch.allclose(dec._space(stoch), dec._space(feat))
 
 
 def test_soft_update_moves_toward_source_by_rate() -> None:

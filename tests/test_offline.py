@@ -539,11 +539,12 @@ def test_cnn_stride_keeps_encoder_and_decoder_shapes() -> None:
     shapes, strides = [], []
     for presets in (["debug"], ["debug", "cpu_cnn"]):
         cfg = make_config(presets).model
-        encoder, decoder = Encoder(space, cfg), Decoder(space, 24, cfg)
+        feat = cfg.deter + cfg.stoch * cfg.classes
+        encoder, decoder = Encoder(space, cfg), Decoder(space, feat, cfg)
         with torch.no_grad():
             embed = encoder({"image": image})
-            out = decoder.images_of(torch.randn(2, 3, 24))["image"]
-            picture = decoder.picture(torch.randn(2, 3, 24))["image"]
+            out = decoder.images_of(torch.randn(2, 3, feat))["image"]
+            picture = decoder.picture(torch.randn(2, 3, feat))["image"]
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
         assert float(picture.min()) >= 0.0 and float(picture.max()) <= 255.0 and float(picture.max()) > 1.0
         shapes.append((encoder.out_dim, tuple(embed.shape), tuple(out.shape)))

@@ -438,8 +438,11 @@ class Dreamer:
             config.train.device = "cpu"
         agent = cls(config, data["obs_space"], data["act_space"])
         learner = agent.learner
+        weights = data["state"]["model"]
+        if data["format"] < 3:  # layers that had no bias before a norm: a zero bias computes what they computed
+            weights = {k: torch.zeros_like(v) for k, v in learner.state_dict().items() if k.endswith(".bias")} | weights
         try:
-            learner.load_state_dict(data["state"]["model"])
+            learner.load_state_dict(weights)
         except (KeyError, RuntimeError, ValueError) as err:
             reason = str(err).splitlines()[0][:160]
             raise CheckpointError(f"Checkpoint '{data['path']}' does not fit this config: {reason}") from None

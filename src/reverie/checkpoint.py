@@ -37,9 +37,10 @@ from reverie.errors import ReverieError
 from reverie.fileio import replace_folder, write_text, write_torch
 from reverie.version import __version__
 
-FORMAT_VERSION = 2
-"""Version 2: the training state's ``offline_phase``, today's config keys and module names."""
-READS = (1, 2)
+FORMAT_VERSION = 3
+"""Version 3: the official DreamerV3 layers (biases before every norm, the decoder's block-linear projection); 2: the
+training state's ``offline_phase``, today's config keys and module names, file digests."""
+READS = (1, 2, 3)
 """Format versions this Reverie loads (1 is upgraded on load)."""
 
 log = logging.getLogger("reverie")
@@ -261,6 +262,8 @@ def _read_head(directory: str | os.PathLike) -> tuple[Path, dict[str, Any], Conf
     try:
         if version == 1:
             config_data, dropped, changed = upgrade_config_dict(config_data)
+        if version < 3:  # the conv layout of those versions; their layers had no bias before a norm
+            config_data.setdefault("model", {}).setdefault("cnn_layout", "reverie0.1")
         config = Config.from_dict(config_data)
         validate(config)
     except ConfigError as err:
@@ -312,6 +315,7 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
             message += f"; dropped weights of {', '.join(removed)}"
         log.warning(message + ".")
     return {
+        "format": version,
         "config": config,
         "state": state,
         "train_state": train_state,

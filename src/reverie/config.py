@@ -73,6 +73,8 @@ class ModelConfig:
     """Channels of the first conv stage; later stages use multipliers 2, 3, 4, 4."""
     cnn_stride: bool = False
     """Strided convs (k4, s2) instead of conv(k5) + max-pool: DreamerV2's layout, ~3x cheaper on a CPU."""
+    cnn_layout: Literal["dreamerv3", "reverie0.1"] = "dreamerv3"
+    """Conv encoder/decoder layout: the official one, or Reverie 0.1's (its checkpoints load with it)."""
     vector_codec: str = "mlp"
     """How vector observations are encoded and decoded: ``mlp`` (symlog MLPs) or a codec a game registers."""
     bins: int = 255

@@ -7,6 +7,7 @@ All hidden layers are Linear -> RMSNorm -> SiLU with truncated-normal fan-in ini
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +49,10 @@ class RMSNorm(nn.RMSNorm):
 
 
 class NormAct(nn.Sequential):
-    """Linear -> RMSNorm -> SiLU."""
+    """Linear (with bias, as DreamerV3's) -> RMSNorm -> SiLU."""
 
     def __init__(self, inp: int, out: int):
-        super().__init__(Linear(inp, out, bias=False), RMSNorm(out, eps=1e-4), nn.SiLU())
+        super().__init__(Linear(inp, out), RMSNorm(out, eps=1e-4), nn.SiLU())
 
 
 class MLP(nn.Sequential):
@@ -105,21 +106,34 @@ class ChannelNorm(nn.Module):
 
 def _conv(inp: int, out: int, kernel: int, stride: int = 1) -> nn.Conv2d:
     padding = kernel // 2 if stride == 1 else (kernel - stride) // 2
-    conv = nn.Conv2d(inp, out, kernel, stride=stride, padding=padding, bias=False)
+    conv = nn.Conv2d(inp, out, kernel, stride=stride, padding=padding)
     init_fan_in(conv.weight, inp * kernel * kernel)
+    assert conv.bias is not None
+    nn.init.zeros_(conv.bias)
     return conv
+
+
+Layout = Literal["dreamerv3", "reverie0.1"]
+"""Conv layouts: the official DreamerV3 one, or the one of Reverie 0.1's checkpoints (see :class:`ConvEncoder`)."""
 
 
 class ConvEncoder(nn.Module):
     """Images (B, H, W, C) uint8 -> features (B, D): 4 stages that each halve the side.
 
-    ``stride=False`` (official DreamerV3): conv(k5) -> norm -> SiLU -> maxpool 2. ``stride=True``: conv(k4,
+    ``stride=False`` (official DreamerV3): conv(k5) -> maxpool 2 -> norm -> SiLU. ``stride=True``: conv(k4,
     stride 2) -> norm -> SiLU (DreamerV2's layout), about 3x cheaper on a CPU because no layer runs at full
-    resolution. Channels are ``depth * (2, 3, 4, 4)``; a 64x64 input leaves a 4x4 map.
+    resolution. Channels are ``depth * (2, 3, 4, 4)``; a 64x64 input leaves a 4x4 map. ``layout="reverie0.1"``
+    pools after the activation, as Reverie 0.1 did (its checkpoints load with it).
     """
 
     def __init__(
-        self, channels: int, depth: int, size: int = 64, mults: tuple[int, ...] = (2, 3, 4, 4), stride: bool = False
+        self,
+        channels: int,
+        depth: int,
+        size: int = 64,
+        mults: tuple[int, ...] = (2, 3, 4, 4),
+        stride: bool = False,
+        layout: Layout = "dreamerv3",
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -128,6 +142,8 @@ class ConvEncoder(nn.Module):
             out = depth * mult
             if stride:
                 layers += [_conv(inp, out, 4, stride=2), ChannelNorm(out), nn.SiLU()]
+            elif layout == "dreamerv3":
+                layers += [_conv(inp, out, 5), nn.MaxPool2d(2), ChannelNorm(out), nn.SiLU()]
             else:
                 layers += [_conv(inp, out, 5), ChannelNorm(out), nn.SiLU(), nn.MaxPool2d(2)]
             inp = out
@@ -144,7 +160,13 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """Features (B, D) -> images (B, H, W, C) in [0, 1]: the encoder mirrored, with 2x nearest upsampling
-    then conv(k5) (``stride=False``) or transposed conv(k4, stride 2) (``stride=True``) per stage."""
+    then conv(k5) (``stride=False``) or transposed conv(k4, stride 2) (``stride=True``) per stage.
+
+    The first map (side 4, ``4 * depth`` channels) comes, as in the official code, from a block-diagonal linear of
+    the recurrent state ``feat[..., :deter]`` (8 blocks, each giving ``1/8`` of the channels) plus a 2-layer MLP of
+    the stochastic state, then norm and SiLU: ~8x fewer weights than a dense projection of the features, which
+    ``layout="reverie0.1"`` keeps for Reverie 0.1's checkpoints.
+    """
 
     def __init__(
         self,
@@ -154,18 +176,32 @@ class ConvDecoder(nn.Module):
         size: int = 64,
         mults: tuple[int, ...] = (2, 3, 4, 4),
         stride: bool = False,
+        deter: int = 0,
+        units: int = 0,
+        layout: Layout = "dreamerv3",
+        blocks: int = 8,
     ):
         super().__init__()
         self.side = size // 2 ** len(mults)
         widths = [depth * m for m in reversed(mults)]  # e.g. 4d, 4d, 3d, 2d
-        self.start = widths[0]
-        self.proj = Linear(inp, widths[0] * self.side * self.side)
+        self.start, self.deter, self.blocks = widths[0], deter, blocks
+        space = widths[0] * self.side * self.side
+        self.layout = layout
+        if layout == "dreamerv3":
+            assert 0 < deter < inp and units > 0 and widths[0] % blocks == 0, (deter, inp, units, widths[0])
+            self.space_deter = BlockLinear(deter, space, blocks)
+            self.space_stoch = nn.Sequential(NormAct(inp - deter, 2 * units), Linear(2 * units, space))
+            self.space_norm = ChannelNorm(widths[0])
+        else:
+            self.proj = Linear(inp, space)
         layers: list[nn.Module] = []
         for i, width in enumerate(widths):
             out = widths[i + 1] if i + 1 < len(widths) else channels
             if stride:
-                up = nn.ConvTranspose2d(width, out, 4, stride=2, padding=1, bias=False)
+                up = nn.ConvTranspose2d(width, out, 4, stride=2, padding=1)
                 init_fan_in(up.weight, width * 4)  # each output pixel sees 2x2 taps per input channel
+                assert up.bias is not None
+                nn.init.zeros_(up.bias)
                 layers.append(up)
             else:
                 layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv(width, out, 5)]
@@ -173,10 +209,19 @@ class ConvDecoder(nn.Module):
                 layers += [ChannelNorm(out), nn.SiLU()]
         self.net = nn.Sequential(*layers)
 
+    def _space(self, feat: Tensor) -> Tensor:
+        """The first map (B, C, side, side) from features (B, F)."""
+        n, s, c = len(feat), self.side, self.start
+        if self.layout != "dreamerv3":
+            return self.proj(feat).reshape(n, c, s, s)
+        x0 = self.space_deter(feat[:, : self.deter])  # (B, G * side * side * C/G)
+        x0 = x0.reshape(n, self.blocks, s, s, c // self.blocks).permute(0, 1, 4, 2, 3).reshape(n, c, s, s)
+        x1 = self.space_stoch(feat[:, self.deter :]).reshape(n, s, s, c).permute(0, 3, 1, 2)  # channels last
+        return F.silu(self.space_norm(x0 + x1))
+
     def forward(self, feat: Tensor) -> Tensor:
         lead = feat.shape[:-1]
-        x = self.proj(feat.reshape(-1, feat.shape[-1]))
-        x = x.reshape(-1, self.start, self.side, self.side)  # (B, C, 4, 4)
+        x = self._space(feat.reshape(-1, feat.shape[-1]))  # (B, C, 4, 4)
         x = torch.sigmoid(self.net(x).float())  # (B, C, H, W)
         return x.permute(0, 2, 3, 1).reshape(*lead, *x.shape[-2:], x.shape[1])
 

@@ -71,7 +71,7 @@ class Encoder(nn.Module):
         if self.images:
             channels = sum(obs_space[k].shape[-1] for k in self.images)
             size = obs_space[self.images[0]].shape[0]
-            self.cnn = ConvEncoder(channels, cfg.cnn_depth, size, stride=cfg.cnn_stride)
+            self.cnn = ConvEncoder(channels, cfg.cnn_depth, size, stride=cfg.cnn_stride, layout=cfg.cnn_layout)
             self.out_dim += self.cnn.out_dim
         if self.vectors:
             width = sum(int(torch.tensor(obs_space[k].shape).prod()) for k in self.vectors)
@@ -104,7 +104,16 @@ class Decoder(nn.Module):
         if self.images:
             self.channels = [obs_space[k].shape[-1] for k in self.images]
             size = obs_space[self.images[0]].shape[0]
-            self.cnn = ConvDecoder(feat_dim, sum(self.channels), cfg.cnn_depth, size, stride=cfg.cnn_stride)
+            self.cnn = ConvDecoder(
+                feat_dim,
+                sum(self.channels),
+                cfg.cnn_depth,
+                size,
+                stride=cfg.cnn_stride,
+                deter=cfg.deter,
+                units=cfg.units,
+                layout=cfg.cnn_layout,
+            )
         self.reads_prev = False
         if self.vectors:
             self.sizes = [int(torch.tensor(self.shapes[k]).prod()) for k in self.vectors]
