@@ -1,16 +1,18 @@
-"""Speed benchmark: updates/s, env steps/s and achieved FLOP/s per size preset, fp32 and bf16.
+"""Side-by-side speed: seconds per DreamerV3 update of Reverie and of the fastest other implementations, one machine.
 
-For each size preset it builds a learner for 64x64 image observations (Crafter-like: 17 discrete
-actions) and one for vector observations, times one online update (``Learner.update(batch, "online")``) on a
-random batch, counts the FLOPs of one update with ``torch.utils.flop_counter`` (matmuls and convolutions,
-forward and backward), and compares the achieved rate with this machine's matmul peak measured by the same script.
-Env steps/s is the acting loop (one policy step per env step, CartPole) without updates.
+Every implementation trains the same thing: Crafter-shaped pixels (64x64x3, 17 actions), batch 16 x 64, imagination
+from every replayed state (1024 x 15), the official ``size1m`` and ``size12m`` networks (Reverie's have the official
+parameter counts, which this script reads back). Reverie runs each variant (fp32/bf16, eager/compiled) in its own
+process; the row it reports for a size is the variant its defaults pick on this device. Peers run through
+``benchmarks/peers/run_*.sh`` (installed by ``benchmarks/peers/install.sh``); a peer that cannot run is reported
+with the reason instead of a figure.
 
-    python benchmarks/speed.py                       # debug, size1m, size12m; fp32 and bf16
-    python benchmarks/speed.py --sizes size1m --repeats 3
-    python benchmarks/speed.py --device cuda --sizes size12m size50m
+    python benchmarks/speed.py                    # Reverie, size1m and size12m, + the default job (~40 min cold)
+    python benchmarks/speed.py --peers            # + r2dreamer, official DreamerV3, sheeprl (~1.5 h more)
+    python benchmarks/speed.py --device cuda      # on a GPU: ms/update, kernel launches, GPU busy share
 
-Writes ``benchmarks/results/speed.json`` and ``speed.png`` (``speed_cuda.*`` with ``--device cuda``).
+Writes ``benchmarks/results/speed.json`` and ``speed.png`` (``speed_cuda.*`` with ``--device cuda``). Time it on a
+quiet machine: the figures are medians of whole updates (sample excluded) after the compiling ones.
 """
 
 from __future__ import annotations
@@ -19,33 +21,37 @@ import argparse
 import json
 import os
 import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import reverie  # noqa: F401  (sets the OpenMP wait policy before torch loads)
 
+# isort: split
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from reverie.config import make_config
-from reverie.envs.base import Space
-from reverie.learner import Learner
 
 RESULTS = Path(__file__).parent / "results"
+PEER_SCRIPTS = Path(__file__).parent / "peers"
+PEERS = Path(os.environ.get("PEERS", Path.home() / ".cache" / "reverie-peers"))
+COMMITS = {"official_dreamerv3": "e3f0224", "r2dreamer": "546e4fa", "sheeprl": "0.8.4 (PyPI)", "torchrl": "0.14.1"}
+SPACE_SHAPE, ACTIONS = (64, 64, 3), 17
 
 
 def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that wall-clock timings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> float:
-    """FLOP/s of a square matmul (one thread on a CPU): the device's practical peak for ``dtype``."""
-    n = 8192 if device.type == "cuda" else 1024
+    """FLOP/s of a large square matmul with all the threads training uses: the device's practical peak."""
+    n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(3 if device.type == "cuda" else 1):
+    for _ in range(3):
         a @ b
     sync(device)
     start = time.perf_counter()
@@ -55,68 +61,85 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 10) -> 
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def random_batch(obs_space: dict[str, Space], actions: int, B: int, T: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    batch: dict[str, np.ndarray] = {}
-    for key, space in obs_space.items():
-        if space.is_image:
-            batch[key] = rng.integers(0, 256, (B, T, *space.shape), dtype=np.uint8)
-        else:
-            batch[key] = rng.normal(size=(B, T, *space.shape)).astype(np.float32)
-    batch["action"] = rng.integers(0, actions, (B, T))
-    batch["reward"] = rng.normal(size=(B, T)).astype(np.float32)
-    batch["is_first"] = np.zeros((B, T), bool)
-    batch["is_terminal"] = np.zeros((B, T), bool)
-    return batch
+# ----------------------------------------------------------------------------------------- Reverie, one variant
+def reverie_variant(size: str, precision: str, compiled: bool, device: str, repeats: int) -> dict:
+    """Time one Reverie variant in this process (run by the parent in a fresh process per variant)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
+    from reverie.config import make_config
+    from reverie.envs.base import Space
+    from reverie.learner import Learner
+    from reverie.nets import UpConv
 
-def time_updates(size: str, obs: str, precision: str, repeats: int, device: torch.device, compile: bool) -> dict:
-    overrides = [f"train.precision={precision}", f"train.device={device}", f"train.compile={compile}"]
+    overrides = [f"train.precision={precision}", f"train.compile={compiled}", f"train.device={device}"]
     cfg = make_config([size], overrides)
-    if obs == "image":
-        obs_space = {"image": Space(np.uint8, (64, 64, 3), 0, 255)}
-        actions = 17
-    else:
-        obs_space = {"vector": Space(np.float32, (4,))}
-        actions = 2
-    learner = Learner(cfg, obs_space, Space(np.int64, (), 0, actions, discrete=True))
-    batch = random_batch(obs_space, actions, cfg.train.batch_size, cfg.train.batch_length)
-    for _ in range(2 if compile else 1):  # warm-up (compiled: one more, so no compilation falls in the timing)
+    space = {"image": Space(np.uint8, SPACE_SHAPE, 0, 255)}
+    learner = Learner(cfg, space, Space(np.int64, (), 0, ACTIONS, discrete=True))
+    rng = np.random.default_rng(0)
+    B, T = cfg.train.batch_size, cfg.train.batch_length
+    batch = {
+        "image": rng.integers(0, 256, (B, T, *SPACE_SHAPE), dtype=np.uint8),
+        "action": rng.integers(0, ACTIONS, (B, T)),
+        "reward": rng.normal(size=(B, T)).astype(np.float32),
+        "is_first": np.zeros((B, T), bool),
+        "is_terminal": np.zeros((B, T), bool),
+    }
+    dev = learner.device
+    start = time.perf_counter()
+    learner.update(batch, "online")  # compiles when compiled
+    sync(dev)
+    first = time.perf_counter() - start
+    learner.update(batch, "online")
+    times = []
+    for _ in range(repeats):
+        sync(dev)
+        start = time.perf_counter()
         learner.update(batch, "online")
-    flops = None
-    if not compile:  # (FLOPs are the same compiled; the counter's dispatch mode would recompile)
+        sync(dev)
+        times.append(time.perf_counter() - start)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    row = {
+        "size": size,
+        "precision": precision,
+        "compiled": compiled,
+        "s_per_update": statistics.median(times),
+        "s_per_update_all": times,
+        "first_update_s": first,
+        "params": {
+            "world_model": count(learner.wm) - learner.wm.rssm.no_action.numel(),
+            "actor": count(learner.ac.actor),
+            "critic": count(learner.ac.critic),
+        },
+        "batch": [B, T],
+        "imagination": [B * T, cfg.ac.horizon],
+    }
+    if not compiled:  # FLOPs are the same compiled (the counter would recompile the program)
         with FlopCounterMode(display=False) as counter:
             learner.update(batch, "online")
-        flops = counter.get_total_flops()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        learner.update(batch, "online")
-    sync(device)
-    seconds = (time.perf_counter() - start) / repeats
-    launches = {}
-    if device.type == "cuda":
-        try:  # a diagnostic: a profiler that fails here must not cost the timings above
-            launches = launch_profile(learner, batch, device)
-        except Exception as error:  # noqa: BLE001
-            launches = {"profile_error": repr(error)}
-    return {
-        **launches,
-        "params": sum(p.numel() for p in learner.parameters()),
-        "batch": [cfg.train.batch_size, cfg.train.batch_length],
-        "imagination": [cfg.train.batch_size * cfg.train.batch_length, cfg.ac.horizon],
-        "seconds_per_update": seconds,
-        "updates_per_s": 1 / seconds,
-        "flops_per_update": flops,
-        "flops_per_s": None if flops is None else flops / seconds,
-    }
+        counts = counter.get_flop_counts()
+        row["flops_per_update"] = counter.get_total_flops()
+        # UpConv computes upsample + 5x5 conv as a 3x3 conv at low resolution: the model's own convolution has
+        # 25/9 of its multiply-adds. The model's FLOPs count the official layer.
+        up = sum(sum(v.values()) for k, v in counts.items() if type(_module(learner, k)) is UpConv)
+        row["model_flops_per_update"] = row["flops_per_update"] + up * (25 / 9 - 1)
+    if dev.type == "cuda":
+        row |= launch_profile(learner, batch, dev)
+    return row
 
 
-def launch_profile(learner: Learner, batch: dict[str, np.ndarray], device: torch.device) -> dict:
-    """One update under the profiler: kernel launches, host-device waits and the GPU's busy share.
+def _module(learner: torch.nn.Module, name: str) -> torch.nn.Module | None:
+    """The submodule the flop counter names ``Learner.wm.decoder...`` (None for the global entry)."""
+    parts = name.split(".")[1:]
+    module: torch.nn.Module | None = learner
+    for part in parts:
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
 
-    Small recurrent models on a GPU are bound by the host issuing kernels, not by arithmetic: this says how
-    many kernels one update issues and how much of its wall time the GPU spends computing."""
+
+def launch_profile(learner, batch: dict, device: torch.device) -> dict:  # type: ignore[no-untyped-def]
+    """One update under the profiler: kernel launches and the GPU's busy share of the wall time."""
     from torch.profiler import ProfilerActivity, profile
 
     sync(device)
@@ -126,84 +149,160 @@ def launch_profile(learner: Learner, batch: dict[str, np.ndarray], device: torch
         sync(device)
     wall = time.perf_counter() - start
     events = prof.key_averages()
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
-    waits = sum(
-        e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync")
-    )
+    names = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch")
+    launches = sum(e.count for e in events if e.key in names)
     gpu_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-    return {"kernel_launches": launches, "host_waits": waits, "gpu_busy_fraction": gpu_us / 1e6 / wall}
+    return {"kernel_launches": launches, "gpu_busy_fraction": gpu_us / 1e6 / wall}
 
 
-def env_steps_per_s(size: str, device: torch.device, steps: int = 500) -> float:
-    """Acting speed: CartPole steps/s with one policy forward per step (no updates)."""
-    from reverie.envs import make_env
+def run_variant(size: str, precision: str, compiled: bool, device: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--variant", size, precision, str(compiled), device, str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        return {"size": size, "precision": precision, "compiled": compiled, "error": " | ".join(tail)}
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
 
-    cfg = make_config([size], [f"train.device={device}"])
-    env = make_env(cfg.env, 0)
-    learner = Learner(cfg, {"vector": env.obs_space["vector"]}, env.act_space["action"])
-    obs = env.step({"action": 0, "reset": True})
-    state = None
-    start = time.perf_counter()
-    for _ in range(steps):
-        batch = {k: np.asarray(v)[None] for k, v in obs.items()}
-        action, state, _ = learner.policy(batch, state)
-        obs = env.step({"action": action[0], "reset": bool(obs["is_last"])})
-    return steps / (time.perf_counter() - start)
+
+# ----------------------------------------------------------------------------------------- peers
+def run_peer(name: str, size: str, minutes: int) -> dict:
+    """Time one peer with its run script; the figure or why there is none."""
+    scripts = {"official_dreamerv3": "run_official.sh", "r2dreamer": "run_torchpeer.sh", "sheeprl": "run_sheeprl.sh"}
+    venvs = {"official_dreamerv3": "jax-venv", "r2dreamer": "torch-venv", "sheeprl": "sheeprl-venv"}
+    if name == "torchrl":
+        return {
+            "s_per_update": None,
+            "why": "not run: TorchRL 0.14.1's DreamerV3 recipe ships in the wheel without its Hydra configs, and "
+            "its learner benchmark builds only the vector-observation DMC Walker model; no Crafter-shaped pixel "
+            "learner to time without porting the recipe",
+        }
+    if not (PEERS / venvs[name] / "bin" / "python").exists():
+        return {"s_per_update": None, "why": f"not installed in {PEERS}: run benchmarks/peers/install.sh"}
+    env = {**os.environ, "PEERS": str(PEERS)}
+    if name == "official_dreamerv3":
+        env["LOG_EVERY"] = "60"
+    with tempfile.TemporaryDirectory(prefix=f"speed-{name}-") as logdir:
+        cmd = ["bash", str(PEER_SCRIPTS / scripts[name]), size, str(minutes), logdir]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    text = out.stdout + out.stderr
+    found = re.search(r"pure update median ([\d.]+) s", text) or re.search(r"seconds/update = \S+ = ([\d.]+) s", text)
+    params = re.search(r"PARAMS world_model=([\d,]+) actor=([\d,]+) critic=([\d,]+)", text)
+    row: dict = {"commit": COMMITS[name], "minutes": minutes}
+    if params:
+        counts = (int(p.replace(",", "")) for p in params.groups())
+        row["params"] = dict(zip(("world_model", "actor", "critic"), counts, strict=True))
+    if not found:
+        return row | {"s_per_update": None, "why": "no figure: " + " | ".join(text.strip().splitlines()[-3:])}
+    compiled = name == "official_dreamerv3"  # jax.jit; r2dreamer and sheeprl run eager here (their CPU defaults)
+    return row | {"s_per_update": float(found.group(1)), "precision": "bf16", "compiled": compiled}
+
+
+# ----------------------------------------------------------------------------------------- the default job
+def default_job(timeout_s: int) -> dict:
+    """``reverie train`` with no arguments in a fresh folder: wall minutes and its JSON line."""
+    with tempfile.TemporaryDirectory(prefix="speed-default-") as folder:
+        start = time.perf_counter()
+        cmd = [sys.executable, "-m", "reverie.cli", "train"]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"minutes": None, "why": f"not finished within {timeout_s / 60:.0f} minutes"}
+        minutes = (time.perf_counter() - start) / 60
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    return {"command": "reverie train", "minutes": minutes, "result": json.loads(lines[-1]) if lines else None}
+
+
+# ----------------------------------------------------------------------------------------- main
+def defaults(device: str) -> tuple[str, bool]:
+    """The precision and compilation the default config resolves to on ``device``."""
+    from reverie.config import make_config
+    from reverie.learner import resolve_precision
+
+    cfg = make_config(["size1m"], [f"train.device={device}"])
+    return resolve_precision(cfg.train.precision, torch.device(device)), cfg.train.compile
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["debug", "size1m", "size12m"])
-    parser.add_argument("--obs", nargs="+", default=["vector", "image"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--compile", action="store_true", help="train.compile=true (results: speed_*_compile)")
+    parser.add_argument("--sizes", nargs="+", default=["size1m", "size12m"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=5, help="timed updates per variant (after two warm-ups)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["fp32:eager", "fp32:compiled", "bf16:eager", "bf16:compiled"],
+        choices=["fp32:eager", "fp32:compiled", "bf16:eager", "bf16:compiled"],
+        help="Reverie's variants to time (precision:eager|compiled)",
+    )
+    parser.add_argument("--peers", action="store_true", help="also time the peers installed in $PEERS")
+    parser.add_argument("--peer-minutes", type=int, nargs=2, default=[6, 12], help="budget per peer run by size")
+    parser.add_argument("--no-default-job", action="store_true", help="skip timing `reverie train`")
+    parser.add_argument("--variant", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.variant:
+        size, precision, compiled, device, repeats = args.variant
+        print(json.dumps(reverie_variant(size, precision, compiled == "True", device, int(repeats))))
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False); use --device cpu")
-    torch.set_num_threads(args.threads)
-    # torch's defaults: fp32 matmuls stay fp32 on a GPU, cuDNN convolutions may use TF32.
+        parser.error("--device cuda: torch sees no GPU here; use --device cpu")
+    precision, compiled = defaults(args.device)
     peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     results: dict = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
-            "threads": args.threads,
+            "threads": torch.get_num_threads(),
             "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__,
-            "compile": args.compile,
             "load_average_at_start": os.getloadavg()[0],
         },
+        "defaults": {"precision": precision, "compiled": compiled},
         "matmul_peak_flops_per_s": peaks,
-        "runs": [],
+        "variants": [],
+        "side_by_side": [],
+        "fraction_of_peak": {},
     }
-    for size in args.sizes:
-        env_rate = env_steps_per_s(size, device)
-        for obs in args.obs:
-            for precision in args.precisions:
-                row = {"size": size, "obs": obs, "precision": precision, "env_steps_per_s": env_rate}
-                row.update(time_updates(size, obs, precision, args.repeats, device, args.compile))
-                flops = row["flops_per_s"] or float("nan")
-                row["fraction_of_peak"] = flops / peaks[precision]
-                results["runs"].append(row)
-                print(
-                    f"{size:8s} {obs:6s} {precision}: {row['updates_per_s']:.2f} updates/s, "
-                    f"{(row['flops_per_update'] or float('nan')) / 1e9:.2f} GFLOP/update, "
-                    f"{row['fraction_of_peak'] * 100:.1f}% of {precision} peak, {env_rate:.0f} env steps/s"
-                    + (
-                        f", {row['kernel_launches']} kernel launches, {row['host_waits']} host waits, "
-                        f"GPU busy {row['gpu_busy_fraction'] * 100:.0f}%"
-                        if "kernel_launches" in row
-                        else ""
-                    )
-                )
+    for i, size in enumerate(args.sizes):
+        rows = []
+        for variant in args.variants:
+            prec, mode = variant.split(":")
+            row = run_variant(size, prec, mode == "compiled", args.device, args.repeats)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "s_per_update_all"}), flush=True)
+        results["variants"] += rows
+        eager = {r["precision"]: r for r in rows if not r["compiled"]}
+        chosen = next((r for r in rows if r["precision"] == precision and r["compiled"] == compiled), {})
+        flops = eager.get(precision, {}).get("model_flops_per_update")
+        if chosen.get("s_per_update") and flops:
+            results["fraction_of_peak"][size] = {
+                "precision": precision,
+                "model_flops_per_update": flops,
+                "flops_per_update_as_run": eager[precision]["flops_per_update"],
+                "peak_flops_per_s": peaks[precision],
+                "fraction": flops / chosen["s_per_update"] / peaks[precision],
+            }
+        entry: dict = {"size": size, "reverie": {k: chosen.get(k) for k in ("s_per_update", "precision", "compiled")}}
+        entry["reverie"]["params"] = chosen.get("params")
+        if device.type == "cpu":
+            for peer in ("r2dreamer", "official_dreamerv3", "sheeprl", "torchrl"):
+                if args.peers or peer == "torchrl":
+                    entry[peer] = run_peer(peer, size, args.peer_minutes[min(i, 1)])
+                else:
+                    entry[peer] = {"s_per_update": None, "why": "not timed in this run (--peers)"}
+                print(size, peer, json.dumps(entry[peer]), flush=True)
+            timed = [entry[p]["s_per_update"] for p in COMMITS if entry[p].get("s_per_update")]
+            if timed and chosen.get("s_per_update"):
+                entry["ratio_vs_fastest_peer"] = min(timed) / chosen["s_per_update"]
+        results["side_by_side"].append(entry)
+    if device.type == "cpu" and not args.no_default_job:
+        results["default_job_minutes"] = default_job(timeout_s=900)["minutes"]
+        print("default job", results["default_job_minutes"], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = ("speed" if device.type == "cpu" else f"speed_{device.type}") + ("_compile" if args.compile else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    name = "speed" if device.type == "cpu" else f"speed_{device.type}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     plot(results, RESULTS / f"{name}.png")
 
 
@@ -211,20 +310,22 @@ def plot(results: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    names = ["reverie", "r2dreamer", "sheeprl", "official_dreamerv3", "torchrl"]
     fig = Figure(figsize=(8, 3.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    runs = results["runs"]
-    labels = [f"{r['size']}\n{r['obs']}\n{r['precision']}" for r in runs]
-    ax.bar(
-        range(len(runs)),
-        [r["updates_per_s"] for r in runs],
-        color=["C0" if r["precision"] == "fp32" else "C1" for r in runs],
-    )
-    ax.set_xticks(range(len(runs)), labels, fontsize=6)
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        values = [e.get(name, {}).get("s_per_update") or 0.0 for e in results["side_by_side"]]
+        xs = [i + (j - len(names) / 2 + 0.5) * width for i in range(len(values))]
+        ax.bar(xs, values, width, label=name.replace("_", " "))
+        for x, v in zip(xs, values, strict=True):
+            ax.text(x, v, f"{v:.2f}" if v else "n/a", ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(range(len(results["side_by_side"])), [e["size"] for e in results["side_by_side"]])
     machine = results["machine"]
-    ax.set_ylabel(f"updates / s ({machine.get('gpu') or str(machine['threads']) + ' thread'})")
-    ax.set_yscale("log")
+    ax.set_ylabel(f"seconds per update ({machine.get('gpu') or str(machine['cores']) + ' CPU cores'})")
+    ax.set_title("One DreamerV3 update, Crafter-shaped, batch 16 x 64 (lower is faster)", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

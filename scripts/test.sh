@@ -2,7 +2,7 @@
 # Install everything the tests need, then lint, type-check and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg
+export MPLBACKEND=Agg
 bash scripts/setup.sh dev,crafter,dmc,atari,data,studio
 PY=${PYTHON:-python3}
 "$PY" -m ruff check src tests benchmarks

@@ -7,22 +7,18 @@ Test modules never import each other or this file: what several modules need is 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
 
-# Before torch is imported: spinning OpenMP threads slow everything else down on a shared 2-core machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import pytest
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import AbstractContextManager, contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from reverie import Dreamer  # noqa: E402
-from reverie.config import Config, make_config  # noqa: E402
-from reverie.data import Dataset, DatasetWriter, record  # noqa: E402
-from reverie.envs import Space, reserved_spaces  # noqa: E402
+from reverie import Dreamer  # first: sets the OpenMP wait policy before torch loads
+from reverie.config import Config, make_config
+from reverie.data import Dataset, DatasetWriter, record
+from reverie.envs import Space, reserved_spaces
 
 DebugConfig = Callable[..., Config]
 

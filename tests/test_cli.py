@@ -213,7 +213,7 @@ def test_unknown_key_hint_names_a_working_command(capsys: pytest.CaptureFixture[
 @pytest.mark.slow
 def test_resume_after_sigkill(tmp_path: Path) -> None:
     logdir = tmp_path / "run"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = dict(os.environ)
     cli = [sys.executable, "-m", "reverie.cli", "train", "--logdir", str(logdir)]
     # A quarter of the debug train ratio keeps the two processes within ~20 s on 2 busy cores.
     settings = ["--set", "run.save_every=200", "run.log_every=100", "train.train_ratio=8"]

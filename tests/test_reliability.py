@@ -200,7 +200,7 @@ def test_a_folder_holding_only_the_old_copy_of_a_checkpoint_is_never_started_afr
 def test_a_second_process_on_a_run_gets_a_one_line_error_and_a_stale_lock_blocks_nothing(
     tmp_path: Path, one_line: Any
 ) -> None:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     cli = [sys.executable, "-m", "reverie.cli", "train", "--logdir", str(tmp_path)]
     first = subprocess.Popen(
         [*cli, "--preset", "debug", "--steps", "100000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -384,7 +384,7 @@ def test_a_checkpoint_of_a_gpu_machine_evaluates_and_resumes_here(
 # --------------------------------------------------------------------------------------- 9. interrupts
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_saves_its_last_step(signum: int, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = dict(os.environ)
     cli = [sys.executable, "-m", "reverie.cli", "train", "--preset", "debug", "--logdir", str(tmp_path)]
     proc = subprocess.Popen([*cli, "--steps", "100000", "--set", "run.save_every=100000"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -7,8 +7,12 @@ The top-level names are imported lazily, so that env worker processes (which unp
 import os
 from typing import TYPE_CHECKING, Any
 
-# Two busy-waiting OpenMP pools on two cores can run 10-40x slower; this must precede torch's import.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads wait for work with a short spin (about a microsecond), then sleep. Unbounded busy-waiting makes
+# pools on a few shared cores run 10-40x slower; sleeping at once (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every
+# barrier, which made compiled CPU kernels 2-3x slower (docs/speed.md). Read when torch loads OpenMP: import reverie
+# first, or set these yourself.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from reverie.version import __version__  # noqa: E402
 

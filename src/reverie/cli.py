@@ -17,7 +17,6 @@ import argparse
 import errno
 import json
 import logging
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -169,8 +168,8 @@ def _get(tree: dict[str, Any], key: str) -> Any:
     return tree[section][name]
 
 
-DEFAULT_PRESETS = ["classic"]
-"""What a bare ``reverie train`` runs: CartPole-v1 on the classic-control budget."""
+DEFAULT_PRESETS = ["classic", "cartpole"]
+"""What a bare ``reverie train`` runs: CartPole-v1 on the classic-control budget, until it is solved."""
 
 
 def _train_config(args: argparse.Namespace) -> Config:
@@ -398,7 +397,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reverie`` command."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = _parser().parse_args(argv)
     commands = {"train": cmd_train, "train-offline": cmd_train_offline, "eval": cmd_eval, "check-env": cmd_check_env}

@@ -145,10 +145,10 @@ def watch(
     def act(obs: dict[str, np.ndarray], first: np.ndarray) -> np.ndarray:
         nonlocal state, pending, last_action
         action, state, vec = learner.policy(obs, state, False, head)
-        with torch.no_grad(), learner.autocast():
+        with torch.no_grad(), learner.autocast(acting=True):
             latent = {"deter": state["deter"], "stoch": state["stoch"]}
             now = learner.to_tensors({k: obs[k] for k in learner.wm.obs_keys})  # the next picture starts from it
-            step = learner.wm.step(latent, vec, now, uncertainty=True)
+            step = learner.dream_step(latent, vec, now)
             reward, cont = step.reward.float().cpu().numpy(), step.cont.float().cpu().numpy()
             u, ru = np.zeros(n), np.zeros(n)
             if step.uncertainty is not None and step.reward_uncertainty is not None:

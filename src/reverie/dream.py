@@ -172,7 +172,7 @@ class DreamEnv(gymnasium.Env):
         self.steps = 0
         self._last_obs, self._picture = {}, None  # the first picture has no frame before it
         window = self._dataset_window(*self._choose_start(**chosen)) if self.dataset is not None else None
-        with torch.no_grad(), self._torch_rng(), self.learner.autocast():
+        with torch.no_grad(), self._torch_rng(), self.learner.autocast(acting=True):
             if window is not None:
                 self.state = self._filter_dataset(window)
             elif self.real_env is not None:
@@ -196,8 +196,8 @@ class DreamEnv(gymnasium.Env):
         if self.state is None:
             raise gymnasium.error.ResetNeeded("Call reset() before step() on a DreamEnv.")
         vec = self.action_vector(action)  # (1, A)
-        with torch.no_grad(), self._torch_rng(), self.learner.autocast():
-            step = self.wm.step(self.state, vec, self._picture, self.keys, uncertainty=True)
+        with torch.no_grad(), self._torch_rng(), self.learner.autocast(acting=True):
+            step = self.learner.dream_step(self.state, vec, self._picture, self.keys)
             self.state = step.state
             self.steps += 1
             obs, info = self._readout(step)
@@ -222,7 +222,7 @@ class DreamEnv(gymnasium.Env):
         if self.state is None:
             raise gymnasium.error.ResetNeeded("Call reset() before agent_action() on a DreamEnv.")
         actor = self.learner.ac.actor
-        with torch.no_grad(), self._torch_rng(), self.learner.autocast():
+        with torch.no_grad(), self._torch_rng(), self.learner.autocast(acting=True):
             seen = {k: v for k, v in (self._picture or {}).items() if k in actor.obs_keys} or None
             policy = actor(self.wm.feat(self.state), seen)  # an actor that reads observations sees the picture
             vec = policy.mode() if deterministic else policy.sample()

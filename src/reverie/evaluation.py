@@ -188,7 +188,7 @@ class PromiseTracker:
         if obs is not None:
             keys = [k for k in learner.pictured_keys(self.head) if k in obs]
             first = learner.to_tensors({k: np.asarray(obs[k])[idx] for k in keys})
-        with torch.no_grad(), learner.autocast():
+        with torch.no_grad(), learner.autocast(acting=True):
             rows = torch.as_tensor(idx, device=learner.device)
             start = {k: state[k][rows] for k in ("deter", "stoch")}
             traj = learner.imagine(start, self.horizon, self.head, first_obs=first)

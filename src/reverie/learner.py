@@ -39,6 +39,7 @@ from reverie.functional import rwr_weights, twohot_decode
 from reverie.nets import soft_update
 from reverie.optim import make_optimizer
 from reverie.rssm import State
+from reverie.runtime import compile_cache, keep_freed_memory
 from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
@@ -73,6 +74,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(precision: str, device: torch.device, acting: bool = False) -> Literal["fp32", "bf16"]:
+    """``train.precision`` on ``device``, for updates or for ``acting`` (policy steps, dream steps: a few states at
+    a time). ``auto`` is what measured faster (``docs/speed.md``): updates in bf16 on a CPU with AMX tiles (1.4-1.7x
+    faster than fp32), acting in fp32 there (a size12m dream step ran 2x faster: one state gains nothing from bf16
+    products and pays the casts), and fp32 elsewhere (on an H200 a size12m update ran 2x faster in fp32)."""
+    if precision != "auto":
+        return "bf16" if precision == "bf16" else "fp32"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    return "bf16" if device.type == "cpu" and not acting and amx() else "fp32"
+
+
 class Learner(nn.Module):
     """World model, actor-critic and behaviour-cloning head of one agent.
 
@@ -99,9 +111,13 @@ class Learner(nn.Module):
         if cfg.offline.bc_ema > 0:
             self.bc_avg = copy.deepcopy(self.bc).requires_grad_(False)
         self.device = resolve_device(cfg.train.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        """``fp32`` or ``bf16``: the autocast precision of updates (``train.precision`` on this device)."""
+        self.act_precision = resolve_precision(cfg.train.precision, self.device, acting=True)
+        """The same for acting and dreaming (a few states at a time)."""
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.to(self.device)
-        if cfg.train.compile:
-            self.wm.rssm.compile_steps()
         o = cfg.optim
         self.model_params = [*self.wm.parameters(), *self.bc.parameters()]
         self.ac_params = [*self.ac.actor.parameters(), *self.ac.critic.parameters()]
@@ -113,6 +129,7 @@ class Learner(nn.Module):
         self.updates = 0
         self.skipped = 0
         """Updates skipped because their loss or gradients were not finite."""
+        self._compiled: dict[str, Any] = {}
 
     def describe(self) -> str:
         """One line for the start of a run: device (and GPU), trainable parameters, precision, compilation."""
@@ -121,8 +138,8 @@ class Learner(nn.Module):
             device += f" ({torch.cuda.get_device_name(self.device)})"
         params = sum(p.numel() for p in self.parameters() if p.requires_grad)
         train = self.cfg.train
-        return f"device {device}, {params / 1e6:.2f}M trainable parameters, {train.precision}" + (
-            ", compiled steps" if train.compile else ""
+        return f"device {device}, {params / 1e6:.2f}M trainable parameters, {self.precision}" + (
+            ", compiled update (the first one compiles)" if train.compile else ""
         )
 
     def _policy_encoder(self) -> Encoder | None:
@@ -167,8 +184,9 @@ class Learner(nn.Module):
         out = action.clamp(-1, 1).float().cpu().numpy().astype(np.float32)
         return out.reshape(*out.shape[:-1], *self.act_space.shape)
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.train.precision == "bf16":
+    def autocast(self, acting: bool = False) -> contextlib.AbstractContextManager:
+        """The autocast context of updates, or of ``acting`` and dreaming (:func:`resolve_precision`)."""
+        if (self.act_precision if acting else self.precision) == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -200,7 +218,7 @@ class Learner(nn.Module):
         state = state if state is not None else self.initial_policy_state(n)
         data = self.to_tensors({k: obs[k] for k in self.wm.obs_keys})
         is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
-        with self.autocast():
+        with self.autocast(acting=True):
             latent = self.wm.filter_step(state, state["action"], data, is_first)
         return {k: v.float() for k, v in latent.items()}
 
@@ -213,14 +231,41 @@ class Learner(nn.Module):
         Returns the env actions, the next policy state and the model action vectors.
         """
         actor = self.actor(head)
-        latent = self.filter(obs, state)
+        n = len(obs["is_first"])
+        state = state if state is not None else self.initial_policy_state(n)
+        data = self.to_tensors({k: obs[k] for k in self.wm.obs_keys})
+        is_first = torch.as_tensor(np.asarray(obs["is_first"]), device=self.device)
         seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) or None
-        with self.autocast():
-            policy = actor(self.wm.feat(latent), seen)
-            action = policy.mode() if deterministic else policy.sample()
-        action = action.float().detach()
+        with self.autocast(acting=True):
+            latent, action = self._compiled_or("act", self._act)(state, data, is_first, seen, deterministic, head)
         new_state = {"deter": latent["deter"], "stoch": latent["stoch"], "action": action}
         return self.decode_action(action), new_state, action
+
+    def _act(
+        self, state: PolicyState, data: dict[str, Tensor], is_first: Tensor, seen: Any, deterministic: bool, head: Head
+    ) -> tuple[State, Tensor]:
+        """Filter one observation of N envs, then draw (or take the mode of) the policy's action."""
+        latent = self.wm.filter_step(state, state["action"], data, is_first)
+        latent = {k: v.float() for k, v in latent.items()}
+        policy = self.actor(head)(self.wm.feat(latent), seen)
+        action = policy.mode() if deterministic else policy.sample()
+        return latent, action.float()
+
+    def dream_step(
+        self, state: State, action: Tensor, prev: dict[str, Tensor] | None, picture: list[str] | None = None
+    ) -> Any:
+        """:meth:`WorldModel.step` with the uncertainty, for dreams played one step at a time (the studio,
+        ``DreamEnv``, the correction loop): compiled with ``train.compile``."""
+        return self._compiled_or("dream", self.wm.step)(state, action, prev, picture, True)
+
+    def _compiled_or(self, name: str, fn: Any) -> Any:
+        """``fn``, or with ``train.compile`` its compiled version (made at the first call)."""
+        if not self.cfg.train.compile:
+            return fn
+        if name not in self._compiled:
+            compile_cache()
+            self._compiled[name] = torch.compile(fn, dynamic=False)
+        return self._compiled[name]
 
     # ----------------------------------------------------------------- imagination
     def pictured_keys(self, head: Head = "actor") -> list[str]:
@@ -303,15 +348,16 @@ class Learner(nn.Module):
         batch = self.sequences(batch_np)
         self.train()
         buffers = [(b, b.clone()) for b in self.buffers()]  # running statistics the losses move, restored on a skip
+        losses = self._losses(phase)
         with self.autocast():
             if phase == "online":
-                terms, metrics = self._online_losses(batch, prior)
-            elif phase == "model":
-                terms, metrics = self._model_losses(batch)
-            elif phase == "bc":
-                terms, metrics = self._bc_losses(batch)
+                terms, metrics = losses(batch, prior)
+            elif phase == "rl":
+                count = batch["is_first"].numel()
+                starts = (rng or np.random.default_rng()).choice(count, min(self.cfg.offline.imag_starts, count), False)
+                terms, metrics = losses(batch, torch.as_tensor(starts, device=self.device))
             else:
-                terms, metrics = self._rl_losses(batch, rng or np.random.default_rng())
+                terms, metrics = losses(batch)
         stepped = self._optimize(terms, metrics)
         if not stepped:
             with torch.no_grad():
@@ -320,6 +366,31 @@ class Learner(nn.Module):
         elif phase in ("model", "bc") and self.bc_avg is not None:
             soft_update(self.bc_avg, self.bc, 1.0 - self.cfg.offline.bc_ema)
         return {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+
+    def _losses(self, phase: Phase) -> Any:
+        """The loss function of ``phase``; with ``train.compile``, compiled at its first call (the ``bc`` phase, a
+        small head on frozen features, stays eager).
+
+        The whole forward pass of the phase (the model's filtering over the sequence, the imagined rollouts, every
+        loss) becomes one compiled program and its backward pass another, so elementwise work runs fused instead of
+        op by op. On a GPU the program is also captured as a CUDA graph (``mode="reduce-overhead"``). Random draws
+        inside it come from the compiler's generator, seeded from torch's: a seeded run repeats on one device.
+        """
+        losses = {
+            "online": self._online_losses,
+            "model": self._model_losses,
+            "bc": self._bc_losses,
+            "rl": self._rl_losses,
+        }[phase]
+        if not self.cfg.train.compile or phase == "bc":
+            return losses
+        if phase not in self._compiled:
+            compile_cache()
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled[phase] = torch.compile(losses, dynamic=False, mode=mode)  # type: ignore[call-overload]
+        if self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._compiled[phase]
 
     def _optimize(self, terms: list[tuple[Tensor, list[nn.Parameter] | None]], metrics: dict[str, Any]) -> bool:
         """The one optimiser step: back-propagate each ``(loss, parameters)`` term into those parameters (None: all
@@ -385,15 +456,14 @@ class Learner(nn.Module):
         loss, bc_metrics = bc_loss(self.bc, feat, batch, weight)
         return [(loss, list(self.bc.parameters()))], metrics | bc_metrics
 
-    def _rl_losses(self, batch: dict[str, Tensor], rng: np.random.Generator) -> tuple[list[Any], dict[str, Tensor]]:
-        """Offline phase 2: actor and critic on rollouts from ``offline.imag_starts`` replayed states, held near the
-        BC prior; with ``offline.pessimism=cut`` a rollout ends after a step the ensemble does not know."""
+    def _rl_losses(self, batch: dict[str, Tensor], idx: Tensor) -> tuple[list[Any], dict[str, Tensor]]:
+        """Offline phase 2: actor and critic on rollouts from the replayed states ``idx`` (of the B*T flattened ones,
+        ``offline.imag_starts`` of them), held near the BC prior; with ``offline.pessimism=cut`` a rollout ends after
+        a step the ensemble does not know."""
         cfg, wm = self.cfg, self.wm
         with torch.no_grad():
             states, _, _ = wm.observe(batch)
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in states.items()}  # (B*T, ...)
-        count = len(flat["deter"])
-        idx = torch.as_tensor(rng.choice(count, min(cfg.offline.imag_starts, count), replace=False))
         start = {k: v[idx] for k, v in flat.items()}
         seen = {k: batch[k].reshape(-1, *batch[k].shape[2:])[idx] for k in self.pictured_keys()}
         traj = self.imagine(start, cfg.ac.horizon, first_obs=seen, uncertainty=wm.ensemble is not None)
