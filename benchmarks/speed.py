@@ -297,13 +297,23 @@ def main() -> None:
             if timed and chosen.get("s_per_update"):
                 entry["ratio_vs_fastest_peer"] = min(timed) / chosen["s_per_update"]
         results["side_by_side"].append(entry)
+        save(results, device)  # after each size, so a long run that dies keeps what it measured
     if device.type == "cpu" and not args.no_default_job:
-        results["default_job_minutes"] = default_job(timeout_s=900)["minutes"]
-        print("default job", results["default_job_minutes"], flush=True)
+        job = default_job(timeout_s=600)
+        results["default_job_minutes"] = job["minutes"]
+        results["default_job"] = job
+        print("default job", json.dumps(job), flush=True)
+    save(results, device)
+    plot(results, RESULTS / f"{'speed' if device.type == 'cpu' else 'speed_' + device.type}.png")
+
+
+def save(results: dict, device: torch.device) -> None:
+    """Write the JSON atomically (a temporary file renamed over the old one)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "speed" if device.type == "cpu" else f"speed_{device.type}"
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, RESULTS / f"{name}.png")
+    path = RESULTS / f"{'speed' if device.type == 'cpu' else 'speed_' + device.type}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
 
 
 def plot(results: dict, path: Path) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,9 +188,11 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
     agent = _new_or_resumed(args, _train_config(args))
     agent.learn()
     result = {"env": agent.config.env.id, "env_steps": agent.state.env_steps, **agent.last_eval}
+    result["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(result))
     return 0
 
