@@ -120,7 +120,8 @@ def reverie_variant(size: str, precision: str, compiled: bool, device: str, repe
         row["flops_per_update"] = counter.get_total_flops()
         # UpConv computes upsample + 5x5 conv as a 3x3 conv at low resolution: the model's own convolution has
         # 25/9 of its multiply-adds. The model's FLOPs count the official layer.
-        up = sum(sum(v.values()) for k, v in counts.items() if type(_module(learner, k)) is UpConv)
+        ups = {id(m): sum(v.values()) for k, v in counts.items() if type(m := _module(learner, k)) is UpConv}
+        up = sum(ups.values())
         row["model_flops_per_update"] = row["flops_per_update"] + up * (25 / 9 - 1)
     if dev.type == "cuda":
         row |= launch_profile(learner, batch, dev)
@@ -128,9 +129,13 @@ def reverie_variant(size: str, precision: str, compiled: bool, device: str, repe
 
 
 def _module(learner: torch.nn.Module, name: str) -> torch.nn.Module | None:
-    """The submodule the flop counter names ``Learner.wm.decoder...`` (None for the global entry)."""
-    parts = name.split(".")[1:]
-    module: torch.nn.Module | None = learner
+    """The submodule the flop counter names ``ConvDecoder.net.1`` (its outermost module's class, then attribute
+    names); None for the global entry or a name that is not one module."""
+    head, *parts = name.split(".")
+    roots = [m for m in learner.modules() if type(m).__name__ == head]
+    if len(roots) != 1:
+        return None
+    module: torch.nn.Module | None = roots[0]
     for part in parts:
         module = getattr(module, part, None)
         if module is None:
@@ -185,6 +190,8 @@ def run_peer(name: str, size: str, minutes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"speed-{name}-") as logdir:
         cmd = ["bash", str(PEER_SCRIPTS / scripts[name]), size, str(minutes), logdir]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        logs = sorted(Path(logdir).rglob("stdout.log"))  # the peer's own output, where a crash says why
+        crash = logs[0].read_text(errors="replace").strip().splitlines()[-3:] if logs else []
     text = out.stdout + out.stderr
     found = re.search(r"pure update median ([\d.]+) s", text) or re.search(r"seconds/update = \S+ = ([\d.]+) s", text)
     params = re.search(r"PARAMS world_model=([\d,]+) actor=([\d,]+) critic=([\d,]+)", text)
@@ -193,7 +200,7 @@ def run_peer(name: str, size: str, minutes: int) -> dict:
         counts = (int(p.replace(",", "")) for p in params.groups())
         row["params"] = dict(zip(("world_model", "actor", "critic"), counts, strict=True))
     if not found:
-        return row | {"s_per_update": None, "why": "no figure: " + " | ".join(text.strip().splitlines()[-3:])}
+        return row | {"s_per_update": None, "why": "no figure: " + " | ".join(text.strip().splitlines()[-3:] + crash)}
     compiled = name == "official_dreamerv3"  # jax.jit; r2dreamer and sheeprl run eager here (their CPU defaults)
     return row | {"s_per_update": float(found.group(1)), "precision": "bf16", "compiled": compiled}
 
@@ -223,6 +230,10 @@ def defaults(device: str) -> tuple[str, bool]:
     return resolve_precision(cfg.train.precision, torch.device(device)), cfg.train.compile
 
 
+VARIANTS = ["fp32:eager", "fp32:compiled", "bf16:eager", "bf16:compiled"]
+PEER_NAMES = ["r2dreamer", "official_dreamerv3", "sheeprl"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["size1m", "size12m"])
@@ -231,13 +242,20 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["fp32:eager", "fp32:compiled", "bf16:eager", "bf16:compiled"],
-        choices=["fp32:eager", "fp32:compiled", "bf16:eager", "bf16:compiled"],
-        help="Reverie's variants to time (precision:eager|compiled)",
+        choices=VARIANTS,
+        help="Reverie's variants to time (default: all four; none with --merge)",
     )
-    parser.add_argument("--peers", action="store_true", help="also time the peers installed in $PEERS")
+    parser.add_argument(
+        "--peers", nargs="*", choices=PEER_NAMES, help="also time the peers installed in $PEERS (all, or those named)"
+    )
     parser.add_argument("--peer-minutes", type=int, nargs=2, default=[6, 12], help="budget per peer run by size")
     parser.add_argument("--no-default-job", action="store_true", help="skip timing `reverie train`")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="time only the variants and peers named and replace their figures in the existing JSON "
+        "(a peer that failed in the full run, say); no default job",
+    )
     parser.add_argument("--variant", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -247,9 +265,63 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no GPU here; use --device cpu")
-    precision, compiled = defaults(args.device)
-    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
-    results: dict = {
+    name = "speed" if device.type == "cpu" else f"speed_{device.type}"
+    peers = [] if args.peers is None else (args.peers or PEER_NAMES)
+    if args.merge:
+        if not (RESULTS / f"{name}.json").exists():
+            parser.error(f"--merge: {RESULTS / name}.json does not exist; run without --merge first")
+        results = json.loads((RESULTS / f"{name}.json").read_text())
+        variants = args.variants or []
+    else:
+        results = new_results(device)
+        variants = args.variants or VARIANTS
+        peers = peers if device.type == "cpu" else []
+    precision, compiled = results["defaults"]["precision"], results["defaults"]["compiled"]
+    for i, size in enumerate(args.sizes):
+        for variant in variants:
+            prec, mode = variant.split(":")
+            row = run_variant(size, prec, mode == "compiled", args.device, args.repeats)
+            same = (row["size"], row["precision"], row["compiled"])
+            results["variants"] = [r for r in results["variants"] if (r["size"], r["precision"], r["compiled"]) != same]
+            results["variants"].append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "s_per_update_all"}), flush=True)
+        chosen = next(
+            (
+                r
+                for r in results["variants"]
+                if (r["size"], r["precision"], r["compiled"]) == (size, precision, compiled)
+            ),
+            {},
+        )
+        entry = next((e for e in results["side_by_side"] if e["size"] == size), None)
+        if entry is None:
+            entry = {"size": size}
+            results["side_by_side"].append(entry)
+        entry["reverie"] = {k: chosen.get(k) for k in ("s_per_update", "precision", "compiled", "params")}
+        if device.type == "cpu":
+            for peer in [*PEER_NAMES, "torchrl"]:
+                if peer in peers or peer == "torchrl":
+                    entry[peer] = run_peer(peer, size, args.peer_minutes[min(i, 1)])
+                    entry[peer]["timed"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                elif not args.merge:
+                    entry[peer] = {"s_per_update": None, "why": "not timed in this run (--peers)"}
+                print(size, peer, json.dumps(entry[peer]), flush=True)
+            ratio(entry)
+        results["fraction_of_peak"] = fractions(results)
+        save(results, name)  # after each size, so a long run that dies keeps what it measured
+    if device.type == "cpu" and not args.no_default_job and not args.merge:
+        job = default_job(timeout_s=600)
+        results["default_job_minutes"] = job["minutes"]
+        results["default_job"] = job
+        print("default job", json.dumps(job), flush=True)
+    save(results, name)
+    plot(results, RESULTS / f"{name}.png")
+
+
+def new_results(device: torch.device) -> dict:
+    """The JSON's frame: the machine, the defaults it resolves to, the matmul peaks."""
+    precision, compiled = defaults(str(device))
+    return {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -260,60 +332,57 @@ def main() -> None:
             "load_average_at_start": os.getloadavg()[0],
         },
         "defaults": {"precision": precision, "compiled": compiled},
-        "matmul_peak_flops_per_s": peaks,
+        "matmul_peak_flops_per_s": {
+            "fp32": matmul_peak(torch.float32, device),
+            "bf16": matmul_peak(torch.bfloat16, device),
+        },
         "variants": [],
         "side_by_side": [],
         "fraction_of_peak": {},
     }
-    for i, size in enumerate(args.sizes):
-        rows = []
-        for variant in args.variants:
-            prec, mode = variant.split(":")
-            row = run_variant(size, prec, mode == "compiled", args.device, args.repeats)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "s_per_update_all"}), flush=True)
-        results["variants"] += rows
-        eager = {r["precision"]: r for r in rows if not r["compiled"]}
-        chosen = next((r for r in rows if r["precision"] == precision and r["compiled"] == compiled), {})
-        flops = eager.get(precision, {}).get("model_flops_per_update")
-        if chosen.get("s_per_update") and flops:
-            results["fraction_of_peak"][size] = {
-                "precision": precision,
-                "model_flops_per_update": flops,
-                "flops_per_update_as_run": eager[precision]["flops_per_update"],
-                "peak_flops_per_s": peaks[precision],
-                "fraction": flops / chosen["s_per_update"] / peaks[precision],
-            }
-        entry: dict = {"size": size, "reverie": {k: chosen.get(k) for k in ("s_per_update", "precision", "compiled")}}
-        entry["reverie"]["params"] = chosen.get("params")
-        if device.type == "cpu":
-            for peer in ("r2dreamer", "official_dreamerv3", "sheeprl", "torchrl"):
-                if args.peers or peer == "torchrl":
-                    entry[peer] = run_peer(peer, size, args.peer_minutes[min(i, 1)])
-                else:
-                    entry[peer] = {"s_per_update": None, "why": "not timed in this run (--peers)"}
-                print(size, peer, json.dumps(entry[peer]), flush=True)
-            timed = [entry[p]["s_per_update"] for p in COMMITS if entry[p].get("s_per_update")]
-            if timed and chosen.get("s_per_update"):
-                entry["ratio_vs_fastest_peer"] = min(timed) / chosen["s_per_update"]
-        results["side_by_side"].append(entry)
-        save(results, device)  # after each size, so a long run that dies keeps what it measured
-    if device.type == "cpu" and not args.no_default_job:
-        job = default_job(timeout_s=600)
-        results["default_job_minutes"] = job["minutes"]
-        results["default_job"] = job
-        print("default job", json.dumps(job), flush=True)
-    save(results, device)
-    plot(results, RESULTS / f"{'speed' if device.type == 'cpu' else 'speed_' + device.type}.png")
 
 
-def save(results: dict, device: torch.device) -> None:
-    """Write the JSON atomically (a temporary file renamed over the old one)."""
+def fractions(results: dict) -> dict:
+    """Per size: the model's FLOPs per update over seconds per update over the matmul peak of the precision, for
+    the default variant (``fraction``) and for every variant timed (``by_variant``)."""
+    precision, compiled = results["defaults"]["precision"], results["defaults"]["compiled"]
+    out: dict = {}
+    for size in dict.fromkeys(r["size"] for r in results["variants"]):
+        rows = [r for r in results["variants"] if r["size"] == size and r.get("s_per_update")]
+        flops = next((r["model_flops_per_update"] for r in rows if r.get("model_flops_per_update")), None)
+        if not flops:
+            continue
+        peaks = results["matmul_peak_flops_per_s"]
+        by_variant = {
+            f"{r['precision']}:{'compiled' if r['compiled'] else 'eager'}": flops
+            / r["s_per_update"]
+            / peaks[r["precision"]]
+            for r in rows
+        }
+        out[size] = {
+            "precision": precision,
+            "model_flops_per_update": flops,
+            "flops_per_update_as_run": next(r["flops_per_update"] for r in rows if r.get("flops_per_update")),
+            "peak_flops_per_s": peaks[precision],
+            "fraction": by_variant.get(f"{precision}:{'compiled' if compiled else 'eager'}"),
+            "by_variant": by_variant,
+        }
+    return out
+
+
+def ratio(entry: dict) -> None:
+    """Set the entry's ``ratio_vs_fastest_peer``: the fastest timed peer's seconds over Reverie's."""
+    timed = [entry[p]["s_per_update"] for p in COMMITS if entry.get(p, {}).get("s_per_update")]
+    if timed and entry["reverie"].get("s_per_update"):
+        entry["ratio_vs_fastest_peer"] = min(timed) / entry["reverie"]["s_per_update"]
+
+
+def save(results: dict, name: str) -> None:
+    """Write ``benchmarks/results/<name>.json`` atomically (a temporary file renamed over the old one)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{'speed' if device.type == 'cpu' else 'speed_' + device.type}.json"
-    tmp = path.with_suffix(".json.tmp")
+    tmp = RESULTS / f"{name}.json.tmp"
     tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(path)
+    tmp.replace(RESULTS / f"{name}.json")
 
 
 def plot(results: dict, path: Path) -> None:

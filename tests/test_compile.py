@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +93,19 @@ def test_max_pool2_is_max_pooling() -> None:
     assert torch.equal(y, ref) and y.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(ref)
     assert torch.equal(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+@pytest.mark.parametrize("preset", [None, "/somewhere/else"])
+def test_compiled_code_is_cached_where_a_later_run_finds_it(preset: str | None, tmp_path: Path) -> None:
+    """``import reverie`` points torch's compile cache at the user's cache folder (torch's own default is under
+    /tmp, gone after a reboot) before torch compiles anything; a folder the user chose is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"XDG_CACHE_HOME": str(tmp_path)}
+    if preset:
+        env["TORCHINDUCTOR_CACHE_DIR"] = preset
+    code = (
+        "import reverie, torch; from reverie.runtime import compile_cache; torch.compile(lambda x: x); "
+        "from torch._inductor.runtime.cache_dir_utils import cache_dir; print(cache_dir(), compile_cache())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    expected = preset or str(tmp_path / "reverie" / "torch-compile")
+    assert out.stdout.split() == [expected, expected]

@@ -28,7 +28,8 @@ python3 -m venv "$PEERS/jax-venv"
 python3 -m venv "$PEERS/torch-venv"
 "$PEERS/torch-venv/bin/pip" install "${q[@]}" torch==2.13.0
 "$PEERS/torch-venv/bin/pip" install "${q[@]}" torchrl==0.9.2 tensordict==0.9.1 numpy==1.26.0 hydra-core==1.3.2 \
-  omegaconf==2.3.1 gymnasium==1.2.0 crafter==1.8.0 "torch==2.13.0"
+  omegaconf==2.3.1 gymnasium==1.2.0 crafter==1.8.0 tensorboard==2.21.0 moviepy==1.0.3 einops==0.3.0 \
+  ruamel.yaml==0.17.4 "torch==2.13.0"   # crafter 1.8 needs ruamel.yaml < 0.18; r2dreamer logs with tensorboard, moviepy
 python3 -m venv "$PEERS/sheeprl-venv"
 "$PEERS/sheeprl-venv/bin/pip" install "${q[@]}" torch==2.13.0
 "$PEERS/sheeprl-venv/bin/pip" install "${q[@]}" "sheeprl[crafter]==0.8.4" "torch==2.13.0"

@@ -39,7 +39,7 @@ from reverie.functional import rwr_weights, twohot_decode
 from reverie.nets import soft_update
 from reverie.optim import make_optimizer
 from reverie.rssm import State
-from reverie.runtime import compile_cache, keep_freed_memory
+from reverie.runtime import keep_freed_memory
 from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
@@ -263,7 +263,6 @@ class Learner(nn.Module):
         if not self.cfg.train.compile:
             return fn
         if name not in self._compiled:
-            compile_cache()
             self._compiled[name] = torch.compile(fn, dynamic=False)
         return self._compiled[name]
 
@@ -385,7 +384,6 @@ class Learner(nn.Module):
         if not self.cfg.train.compile or phase == "bc":
             return losses
         if phase not in self._compiled:
-            compile_cache()
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._compiled[phase] = torch.compile(losses, dynamic=False, mode=mode)  # type: ignore[call-overload]
         if self.device.type == "cuda":

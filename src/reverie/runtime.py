@@ -46,10 +46,7 @@ def keep_freed_memory() -> bool:
 
 def compile_cache() -> Path:
     """Where ``torch.compile`` keeps what it compiled, so that the next run (a resumed one included) loads it
-    instead of compiling again: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else ``reverie/torch-compile`` in the user's
-    cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``), which unlike torch's default under ``/tmp`` survives a reboot.
+    instead of compiling again: ``$TORCHINDUCTOR_CACHE_DIR``, which ``import reverie`` sets, unless it was set
+    already, to ``reverie/torch-compile`` in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``).
     """
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "reverie" / "torch-compile")
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path.home() / ".cache" / "reverie" / "torch-compile")
