@@ -16,7 +16,7 @@ if "OMP_WAIT_POLICY" not in os.environ:
 
 # torch.compile keeps what it compiled in a folder that survives a reboot (torch's default is under /tmp), so that a
 # later run of the same model, a resumed one included, loads it instead of compiling for minutes. Torch reads this
-# when it first compiles anything, so it is set here (reverie.runtime.compile_cache says where it is).
+# when it first compiles anything, so it is set here.
 if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     _cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_cache, "reverie", "torch-compile")

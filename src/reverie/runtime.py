@@ -1,4 +1,4 @@
-"""Process settings that make training fast: how freed memory is kept, where compiled code is cached.
+"""Process settings that make training fast: freed memory kept (the compile cache is set by ``import reverie``).
 
 One update allocates and frees activation buffers of tens to hundreds of megabytes. glibc's ``malloc`` serves such
 buffers with fresh ``mmap`` pages and returns them on ``free``, so every update page-faults through its whole working
@@ -12,9 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import platform
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +40,3 @@ def keep_freed_memory() -> bool:
         log.debug("mallopt refused the settings; freed memory goes back to the system")
     _applied = ok
     return ok
-
-
-def compile_cache() -> Path:
-    """Where ``torch.compile`` keeps what it compiled, so that the next run (a resumed one included) loads it
-    instead of compiling again: ``$TORCHINDUCTOR_CACHE_DIR``, which ``import reverie`` sets, unless it was set
-    already, to ``reverie/torch-compile`` in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``).
-    """
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path.home() / ".cache" / "reverie" / "torch-compile")
