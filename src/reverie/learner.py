@@ -258,12 +258,12 @@ class Learner(nn.Module):
         ``DreamEnv``, the correction loop): compiled with ``train.compile``."""
         return self._compiled_or("dream", self.wm.step)(state, action, prev, picture, True)
 
-    def _compiled_or(self, name: str, fn: Any) -> Any:
-        """``fn``, or with ``train.compile`` its compiled version (made at the first call)."""
+    def _compiled_or(self, name: str, fn: Any, mode: str | None = None) -> Any:
+        """``fn``, or with ``train.compile`` its compiled version (made at the first call, in ``mode``)."""
         if not self.cfg.train.compile:
             return fn
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(fn, dynamic=False)
+            self._compiled[name] = torch.compile(fn, dynamic=False, mode=mode)  # type: ignore[call-overload]
         return self._compiled[name]
 
     # ----------------------------------------------------------------- imagination
@@ -383,12 +383,9 @@ class Learner(nn.Module):
         }[phase]
         if not self.cfg.train.compile or phase == "bc":
             return losses
-        if phase not in self._compiled:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._compiled[phase] = torch.compile(losses, dynamic=False, mode=mode)  # type: ignore[call-overload]
         if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        return self._compiled[phase]
+        return self._compiled_or(phase, losses, "reduce-overhead" if self.device.type == "cuda" else None)
 
     def _optimize(self, terms: list[tuple[Tensor, list[nn.Parameter] | None]], metrics: dict[str, Any]) -> bool:
         """The one optimiser step: back-propagate each ``(loss, parameters)`` term into those parameters (None: all
