@@ -7,12 +7,13 @@ The top-level names are imported lazily, so that env worker processes (which unp
 import os
 from typing import TYPE_CHECKING, Any
 
-# OpenMP threads wait for work with a short spin (about a microsecond), then sleep. Unbounded busy-waiting makes
-# pools on a few shared cores run 10-40x slower; sleeping at once (OMP_WAIT_POLICY=PASSIVE) pays a wake-up at every
-# barrier, which made compiled CPU kernels 2-3x slower (docs/speed.md). Read when torch loads OpenMP: import reverie
-# first, or set these yourself.
+# OpenMP threads wait for work with a spin of 30,000 rounds (about a millisecond here), then sleep: long enough to
+# stay awake through the gaps between the ops of one update, short enough to sleep while the loop steps its envs. A
+# 1,000-round spin (~45 us) made eager and compiled updates 1.3-1.6x slower (ops woke sleeping threads); unbounded
+# busy-waiting makes two busy multi-threaded processes on a few shared cores run 10-40x slower. Read when torch loads
+# OpenMP: import reverie first, or set OMP_WAIT_POLICY yourself (PASSIVE when processes share the cores; docs/speed.md).
 if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 # torch.compile keeps what it compiled in a folder that survives a reboot (torch's default is under /tmp), so that a
 # later run of the same model, a resumed one included, loads it instead of compiling for minutes. Torch reads this

@@ -225,7 +225,9 @@ class ActorCritic(nn.Module):
         cfg = self.cfg
         feat, action, reward, cont = traj["feat"], traj["action"], traj["reward"], traj["cont"]
         disc = self.gamma * cont  # (N, H+1)
-        value = self.value(feat.detach())  # (N, H+1)
+        # One pass of the critic over the rollout: its values (no gradient) make the returns, its logits the loss.
+        all_logits = self.critic(feat.detach())  # (N, H+1, K)
+        value = twohot_decode(all_logits.detach(), self.bins)  # (N, H+1)
         ret = lambda_return(reward, disc, value, cfg.lam)  # (N, H)
         weight = torch.cumprod(cont, 1)[:, :-1].detach()  # chance that state t is still in the episode
         scale = self.retnorm.update(ret)
@@ -247,7 +249,7 @@ class ActorCritic(nn.Module):
             kl = (weight * policy.kl(prior_policy)).mean()
             actor_loss = actor_loss + cfg.prior_kl * kl
             extra["ac/prior_kl"] = kl.detach()
-        logits = self.critic(feat[:, :-1].detach())
+        logits = all_logits[:, :-1]
         slow = self.value(feat[:, :-1].detach(), slow=True)
         critic_loss = twohot_loss(logits, ret.detach(), self.bins)
         critic_loss = critic_loss + SLOW_REG * twohot_loss(logits, slow.detach(), self.bins)
