@@ -283,6 +283,7 @@ def main() -> None:
         for variant in variants:
             prec, mode = variant.split(":")
             row = run_variant(size, prec, mode == "compiled", args.device, args.repeats)
+            row |= {"timed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "openmp": results["machine"]["openmp"]}
             same = (row["size"], row["precision"], row["compiled"])
             results["variants"] = [r for r in results["variants"] if (r["size"], r["precision"], r["compiled"]) != same]
             results["variants"].append(row)
@@ -299,12 +300,15 @@ def main() -> None:
         if entry is None:
             entry = {"size": size}
             results["side_by_side"].append(entry)
-        entry["reverie"] = {k: chosen.get(k) for k in ("s_per_update", "precision", "compiled", "params")}
+        keys = ("s_per_update", "precision", "compiled", "params", "timed", "openmp")
+        entry["reverie"] = {k: chosen[k] for k in keys if k in chosen}
         if device.type == "cpu":
             for peer in [*PEER_NAMES, "torchrl"]:
                 if peer in peers or peer == "torchrl":
                     entry[peer] = run_peer(peer, size, args.peer_minutes[min(i, 1)])
                     entry[peer]["timed"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                    if peer in ("r2dreamer", "sheeprl"):  # torch: they inherit the OpenMP settings
+                        entry[peer]["openmp"] = results["machine"]["openmp"]
                 elif not args.merge:
                     entry[peer] = {"s_per_update": None, "why": "not timed in this run (--peers)"}
                 print(size, peer, json.dumps(entry[peer]), flush=True)
