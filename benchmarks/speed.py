@@ -283,19 +283,11 @@ def main() -> None:
         for variant in variants:
             prec, mode = variant.split(":")
             row = run_variant(size, prec, mode == "compiled", args.device, args.repeats)
-            row |= {"timed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "openmp": results["machine"]["openmp"]}
-            same = (row["size"], row["precision"], row["compiled"])
-            results["variants"] = [r for r in results["variants"] if (r["size"], r["precision"], r["compiled"]) != same]
+            row |= {"timed": _stamp(), "openmp": results["machine"]["openmp"]}
+            results["variants"] = [r for r in results["variants"] if _key(r) != _key(row)]
             results["variants"].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "s_per_update_all"}), flush=True)
-        chosen = next(
-            (
-                r
-                for r in results["variants"]
-                if (r["size"], r["precision"], r["compiled"]) == (size, precision, compiled)
-            ),
-            {},
-        )
+        chosen = next((r for r in results["variants"] if _key(r) == (size, precision, compiled)), {})
         entry = next((e for e in results["side_by_side"] if e["size"] == size), None)
         if entry is None:
             entry = {"size": size}
@@ -306,7 +298,7 @@ def main() -> None:
             for peer in [*PEER_NAMES, "torchrl"]:
                 if peer in peers or peer == "torchrl":
                     entry[peer] = run_peer(peer, size, args.peer_minutes[min(i, 1)])
-                    entry[peer]["timed"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+                    entry[peer]["timed"] = _stamp()
                     if peer in ("r2dreamer", "sheeprl"):  # torch: they inherit the OpenMP settings
                         entry[peer]["openmp"] = results["machine"]["openmp"]
                 elif not args.merge:
@@ -360,20 +352,32 @@ def fractions(results: dict) -> dict:
             continue
         peaks = results["matmul_peak_flops_per_s"]
         by_variant = {
-            f"{r['precision']}:{'compiled' if r['compiled'] else 'eager'}": flops
-            / r["s_per_update"]
-            / peaks[r["precision"]]
-            for r in rows
+            _label(r["precision"], r["compiled"]): flops / r["s_per_update"] / peaks[r["precision"]] for r in rows
         }
         out[size] = {
             "precision": precision,
             "model_flops_per_update": flops,
             "flops_per_update_as_run": next(r["flops_per_update"] for r in rows if r.get("flops_per_update")),
             "peak_flops_per_s": peaks[precision],
-            "fraction": by_variant.get(f"{precision}:{'compiled' if compiled else 'eager'}"),
+            "fraction": by_variant.get(_label(precision, compiled)),
             "by_variant": by_variant,
         }
     return out
+
+
+def _key(row: dict) -> tuple[str, str, bool]:
+    """What names a variant row: size, precision, compiled."""
+    return row["size"], row["precision"], row["compiled"]
+
+
+def _label(precision: str, compiled: bool) -> str:
+    """A variant as ``--variants`` spells it, e.g. ``bf16:compiled``."""
+    return f"{precision}:{'compiled' if compiled else 'eager'}"
+
+
+def _stamp() -> str:
+    """When a figure was timed, in UTC to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def ratio(entry: dict) -> None:
