@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import reverie.distributed as distributed
 from reverie.checkpoint import CheckpointError, TrainState, holds_run, load_checkpoint, save_checkpoint
 from reverie.config import Config, make_config, set_key
 from reverie.data.dataset import Dataset
@@ -62,6 +63,7 @@ class Dreamer:
         act_space: Space | None = None,
     ):
         self.config = config or make_config()
+        distributed.init(self.config.train.device)  # launched by torchrun: join the job (else nothing)
         if self.config.train.threads:
             torch.set_num_threads(self.config.train.threads)
         seed_everything(self.config.train.seed)
@@ -112,11 +114,13 @@ class Dreamer:
 
     @property
     def replay(self) -> Replay:
-        """The run's replay, stored in ``logdir/replay`` (loaded back on resume)."""
+        """The run's replay, stored in ``logdir/replay`` (loaded back on resume); on several ranks each keeps its
+        shard, ``logdir/replay/rank<r>``, with its share of ``train.replay_size``."""
         if self._replay is None:
-            t = self.config.train
-            seed = t.seed + self.state.updates
-            self._replay = Replay(self.logdir / "replay", t.replay_size, t.replay_chunk, t.recent_frac, seed)
+            t, job = self.config.train, distributed.world()
+            seed = t.seed + self.state.updates + 1_000_003 * job.rank
+            folder = self.logdir / "replay" / f"rank{job.rank}" if job.active else self.logdir / "replay"
+            self._replay = Replay(folder, t.replay_size // job.size, t.replay_chunk, t.recent_frac, seed)
         return self._replay
 
     @property
@@ -129,23 +133,33 @@ class Dreamer:
     def _run(self, verb: str) -> Iterator[StopOnSignal]:
         """One ``learn`` or ``fit``: claim the run folder (a lock; a new agent never takes over a folder that holds
         a run), write its config and a first checkpoint (a run killed before its first periodic save can still be
-        resumed), and on SIGINT or SIGTERM let the loop stop, save the run and raise ``KeyboardInterrupt``."""
+        resumed), and on SIGINT or SIGTERM let the loop stop, save the run and raise ``KeyboardInterrupt``.
+
+        On several ranks rank 0 holds the lock and writes; every rank starts from rank 0's weights and then draws
+        its own random numbers."""
         log.info("%s: %s", verb, self.learner.describe())
-        with FolderLock(self.logdir):
-            if not self._loaded and self.state.runs == 0 and holds_run(self.logdir):
+        job = distributed.world()
+        with FolderLock(self.logdir) if job.main else contextlib.nullcontext():
+            taken = not self._loaded and self.state.runs == 0 and job.main and holds_run(self.logdir)
+            if distributed.from_main(taken):
                 raise CheckpointError(
                     f"Run folder '{self.logdir}' already holds a run; continue it (Dreamer.load, reverie train "
                     "--resume) or pick another folder (reverie train --overwrite starts afresh and deletes it)."
                 )
-            write_text(self.logdir / "config.json", self.config.to_json())
-            if not (self.logdir / "checkpoint").exists():
+            if job.active:
+                distributed.broadcast_module(self.learner)
+                seed_everything(self.config.train.seed + 1_000_003 * job.rank)
+            if job.main:
+                write_text(self.logdir / "config.json", self.config.to_json())
+            if distributed.from_main(not (self.logdir / "checkpoint").exists()):
                 self.save_run()
             self.state.runs += 1
             with StopOnSignal() as stop:
                 try:
                     yield stop
                 except EnvError:  # an env that keeps crashing: keep what was learned, then report it
-                    self.save_run()
+                    if not job.active:  # (on several ranks the others cannot join a save: the last one holds)
+                        self.save_run()
                     raise
             if stop.requested:
                 self.save_run()
@@ -172,9 +186,16 @@ class Dreamer:
                 raise ValueError(f"This agent was built for env '{self.config.env.id}'; it cannot learn '{env}'.")
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
-        cfg = self.config
+        cfg, job = self.config, distributed.world()
+        if self.state.agent_steps and self.state.ranks != job.size:
+            raise CheckpointError(
+                f"This run trained on {self.state.ranks} rank(s), each with its own replay shard; continue it on as "
+                f"many (torchrun --nproc-per-node {self.state.ranks}), or start a new run."
+            )
+        self.state.ranks = job.size
         with self._run("learn") as stop:
-            envs = self.make_envs(cfg.env.num_envs, cfg.train.seed + 1000 * (self.state.runs - 1), cfg.env.parallel)
+            seed = cfg.train.seed + 1000 * (self.state.runs - 1) + 1_000_003 * job.rank
+            envs = self.make_envs(cfg.env.num_envs, seed, cfg.env.parallel)
             callbacks = Callbacks(lambda: self.evaluate(episodes=cfg.run.eval_episodes), self.save_run, self.report)
             OnlineLoop(self.learner, self.replay, envs, self.logger, self.state, cfg, callbacks).run(total, stop)
             if not stop.requested:
@@ -279,7 +300,7 @@ class Dreamer:
     def _final_evaluation(self, step: int, deterministic: bool, head: Head, promise_every: int) -> None:
         """The evaluation at the end of ``learn`` or ``fit`` (``run.eval_episodes``; 0: none), logged at ``step``."""
         episodes = self.config.run.eval_episodes
-        if episodes:
+        if episodes and distributed.world().main:  # rank 0 evaluates; every rank writes (the logger gathers)
             self.last_eval = self.evaluate(
                 episodes=episodes, deterministic=deterministic, head=head, promise_every=promise_every
             )
@@ -414,11 +435,14 @@ class Dreamer:
     def save_run(self) -> None:
         """Flush the replay, then checkpoint into ``logdir/checkpoint``: what ``--resume`` continues from.
 
-        The replay goes first, so a kill in between never leaves counters ahead of the data on disk.
+        The replay goes first, so a kill in between never leaves counters ahead of the data on disk; on several
+        ranks every rank writes its replay shard and rank 0 then the one checkpoint.
         """
         if self._replay is not None:
             self._replay.save()
-        self.save(self.logdir / "checkpoint")
+        distributed.barrier()
+        if distributed.world().main:
+            self.save(self.logdir / "checkpoint")
 
     @classmethod
     def load(cls, directory: str | os.PathLike, config: Config | None = None) -> Dreamer:

@@ -75,6 +75,8 @@ class TrainState:
     """Env steps that held NaN or inf, set to 0 before they reached the model."""
     skipped_updates: int = 0
     """Updates skipped because their loss or gradients were not finite."""
+    ranks: int = 1
+    """Processes (``torch.distributed`` ranks) the run trains online on, each with its own replay shard."""
 
     def record_update(self, metrics: dict[str, float]) -> None:
         """Count one update of any phase (and whether :meth:`reverie.learner.Learner.update` skipped it)."""

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import reverie.distributed as distributed
 from reverie.checkpoint import CheckpointError, delete_run, find_checkpoint, holds_run, read_config
 from reverie.config import (
     Config,
@@ -189,11 +190,16 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    agent = _new_or_resumed(args, _train_config(args))
+    cfg = _train_config(args)
+    job = distributed.init(cfg.train.device)
+    agent = _new_or_resumed(args, cfg)
     agent.learn()
     result = {"env": agent.config.env.id, "env_steps": agent.state.env_steps, **agent.last_eval}
+    if job.active:
+        result["ranks"] = job.size
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(result))
+    if job.main:
+        print(json.dumps(result))
     return 0
 
 
@@ -205,6 +211,7 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = make_config(["offline", *args.preset], overrides)
+    job = distributed.init(cfg.train.device)
     if args.resume:
         args.preset, args.env, args.steps = None, None, None  # offline.steps came in through the overrides
         args.set = overrides
@@ -214,7 +221,10 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
     except DatasetError as err:
         raise ConfigError(str(err)) from None
     result = {"data": args.data, "offline_updates": agent.state.offline_updates, **agent.last_eval}
-    print(json.dumps(result))
+    if job.active:
+        result["ranks"] = job.size
+    if job.main:
+        print(json.dumps(result))
     return 0
 
 
@@ -275,22 +285,26 @@ def _new_or_resumed(args: argparse.Namespace, cfg: Config) -> Dreamer:
     """The run's agent with ``--resume``, else a new one (refusing to overwrite an existing run)."""
     from reverie.agent import Dreamer  # noqa: F811 (runtime import; the annotation uses TYPE_CHECKING)
 
-    logdir = Path(cfg.run.logdir)
-    if logdir.is_dir():
+    logdir, job = Path(cfg.run.logdir), distributed.world()
+    if logdir.is_dir() and job.main:
         FolderLock(logdir).acquire().release()  # another process on this run: say so before loading anything
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in --logdir and --overwrite deletes it: choose one.")
     if args.resume:
-        return _resume(args, logdir)
-    if holds_run(logdir):
-        if not args.overwrite:
-            raise ConfigError(
-                f"Run folder '{logdir}' already holds a run. Add --resume to continue it, --overwrite to delete it "
-                "and start afresh, or pick another --logdir."
-            )
-        with FolderLock(logdir):  # not while another process runs there
-            delete_run(logdir)
-    return Dreamer(cfg)
+        agent = _resume(args, logdir)
+    else:
+        if distributed.from_main(job.main and holds_run(logdir)):  # rank 0 looks; nothing is written before
+            if not args.overwrite:
+                raise ConfigError(
+                    f"Run folder '{logdir}' already holds a run. Add --resume to continue it, --overwrite to delete "
+                    "it and start afresh, or pick another --logdir."
+                )
+            if job.main:
+                with FolderLock(logdir):  # not while another process runs there
+                    delete_run(logdir)
+        agent = Dreamer(cfg)
+    distributed.barrier()  # every rank has read the run folder before rank 0 writes to it
+    return agent
 
 
 def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
@@ -406,18 +420,24 @@ def main(argv: list[str] | None = None) -> int:
     commands.update({"data": data_cli.run, "correct": cmd_correct})
     commands.update({"studio": cmd_studio, "report": cmd_report})
     try:
+        if args.command not in ("train", "train-offline"):
+            distributed.refuse(args.command)
         return commands[args.command](args)
     except ReverieError as err:
         return _fail(str(err))
     except OSError as err:  # a folder that cannot be written, a full disk, a file where a folder should be
         return _fail(os_message(err))
     except (MemoryError, RuntimeError) as err:
+        if distributed.world().active and distributed.broken_off(err):
+            return _fail(distributed.RankError.about(err))
         if not isinstance(err, MemoryError) and "allocate" not in str(err):
             raise  # a bug, not bad input: keep the traceback
         return _fail("out of memory: lower train.batch_size, train.batch_length or the model size (a smaller preset).")
     except KeyboardInterrupt:
         print("reverie: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
 
 
 def _fail(message: str) -> int:

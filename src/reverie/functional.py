@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import reverie.distributed as distributed
+
 
 def softmax(x: Tensor) -> Tensor:
     """Softmax over the last axis; written out for small axes, where it is ~3x faster on CPU."""
@@ -190,8 +192,11 @@ class ReturnNorm(torch.nn.Module):
         self.register_buffer("range", torch.zeros(()))
 
     def update(self, returns: Tensor) -> Tensor:
-        """Fold a batch of returns into the EMA and return the current scale."""
-        new = percentile_range(returns, self.low, self.high).to(self.range.device)
+        """Fold a batch of returns into the EMA and return the current scale.
+
+        On several ranks the percentiles are those of the whole batch (every rank's returns).
+        """
+        new = percentile_range(distributed.gather_rows(returns.detach()), self.low, self.high).to(self.range.device)
         self.range.mul_(1 - self.rate).add_(self.rate * new)
         return self.scale()
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import reverie.distributed as distributed
 from reverie.actor_critic import Actor, ActorCritic, action_dim, bc_loss
 from reverie.config import Config, ConfigError
 from reverie.envs.base import Space
@@ -353,7 +354,8 @@ class Learner(nn.Module):
                 terms, metrics = losses(batch, prior)
             elif phase == "rl":
                 count = batch["is_first"].numel()
-                starts = (rng or np.random.default_rng()).choice(count, min(self.cfg.offline.imag_starts, count), False)
+                share = max(1, self.cfg.offline.imag_starts // distributed.world().size)  # this rank's starts
+                starts = (rng or np.random.default_rng()).choice(count, min(share, count), False)
                 terms, metrics = losses(batch, torch.as_tensor(starts, device=self.device))
             else:
                 terms, metrics = losses(batch)
@@ -394,10 +396,12 @@ class Learner(nn.Module):
         """
         self.opt.zero_grad(set_to_none=True)
         finite = bool(torch.stack([loss.detach().float() for loss, _ in terms]).isfinite().all())
+        finite = distributed.all_ranks(finite)  # one rank's bad batch skips the step on every rank
         if finite:
             for i, (loss, params) in enumerate(terms):
                 loss.backward(inputs=params, retain_graph=i + 1 < len(terms))
             grads = [p.grad for p in self.parameters() if p.grad is not None]
+            distributed.average_gradients(grads)  # on several ranks: the mean over the whole batch
             finite = bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
         metrics["opt/skipped"] = 0.0 if finite else 1.0
         if not finite:

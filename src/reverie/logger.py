@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+import reverie.distributed as distributed
+
 if TYPE_CHECKING:
     import rich.console
     import rich.progress
@@ -344,20 +346,40 @@ class TerminalOutput(Output):
             log.info(" | ".join([f"step {step}"] + [f"{k} {v:.4g}" for k, v in chosen.items()]))
 
 
+class JobLogger(Logger):
+    """The logger of one rank of a distributed job: every write first gathers the scalars every rank added (sums
+    and counts), so rank 0's outputs log means over the whole job (episodes of every rank, losses of the whole
+    batch). The other ranks have no outputs. Every rank must write at the same points (the loops do).
+    """
+
+    def write(self, step: int | None = None) -> None:
+        parts = distributed.gather_json([self._sums, self._counts])
+        if distributed.world().main:
+            for sums, counts in parts[1:]:
+                for key, value in sums.items():
+                    self._sums[key] = self._sums.get(key, 0.0) + value
+                    self._counts[key] = self._counts.get(key, 0) + counts[key]
+        super().write(step)
+
+
 def make_logger(logdir: str | Path, cfg: RunConfig) -> Logger:
     """The run's logger: ``logdir/metrics.jsonl``, TensorBoard in ``logdir`` when ``cfg.tensorboard``,
-    and a terminal line with :data:`DEFAULT_TERMINAL_KEYS`. Videos land in ``logdir/videos`` either way.
+    and a terminal line with :data:`DEFAULT_TERMINAL_KEYS`. Videos land in ``logdir/videos`` either way. On several
+    ranks, a :class:`JobLogger` (outputs on rank 0 only).
 
     Example:
         >>> logger = make_logger("runs/demo", RunConfig(tensorboard=False))  # doctest: +SKIP
     """
+    job = distributed.world()
+    if not job.main:
+        return JobLogger([])
     logdir = Path(logdir)
     outputs: list[Output] = [JSONLOutput(logdir / "metrics.jsonl"), TerminalOutput(DEFAULT_TERMINAL_KEYS)]
     if cfg.tensorboard:
         outputs.append(TensorBoardOutput(logdir))
     else:
         outputs.append(VideoOutput(logdir / "videos"))
-    return Logger(outputs)
+    return JobLogger(outputs) if job.active else Logger(outputs)
 
 
 def openloop_video(truth: np.ndarray, model: np.ndarray) -> np.ndarray:

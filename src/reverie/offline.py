@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+import reverie.distributed as distributed
 from reverie.checkpoint import TrainState
 from reverie.config import Config
 from reverie.data.dataset import Dataset
@@ -39,31 +40,50 @@ log = logging.getLogger("reverie.offline")
 
 
 def dataset_replay(
-    dataset: Dataset, chunk: int, seed: int, return_discount: float | None = None, min_reward: float = 0.0
+    dataset: Dataset,
+    chunk: int,
+    seed: int,
+    return_discount: float | None = None,
+    min_reward: float = 0.0,
+    episodes: list[int] | None = None,
 ) -> Replay:
     """An in-memory replay holding every step of ``dataset`` (with label masks), sampled uniformly.
 
     With ``return_discount`` each step also carries ``return_to_go``, the discounted return the recording
     got after it, ``G_t = r_{t+1} + return_discount * G_{t+1}`` (0 at an episode's last step, and at every
     step of an episode without rewards; rewards smaller in magnitude than ``min_reward`` count as 0), which
-    return-weighted behaviour cloning reads.
+    return-weighted behaviour cloning reads. ``episodes`` keeps only those episodes (a rank's shard; default all).
     """
     replay = Replay(None, capacity=dataset.num_steps + 1, chunk=chunk, recent_frac=0.0, seed=seed)
-    if return_discount is None:
+    if return_discount is None and episodes is None:
         dataset.to_replay(replay)
         return replay
-    for episode in dataset.episodes():
-        ret = return_to_go(episode["reward"] * episode["reward_mask"], return_discount, min_reward)
-        for t in range(len(ret)):
-            replay.add({**{k: v[t] for k, v in episode.items()}, "return_to_go": ret[t]})
+    for index in range(len(dataset)) if episodes is None else episodes:
+        episode = dataset.episode(index)
+        extra: dict[str, np.ndarray] = {}
+        if return_discount is not None:
+            reward = episode["reward"] * episode["reward_mask"]
+            extra["return_to_go"] = return_to_go(reward, return_discount, min_reward)
+        for t in range(len(episode["is_first"])):
+            replay.add({k: v[t] for k, v in (episode | extra).items()})
     return replay
 
 
 def recipe_replay(dataset: Dataset, cfg: Config, seed: int) -> Replay:
-    """:func:`dataset_replay` as the config's offline recipe needs it (returns-to-go with ``bc_return_temp``)."""
+    """:func:`dataset_replay` as the config's offline recipe needs it (returns-to-go with ``bc_return_temp``); on
+    several ranks, this rank's shard of the episodes (every N-th one)."""
     off = cfg.offline
     discount = off.bc_return_discount if off.bc_return_temp > 0 else None
-    return dataset_replay(dataset, cfg.train.replay_chunk, seed, discount, off.bc_return_min_reward)
+    job, episodes = distributed.world(), None
+    if job.active:
+        if len(dataset) < job.size:
+            raise DatasetError(
+                f"Dataset {dataset.folder} holds {len(dataset)} episodes, fewer than the {job.size} ranks that share "
+                "them; run on fewer ranks or record more episodes."
+            )
+        episodes = distributed.shard(range(len(dataset)))
+        seed += 1_000_003 * job.rank
+    return dataset_replay(dataset, cfg.train.replay_chunk, seed, discount, off.bc_return_min_reward, episodes)
 
 
 def phase_at(update: int, total: int, cfg: Config) -> Phase:
@@ -109,21 +129,28 @@ class OfflineLoop:
     ):
         self.learner, self.replay, self.logger, self.state, self.cfg = learner, replay, logger, state, cfg
         self.save, self.evaluate, self.name = save, evaluate, name
-        self.rng = np.random.default_rng(cfg.train.seed + 7919 * (state.offline_updates + 1))
+        self.job = distributed.world()
+        seed = cfg.train.seed + 7919 * (state.offline_updates + 1)
+        self.rng = np.random.default_rng([seed, self.job.rank] if self.job.active else seed)
 
     def run(self, total: int, interrupt: StopOnSignal | None = None) -> None:
-        """Update until the offline-update counter reaches ``total`` (or ``interrupt`` asks to stop)."""
+        """Update until the offline-update counter reaches ``total`` (or ``interrupt`` asks to stop); on several
+        ranks, each samples its share of the batch and whether to stop is agreed before each update."""
         cfg, state, t = self.cfg, self.state, self.cfg.train
-        if self.replay.longest_stream() < t.batch_length:
+        batch_size = distributed.split(t.batch_size, "train.batch_size")
+        if not distributed.all_ranks(self.replay.longest_stream() >= t.batch_length):
             raise DatasetError(
                 f"The dataset has no stretch of {t.batch_length} steps to train on (it holds {len(self.replay)}); "
                 "lower train.batch_length or record more episodes."
             )
         start_time, start_updates = time.time(), state.offline_updates
-        progress = Progress(total, cfg.run.progress, f"fit {self.name} (updates)")
+        progress = Progress(total, cfg.run.progress and self.job.main, f"fit {self.name} (updates)")
         progress.update(state.offline_updates, state.offline_updates, None)
         try:
-            while state.offline_updates < total and not (interrupt and interrupt.requested):
+            timed_out = False
+            while not distributed.any_rank(
+                state.offline_updates >= total or bool(interrupt and interrupt.requested) or timed_out
+            ):
                 phase = phase_at(state.offline_updates, total, cfg)
                 if state.has_prior and cfg.offline.rl_frac > 0:
                     phase = "rl"  # RL began (on a longer budget before, or in an earlier call): it goes on
@@ -132,7 +159,7 @@ class OfflineLoop:
                     log.info("imagination RL starts at offline update %d", state.offline_updates)
                 if not state.has_prior:
                     state.offline_phase = "rl" if phase == "rl" else "bc" if phase == "bc" else "model"
-                batch = self.replay.sample(t.batch_size, t.batch_length)
+                batch = self.replay.sample(batch_size, t.batch_length)
                 metrics = self.learner.update(batch, phase, self.rng)
                 state.offline_updates += 1
                 state.record_update(metrics)
@@ -142,7 +169,9 @@ class OfflineLoop:
                 self._periodic(step, start_time, start_updates)
                 if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
                     log.info("run.max_minutes (%.1f) reached at offline update %d", cfg.run.max_minutes, step)
-                    break
+                    timed_out = True
+            if interrupt is not None and distributed.any_rank(bool(interrupt.requested)) and not interrupt.requested:
+                interrupt.requested = "a signal to another rank"  # every rank saves and stops alike
         finally:
             progress.close()
 
@@ -153,7 +182,8 @@ class OfflineLoop:
             self.logger.scalar("opt/skipped_updates", float(self.state.skipped_updates))
             self.logger.write(step)
         if run.eval_every and step % run.eval_every == 0:
-            self.logger.scalars(self.evaluate("actor" if self.state.has_prior else "bc"))
+            if self.job.main:  # rank 0 evaluates
+                self.logger.scalars(self.evaluate("actor" if self.state.has_prior else "bc"))
             self.logger.write(step)
         if run.save_every and step % run.save_every == 0:
             self.save()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+import reverie.distributed as distributed
 from reverie.checkpoint import TrainState
 from reverie.config import Config, TrainConfig
 from reverie.envs.base import model_keys
@@ -33,9 +34,10 @@ RECORD_KEYS = ("reward", "is_first", "is_last", "is_terminal")
 def replay_update(learner: Learner, replay: Replay, state: TrainState, train: TrainConfig) -> dict[str, float]:
     """One ``online`` update on a batch from ``replay``, counted in ``state``; returns ``train/...`` metrics.
 
-    An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``).
+    An agent whose offline RL froze a behaviour-cloning prior keeps its KL to it (``ac.prior_kl``). On several ranks
+    each samples its share of ``train.batch_size`` and the gradients are averaged (:mod:`reverie.distributed`).
     """
-    batch = replay.sample(train.batch_size, train.batch_length)
+    batch = replay.sample(distributed.split(train.batch_size, "train.batch_size"), train.batch_length)
     metrics = learner.update(batch, "online", prior=state.has_prior)
     state.record_update(metrics)
     return {f"train/{k}": v for k, v in metrics.items()}
@@ -101,10 +103,13 @@ class OnlineLoop:
         self.learner, self.replay, self.envs, self.logger = learner, replay, envs, logger
         self.state, self.cfg, self.callbacks = state, cfg, callbacks
         self.keys = model_keys(self.envs.obs_space)
-        self.rng = np.random.default_rng(cfg.train.seed + state.env_steps)
+        self.job = distributed.world()
+        seed = cfg.train.seed + state.env_steps
+        self.rng = np.random.default_rng([seed, self.job.rank] if self.job.active else seed)
         self.stats = EpisodeStats(self.envs.num_envs, cfg.env.id)
         self.stop = False
         self.warned = False
+        self.ready = False
         # An agent that learned offline acts with its own policy from the first step (no random prefill).
         self.prefill = 0 if state.offline_updates else cfg.train.prefill
 
@@ -123,18 +128,25 @@ class OnlineLoop:
         return replay_update(self.learner, self.replay, self.state, self.cfg.train)
 
     def run(self, total: int, interrupt: StopOnSignal | None = None) -> None:
-        """Train until the env-step counter reaches ``total`` (or ``interrupt`` asks to stop)."""
+        """Train until the env-step counter reaches ``total`` (or ``interrupt`` asks to stop).
+
+        On several ranks the counters count the whole job's steps (every rank steps its envs once per pass, in
+        step), so the train ratio, prefill, budget and every cadence mean what they mean in one process; whether
+        to stop is agreed by all ranks at the top of each pass.
+        """
         cfg, counters, learner = self.cfg, self.state, self.learner
-        n, repeat = self.envs.num_envs, cfg.env.action_repeat
+        n, repeat, ranks = self.envs.num_envs, cfg.env.action_repeat, self.job.size
         batch_steps = cfg.train.batch_size * cfg.train.batch_length
         obs = self.envs.step({"action": self._random_actions(), "reset": np.ones(n, bool)})
         prev_action = np.zeros((n, learner.action_dim), np.float32)
         state = None
         marks = dict.fromkeys(("log", "save", "eval", "video"), counters.env_steps)
         start_time, start_steps, start_updates = time.time(), counters.env_steps, counters.updates
-        progress = Progress(total, cfg.run.progress, f"train {cfg.env.id}")
+        progress = Progress(total, cfg.run.progress and self.job.main, f"train {cfg.env.id}")
         try:
-            while counters.env_steps < total and not self.stop and not (interrupt and interrupt.requested):
+            while not distributed.any_rank(
+                counters.env_steps >= total or self.stop or bool(interrupt and interrupt.requested)
+            ):
                 self._record(obs, prev_action)
                 self.stats.update(obs, self.logger)
                 action, state, vec = learner.policy(obs, state)
@@ -153,8 +165,8 @@ class OnlineLoop:
                     if not counters.nonfinite_steps:
                         log.warning("env %d returned NaN or inf (set to 0 and counted in env/nonfinite_steps)", i)
                     counters.nonfinite_steps += 1
-                counters.agent_steps += n
-                counters.env_steps += n * repeat
+                counters.agent_steps += n * ranks
+                counters.env_steps += n * repeat * ranks
                 if counters.env_steps >= self.prefill and self._replay_ready():
                     # The ratio counts agent steps after prefill, so training starts without a burst.
                     trained = counters.agent_steps - self.prefill // repeat
@@ -163,19 +175,25 @@ class OnlineLoop:
                     for _ in range(max(0, due)):
                         self.logger.scalars(self.update())
                 progress.update(counters.env_steps, counters.updates, self.stats.last_return)
-                if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
+                if cfg.run.max_minutes and self._timed_out(start_time):
                     log.info("run.max_minutes (%.1f) reached at env step %d", cfg.run.max_minutes, counters.env_steps)
                     self.stop = True
                 self._periodic(marks, start_time, start_steps, start_updates)
+            if interrupt is not None and distributed.any_rank(bool(interrupt.requested)) and not interrupt.requested:
+                interrupt.requested = "a signal to another rank"  # every rank saves and stops alike
         finally:
             progress.close()
             self.envs.close()
             self.logger.scalars(faults(counters))  # written with the run's last metrics
 
+    def _timed_out(self, start_time: float) -> bool:
+        return time.time() - start_time > 60 * self.cfg.run.max_minutes
+
     def _replay_ready(self) -> bool:
-        """Whether replay holds a full training sequence (a resumed run may have lost its replay folder)."""
+        """Whether replay (every rank's) holds a full training sequence (a resumed run may have lost its replay)."""
         need = self.cfg.train.batch_length
-        if self.replay.longest_stream() >= need:
+        if self.ready or distributed.all_ranks(self.replay.longest_stream() >= need):
+            self.ready = True
             return True
         if not self.warned:
             log.warning("replay holds no sequence of %d steps yet: acting without updates until it does", need)
@@ -186,9 +204,9 @@ class OnlineLoop:
         run, step = self.cfg.run, self.state.env_steps
         if run.eval_every and step - marks["eval"] >= run.eval_every:
             marks["eval"] = step
-            metrics = self.callbacks.evaluate()
+            metrics = self.callbacks.evaluate() if self.job.main else {}  # rank 0 evaluates; the stop is agreed
             self.logger.scalars(metrics)
-            if metrics["eval/return"] >= run.stop_at_return:
+            if metrics and metrics["eval/return"] >= run.stop_at_return:
                 log.info("eval/return %.1f reached run.stop_at_return at step %d", metrics["eval/return"], step)
                 self.stop = True
         if step - marks["log"] >= run.log_every:
@@ -203,7 +221,7 @@ class OnlineLoop:
                 }
             )
             self.logger.write(step)
-        if run.video_every and step - marks["video"] >= run.video_every and len(self.replay):
+        if run.video_every and step - marks["video"] >= run.video_every and len(self.replay) and self.job.main:
             marks["video"] = step
             for key, frames in self.callbacks.videos().items():
                 self.logger.video(key, frames)

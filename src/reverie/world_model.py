@@ -24,6 +24,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+import reverie.distributed as distributed
 from reverie.codecs import VectorCodec, previous_frames
 from reverie.config import ModelConfig
 from reverie.envs.base import Space
@@ -207,7 +208,10 @@ class LatentEnsemble(nn.Module):
         ce = -(target.detach() * logp).sum((-2, -1)).mean(0)  # (...)
         with torch.no_grad():
             disagree = self.spread(logp)
-            real = disagree[mask > 0]
+            # The quantile over the whole batch: real transitions of every rank (the others marked NaN).
+            marked = torch.where(mask > 0, disagree.float(), torch.nan)
+            real = distributed.gather_rows(marked.flatten())
+            real = real[~real.isnan()]
             if real.numel():
                 q = torch.quantile(real.float(), UNCERTAINTY_QUANTILE)
                 rate = 1.0 if float(self.threshold) == 0 else 0.01
