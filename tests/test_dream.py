@@ -84,9 +84,16 @@ def test_step_reports_the_ensembles_uncertainty(tmp_path: Path, debug_config) ->
     assert info["uncertainty"] == pytest.approx(want, rel=1e-5) and info["uncertainty"] > 0
     assert info["unknown"] == (info["uncertainty"] > float(ens.threshold))
     assert isinstance(info["reward_uncertainty"], float) and info["reward_uncertainty"] >= 0
+    assert env.end_unknown  # on by default with an ensemble: a step the model does not know ends the dream
+    lenient = DreamEnv(env.agent, seed=0, end_unknown=False)
+    lenient.reset()
     for threshold, unknown in ((1e-12, True), (1e12, False)):
         ens.threshold.fill_(threshold)
-        assert env.step(0)[4]["unknown"] is unknown
+        _, _, terminated, _, info = env.step(0)
+        assert info["unknown"] is unknown
+        assert terminated == (unknown or info["cont_pred"] < 0.5)
+        _, _, terminated, _, info = lenient.step(0)
+        assert info["unknown"] is unknown and terminated == (info["cont_pred"] < 0.5)
 
 
 def test_same_seed_same_dream_and_global_rng_untouched(pixel_run: Path) -> None:

@@ -89,6 +89,9 @@ class DreamEnv(gymnasium.Env):
             state as in training. Episodes without action labels use the model's learned no-action input.
             With ``real_env`` on as well, the real env still runs beside the dream from its own reset, so
             the two start from different states (a recorded moment cannot be restored into the game).
+        end_unknown: end a dream (``terminated``) at a step the model does not know (``info["unknown"]``, see
+            below), so a learner trained in the dream cannot live on where the model invents the world. Default:
+            on when the checkpoint has a latent ensemble (the only source of ``unknown``), off otherwise.
 
     Observations mirror the checkpoint's model inputs: a ``Box`` for one key, a ``Dict`` for several.
     ``info`` holds ``reward_pred`` and ``cont_pred`` (the heads' outputs), ``step``, and with a latent
@@ -119,6 +122,7 @@ class DreamEnv(gymnasium.Env):
         max_steps: int = 1000,
         render_mode: str | None = None,
         dataset: str | os.PathLike[str] | Dataset | None = None,
+        end_unknown: bool | None = None,
     ) -> None:
         from reverie.agent import Dreamer
 
@@ -128,6 +132,8 @@ class DreamEnv(gymnasium.Env):
         self.learner = self.agent.learner
         self.wm = self.learner.wm
         self.context, self.max_steps, self._seed = context, max_steps, seed
+        self.end_unknown = self.wm.ensemble is not None if end_unknown is None else bool(end_unknown)
+        """Whether a step the model does not know ends the dream (``terminated``)."""
         self.model_space = dict(self.learner.obs_space)
         self.keys = list(self.model_space)
         self.images = set(self.wm.decoder.images)
@@ -201,7 +207,7 @@ class DreamEnv(gymnasium.Env):
             self.state = step.state
             self.steps += 1
             obs, info = self._readout(step)
-        terminated = bool(info["cont_pred"] < 0.5)
+        terminated = bool(info["cont_pred"] < 0.5) or bool(self.end_unknown and info["unknown"])
         truncated = self.steps >= self.max_steps and not terminated
         return obs, info["reward_pred"], terminated, truncated, info
 
