@@ -18,6 +18,7 @@ from reverie import distributed
 from reverie.agent import Dreamer
 from reverie.checkpoint import load_checkpoint
 from reverie.config import ConfigError
+from reverie.logger import read_jsonl
 from reverie.replay import Replay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,8 @@ def test_an_offline_run_on_two_ranks_loads_and_evaluates_in_one_process(
     done = torchrun(*args, "--steps", "12", "--set", "run.eval_episodes=1", "run.progress=false")
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"offline_updates": 12' in done.stdout and '"ranks": 2' in done.stdout
+    rows = read_jsonl(logdir / "metrics.jsonl")  # rank 0 alone writes the run's metrics, gathered from both
+    assert any("offline/loss/dyn" in r for r in rows) and not list(logdir.glob("*rank1*"))
     agent = Dreamer.load(logdir)
     assert agent.state.offline_updates == 12
     metrics = agent.evaluate(episodes=2)
