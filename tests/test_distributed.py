@@ -135,6 +135,10 @@ def test_an_offline_run_on_two_ranks_loads_and_evaluates_in_one_process(
     odd = torchrun(*args[:-2], "--logdir", tmp_path / "odd", "--steps", "2", "--set", "train.batch_size=3")
     assert odd.returncode != 0
     one_line(next(line for line in odd.stderr.splitlines() if line.startswith("reverie: error")), "batch_size=3")
+    online = ["-m", "reverie", "train", "--preset", "debug", "--env", "CartPole-v1", "--logdir", tmp_path / "odd2"]
+    odd = torchrun(*online, "--set", "train.batch_size=3")  # refused at the start, not after the prefill
+    assert odd.returncode != 0
+    one_line(next(line for line in odd.stderr.splitlines() if line.startswith("reverie: error")), "batch_size=3")
     refused = torchrun("-m", "reverie", "eval", "--ckpt", logdir)
     assert "reverie eval runs in one process" in refused.stderr
 

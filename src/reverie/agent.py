@@ -187,6 +187,7 @@ class Dreamer:
             set_key(self.config, "env.id", env)
         total = steps if steps is not None else self.config.train.steps
         cfg, job = self.config, distributed.world()
+        distributed.split(cfg.train.batch_size, "train.batch_size")  # before the prefill, not after it
         if self.state.agent_steps and self.state.ranks != job.size:
             raise CheckpointError(
                 f"This run trained on {self.state.ranks} rank(s), each with its own replay shard; continue it on as "
