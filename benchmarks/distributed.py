@@ -15,6 +15,7 @@ Writes ``benchmarks/results/distributed.json``::
 
     python benchmarks/distributed.py                    # all three parts (about 25 minutes on 2 cores)
     python benchmarks/distributed.py --parts check      # the gradient check alone (under a minute)
+    python benchmarks/distributed.py --parts check --compile   # also of the compiled update (about 10 minutes)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def torchrun(ranks: int, args: list[str], threads: int, timeout: float | None = 
 
 
 # ----------------------------------------------------------------------------------------- 1. the gradient check
-def check_worker(out: str, sample: bool) -> None:
+def check_worker(out: str, sample: bool, compiled: bool = False) -> None:
     """On each rank (or in one process): one update on its share of the fixed batch; writes grads and weights."""
     import numpy as np
     import torch
@@ -53,7 +54,7 @@ def check_worker(out: str, sample: bool) -> None:
     from reverie.seeding import seed_everything
 
     job = distributed.init("cpu")
-    cfg = make_config(["debug"], CHECK_OVERRIDES)
+    cfg = make_config(["debug"], [*CHECK_OVERRIDES, f"train.compile={str(compiled).lower()}"])
     seed_everything(0)
     learner = Learner(cfg, {"vector": Space(np.float32, (4,))}, Space(np.int64, (), 0, 2, discrete=True))
     distributed.broadcast_module(learner)
@@ -100,16 +101,18 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def run_check(workdir: Path) -> dict:
-    """The gradient and weight differences of part 1."""
+def run_check(workdir: Path, compiled: bool = False) -> dict:
+    """The gradient and weight differences of part 1 (with ``compiled``, of the compiled update)."""
     import torch
 
     (workdir / "sampled").mkdir(parents=True, exist_ok=True)
     here = str(Path(__file__).resolve())
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, here, "--worker", str(workdir)], env=env, capture_output=True, text=True)
-    two = torchrun(2, [here, "--worker", str(workdir)], threads=1)
-    sampled = torchrun(2, [here, "--worker", str(workdir / "sampled"), "--sample"], threads=1)
+    flags = ["--compile"] if compiled else []
+    worker = [here, "--worker", str(workdir), *flags]
+    one = subprocess.run([sys.executable, *worker], env=env, capture_output=True, text=True, check=False)
+    two = torchrun(2, worker, threads=1)
+    sampled = torchrun(2, [here, "--worker", str(workdir / "sampled"), "--sample", *flags], threads=1)
     for proc in (one, two, sampled):
         if proc.returncode:
             raise SystemExit(f"check worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -234,9 +237,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000, help="env steps of each throughput run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help="check: also the compiled update (minutes)")
     args = parser.parse_args()
     if args.worker:
-        check_worker(args.worker, args.sample)
+        check_worker(args.worker, args.sample, args.compile)
         return
     out = RESULTS / "distributed.json"
     result = json.loads(out.read_text()) if out.exists() else {}
@@ -244,6 +248,9 @@ def main() -> None:
     result["scaling_efficiency_is"] = "replayed steps/s on 2 ranks / on 1 rank, both using both cores"
     if "check" in args.parts:
         result.update(run_check(RUNS / "check"))
+        if args.compile:
+            result["compiled_check"] = run_check(RUNS / "check-compiled", compiled=True)
+            print(json.dumps({"compiled_check": result["compiled_check"]}))
         print(json.dumps({k: v for k, v in result.items() if "diff" in k}))
     if "throughput" in args.parts:
         runs = [run_throughput(1, 2, args.steps), run_throughput(2, 1, args.steps)]
