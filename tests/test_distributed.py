@@ -17,6 +17,7 @@ import pytest
 from reverie import distributed
 from reverie.agent import Dreamer
 from reverie.checkpoint import load_checkpoint
+from reverie.cli import main
 from reverie.config import ConfigError
 from reverie.logger import read_jsonl
 from reverie.replay import Replay
@@ -131,6 +132,10 @@ def test_an_offline_run_on_two_ranks_loads_and_evaluates_in_one_process(
     assert agent.state.offline_updates == 12
     metrics = agent.evaluate(episodes=2)
     assert np.isfinite(metrics["eval/return"]) and metrics["eval/return"] > 0
+    # Offline runs read the dataset afresh: one process goes on where two ranks stopped.
+    resume = ["train-offline", "--data", str(cartpole_data), "--logdir", str(logdir), "--resume", "--steps", "14"]
+    assert main([*resume, "--set", "run.eval_episodes=0", "run.progress=false"]) == 0
+    assert Dreamer.load(logdir).state.offline_updates == 14
 
     odd = torchrun(*args[:-2], "--logdir", tmp_path / "odd", "--steps", "2", "--set", "train.batch_size=3")
     assert odd.returncode != 0
