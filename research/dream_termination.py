@@ -35,6 +35,22 @@ for run in RUNS:
           "mean dream length", np.mean([t for t, _ in ends]), "steps the dream goes on past the limit (mean)", np.mean(lag) if lag else None,
           "cont_pred there (median)", np.median(conts) if conts else None, "ended without passing", sum(f is None for _, f in ends))
 
+print("--- the head's output inside the limits, at the first dreamed step past them, and after")
+env = DreamEnv(RUNS[0], seed=0, max_steps=500)
+rng = np.random.default_rng(0)
+first, later, inside = [], [], []
+for ep in range(40):
+    env.reset(seed=ep)
+    done, passed = False, False
+    while not done:
+        obs, r, te, tr, info = env.step(int(rng.integers(2)))
+        done = te or tr
+        out = abs(obs[2]) > 0.2095 or abs(obs[0]) > 2.4
+        (first if out and not passed else later if out else inside).append(info["cont_pred"])
+        passed = passed or out
+print("inside: median %.3f, 1st percentile %.3f" % (np.median(inside), np.percentile(inside, 1)))
+print("first step past: median %.3f (n=%d); later: median %.3f (n=%d)" % (np.median(first), len(first), np.median(later), len(later)))
+
 print("--- termination sampled with probability 1 - cont_pred")
 import reverie.dream as D
 orig = D.DreamEnv.step
