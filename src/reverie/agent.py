@@ -118,7 +118,7 @@ class Dreamer:
         shard, ``logdir/replay/rank<r>``, with its share of ``train.replay_size``."""
         if self._replay is None:
             t, job = self.config.train, distributed.world()
-            seed = t.seed + self.state.updates + 1_000_003 * job.rank
+            seed = distributed.rank_seed(t.seed + self.state.updates)
             folder = self.logdir / "replay" / f"rank{job.rank}" if job.active else self.logdir / "replay"
             self._replay = Replay(folder, t.replay_size // job.size, t.replay_chunk, t.recent_frac, seed)
         return self._replay
@@ -148,7 +148,7 @@ class Dreamer:
                 )
             if job.active:
                 distributed.broadcast_module(self.learner)
-                seed_everything(self.config.train.seed + 1_000_003 * job.rank)
+                seed_everything(distributed.rank_seed(self.config.train.seed))
             if job.main:
                 write_text(self.logdir / "config.json", self.config.to_json())
             if distributed.from_main(not (self.logdir / "checkpoint").exists()):
@@ -195,7 +195,7 @@ class Dreamer:
             )
         self.state.ranks = job.size
         with self._run("learn") as stop:
-            seed = cfg.train.seed + 1000 * (self.state.runs - 1) + 1_000_003 * job.rank
+            seed = distributed.rank_seed(cfg.train.seed + 1000 * (self.state.runs - 1))
             envs = self.make_envs(cfg.env.num_envs, seed, cfg.env.parallel)
             callbacks = Callbacks(lambda: self.evaluate(episodes=cfg.run.eval_episodes), self.save_run, self.report)
             OnlineLoop(self.learner, self.replay, envs, self.logger, self.state, cfg, callbacks).run(total, stop)

@@ -237,6 +237,18 @@ def split(total: int, what: str) -> int:
     return total // _WORLD.size
 
 
+def rank_seed(seed: int) -> int:
+    """``seed`` moved apart for this rank (unchanged on rank 0 and in one process): envs, replay and draws differ."""
+    return seed + 1_000_003 * _WORLD.rank
+
+
+def agree_to_stop(interrupt: Any) -> None:
+    """After a loop whose end the ranks agreed on: if a signal reached any rank (``interrupt.requested``, a
+    :class:`reverie.interrupt.StopOnSignal`), mark it on every rank, so that all save and stop alike."""
+    if interrupt is not None and any_rank(bool(interrupt.requested)) and not interrupt.requested:
+        interrupt.requested = "a signal to another rank"
+
+
 def shard(items: Iterable[int]) -> list[int]:
     """This rank's share of ``items`` (every ``size``-th one, from ``rank``)."""
     return [i for k, i in enumerate(items) if k % _WORLD.size == _WORLD.rank]

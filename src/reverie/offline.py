@@ -82,7 +82,7 @@ def recipe_replay(dataset: Dataset, cfg: Config, seed: int) -> Replay:
                 "them; run on fewer ranks or record more episodes."
             )
         episodes = distributed.shard(range(len(dataset)))
-        seed += 1_000_003 * job.rank
+    seed = distributed.rank_seed(seed)
     return dataset_replay(dataset, cfg.train.replay_chunk, seed, discount, off.bc_return_min_reward, episodes)
 
 
@@ -130,8 +130,7 @@ class OfflineLoop:
         self.learner, self.replay, self.logger, self.state, self.cfg = learner, replay, logger, state, cfg
         self.save, self.evaluate, self.name = save, evaluate, name
         self.job = distributed.world()
-        seed = cfg.train.seed + 7919 * (state.offline_updates + 1)
-        self.rng = np.random.default_rng([seed, self.job.rank] if self.job.active else seed)
+        self.rng = np.random.default_rng(distributed.rank_seed(cfg.train.seed + 7919 * (state.offline_updates + 1)))
 
     def run(self, total: int, interrupt: StopOnSignal | None = None) -> None:
         """Update until the offline-update counter reaches ``total`` (or ``interrupt`` asks to stop); on several
@@ -170,8 +169,7 @@ class OfflineLoop:
                 if cfg.run.max_minutes and time.time() - start_time > 60 * cfg.run.max_minutes:
                     log.info("run.max_minutes (%.1f) reached at offline update %d", cfg.run.max_minutes, step)
                     timed_out = True
-            if interrupt is not None and distributed.any_rank(bool(interrupt.requested)) and not interrupt.requested:
-                interrupt.requested = "a signal to another rank"  # every rank saves and stops alike
+            distributed.agree_to_stop(interrupt)
         finally:
             progress.close()
 

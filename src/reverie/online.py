@@ -104,8 +104,7 @@ class OnlineLoop:
         self.state, self.cfg, self.callbacks = state, cfg, callbacks
         self.keys = model_keys(self.envs.obs_space)
         self.job = distributed.world()
-        seed = cfg.train.seed + state.env_steps
-        self.rng = np.random.default_rng([seed, self.job.rank] if self.job.active else seed)
+        self.rng = np.random.default_rng(distributed.rank_seed(cfg.train.seed + state.env_steps))
         self.stats = EpisodeStats(self.envs.num_envs, cfg.env.id)
         self.stop = False
         self.warned = False
@@ -179,8 +178,7 @@ class OnlineLoop:
                     log.info("run.max_minutes (%.1f) reached at env step %d", cfg.run.max_minutes, counters.env_steps)
                     self.stop = True
                 self._periodic(marks, start_time, start_steps, start_updates)
-            if interrupt is not None and distributed.any_rank(bool(interrupt.requested)) and not interrupt.requested:
-                interrupt.requested = "a signal to another rank"  # every rank saves and stops alike
+            distributed.agree_to_stop(interrupt)
         finally:
             progress.close()
             self.envs.close()
