@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MPLBACKEND=Agg
-bash scripts/setup.sh dev,crafter,dmc,atari,data,studio
+bash scripts/setup.sh dev,crafter,dmc,atari,data,studio,sb3
 PY=${PYTHON:-python3}
 "$PY" -m ruff check src tests benchmarks
 "$PY" -m ruff format --check src tests benchmarks

@@ -25,10 +25,22 @@ from reverie.actor_critic import bc_loss
 from reverie.checkpoint import find_checkpoint
 from reverie.cli import main
 from reverie.config import make_config, set_key
-from reverie.correction import Check, RealPlay, auroc, correct, exploit_report, mixed_batch, watch
+from reverie.correction import (
+    Check,
+    RealPlay,
+    auroc,
+    correct,
+    ending_report,
+    exploit_report,
+    mixed_batch,
+    run_replay,
+    watch,
+)
 from reverie.data import Dataset, record
+from reverie.dream import DreamEnv
 from reverie.learner import Learner
 from reverie.offline import dataset_replay
+from reverie.replay import ReplayError
 from reverie.report import build_report
 
 REPORT_KEYS = (
@@ -256,7 +268,7 @@ def test_watch_checks_every_real_step_and_returns_dataset_episodes(
 
     for ep in episodes:
         length = len(ep["is_first"])
-        assert {*LAYOUT_KEYS, "promised_reward"} == set(ep)  # the model's keys and the reserved ones; no log/ keys
+        assert {*LAYOUT_KEYS, "promised_reward", "promised_cont"} == set(ep)  # the model's and the reserved keys
         assert all(len(v) == length for v in ep.values()) and length == 41
         assert ep["vector"].shape == (41, *agent.learner.obs_space["vector"].shape)
         assert ep["action"][0] == 0 and ep["action"].dtype == np.int64 and ep["reward"][0] == 0.0
@@ -510,7 +522,8 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
         assert sum(r["outcomes"].values()) == sum(r["exploits"].values()) and "unknown" not in r["outcomes"]
     assert page.count("<tr><td>") >= len(written["rounds"])
     summary = json.loads(stdout.strip().splitlines()[-1])
-    assert summary == {"out": str(out), "exploit_rate": [r["exploit_rate"] for r in written["rounds"]]}
+    each = {k: [r[k] for r in written["rounds"]] for k in ("real_return", "exploit_rate", "missed_endings")}
+    assert summary == {"out": str(out), **each}
 
     corrected = Dreamer.load(out)
     assert corrected.config.offline.imag_starts == 32  # the policy was trained with the override, and keeps it
@@ -584,3 +597,145 @@ def test_cli_correct_from_a_checkpoint_folder_updates_its_run(
     assert code == 0, err
     assert Dreamer.load(run).state.env_steps > 0  # the run now holds the corrected agent
     assert not (run / "checkpoint" / "checkpoint").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. Any learner: a policy that trains in the dream, on an online run (its own replay) and continuous actions
+
+
+class ConstantLearner:
+    """Always the same action; records what it was trained on and what it saw."""
+
+    def __init__(self, action: Any):
+        self.action, self.trained, self.seen = action, [], []
+
+    def learn(self, env: Any, steps: int) -> None:
+        self.trained.append((env, steps, state_of(env.agent.learner.wm)))
+
+    def act(self, obs: Any) -> Any:
+        self.seen.append(obs)
+        return self.action
+
+
+def make_constant_learner(seed: int) -> ConstantLearner:
+    """``reverie correct --learner test_correction:make_constant_learner``: always push right."""
+    return ConstantLearner(1)
+
+
+def ending_check(cont: float, real_cont: float, uncertainty: float = 0.0, unknown: bool = False) -> Check:
+    return Check(0, 0, 0, "a", 0.0, 0.0, cont, real_cont, uncertainty, 0.0, unknown)
+
+
+def test_ending_report_counts_missed_and_false_endings() -> None:
+    checks = [
+        ending_check(0.9, 0.0, 0.5, True),  # a real ending the model missed (it said go on), flagged unknown
+        ending_check(0.2, 0.0, 0.1),  # a real ending it saw
+        ending_check(0.3, 1.0, 0.2),  # a false ending
+        ending_check(0.99, 1.0, 0.0),
+    ]
+    report = ending_report(checks)
+    assert (report["endings"], report["missed_endings"], report["false_endings"]) == (2, 1, 1)
+    assert report["ending_cont"] == pytest.approx(0.55)
+    assert report["ending_auroc"] == auroc(np.array([0.1, 0.8, 0.7, 0.01]), np.array([1, 1, 0, 0]))
+    assert report["ending_uncertainty_auroc"] == 0.75 and report["ending_unknown_rate"] == 0.5
+    assert [e["predicted_cont"] for e in report["ending_examples"]] == [0.9]
+    none = ending_report([ending_check(0.9, 1.0)])
+    assert none["endings"] == 0 and none["ending_auroc"] is None and none["ending_cont"] is None
+
+
+def test_real_play_aims_at_the_real_endings() -> None:
+    length = 12
+    ep = {
+        "is_first": np.arange(length) == 0,
+        "is_terminal": np.arange(length) == length - 1,
+        "reward": np.ones(length, np.float32),
+        "promised_reward": np.ones(length, np.float32),
+        "promised_cont": np.r_[np.ones(length - 1), 0.9].astype(np.float32),  # go on, said the model at the end
+    }
+    assert RealPlay([ep]).misses == [(0, length - 1)]
+    seen = {**ep, "promised_cont": np.r_[np.ones(length - 1), 0.1].astype(np.float32)}
+    assert RealPlay([seen]).misses == [(0, length - 1)]  # also where it saw the ending: it is to keep seeing it
+    cut = {**seen, "is_terminal": np.zeros(length, bool)}  # a time limit: no ending to aim at
+    assert RealPlay([cut]).misses == []
+    unwatched = {k: v for k, v in ep.items() if k != "promised_cont"}  # real play recorded without the model
+    assert RealPlay([unwatched]).misses == []
+
+
+def test_correct_any_learner_on_an_online_run(vector_run: Path, tmp_path: Path) -> None:
+    agent = load_copy(vector_run, tmp_path / "run")
+    before = {"wm": state_of(agent.learner.wm), "actor": state_of(agent.learner.ac.actor)}
+    learner = ConstantLearner(1)
+    reports = correct(agent, None, rounds=1, episodes=2, finetune_steps=2, learner=learner, dream_steps=7)
+
+    assert [r["round"] for r in reports] == [0, 1]
+    ((env, steps, wm),) = learner.trained  # after round 0's fine-tuning, in the corrected dream
+    assert isinstance(env, DreamEnv) and env.agent is agent and steps == 7
+    source = env.start_source()  # the dreams start from moments of round 0's real play, and are short
+    assert env.max_steps == correction.BRANCH_STEPS
+    assert source["source"] == "dataset" and source["episodes"] == 2 and source["steps"] == reports[0]["real_steps"]
+    assert not same(wm, before["wm"]) and same(wm, state_of(agent.learner.wm))
+    assert same(state_of(agent.learner.ac.actor), before["actor"])  # the agent's own actor did not train
+    space = DreamEnv(agent, real_env=False).observation_space
+    assert learner.seen and all(space.contains(obs) for obs in learner.seen)  # observations as the dream gives them
+    for r in reports:  # always right: CartPole ends each episode by falling, well within its time limit
+        assert r["endings"] == 2 and r["real_return"] < 50 and r["imagined_return"] is None
+        assert 0 <= r["missed_endings"] <= 2 and r["ending_auroc"] is not None
+    json.dumps(reports)
+
+
+def test_watch_any_policy_with_continuous_actions(
+    tmp_path: Path, debug_config: Callable[..., Any], one_line: Callable[..., None]
+) -> None:
+    cfg = debug_config(tmp_path / "pendulum", "env.id=Pendulum-v1", "train.steps=80", "run.eval_episodes=0")
+    agent = Dreamer(cfg).learn()
+    results, checks, episodes, tracker = watch(agent, 1, 0, policy=lambda obs: np.array([0.5], np.float32))
+    assert len(checks) == results.lengths.sum() == 200 and not tracker.closed
+    assert all(c.action == [0.5] and c.action_name == "action" for c in checks)
+    (ep,) = episodes
+    np.testing.assert_array_equal(ep["action"][1:], np.full((200, 1), 0.5, np.float32))
+    assert (ep["action"][0] == 0).all() and ep["promised_cont"][0] == 1.0
+    report = exploit_report(checks)
+    assert report["endings"] == 0 and report["ending_auroc"] is None  # Pendulum is cut by its time limit only
+    with pytest.raises(ReplayError) as err:
+        run_replay(tmp_path / "elsewhere", cfg)
+    one_line(str(err.value), "No replay at", "--data")
+
+
+def test_cli_correct_any_learner_without_data(
+    vector_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], one_line: Callable[..., None]
+) -> None:
+    out = tmp_path / "out"
+    learner = "test_correction:make_constant_learner"
+    argv = ("--rounds", "1", "--episodes", "2", "--finetune-steps", "2", "--dream-steps", "5")
+    code, stdout, err = run_cli(capsys, "--from", vector_run, "--learner", learner, *argv, "--out", out)
+    assert code == 0, err
+    summary = json.loads(stdout.splitlines()[-1])
+    assert len(summary["real_return"]) == 2 and all(r < 50 for r in summary["real_return"])
+    assert [r["round"] for r in json.loads((out / "correction.json").read_text())["rounds"]] == [0, 1]
+    for bad, problem in (("nothing", "Unknown learner"), ("no_such_module:f", "cannot be imported")):
+        code, _, err = run_cli(capsys, "--from", vector_run, "--learner", bad, *argv, "--out", tmp_path / "x")
+        assert code == 2 and err.startswith("reverie: error: ")
+        one_line(err, problem)
+    empty = tmp_path / "no-replay"
+    shutil.copytree(vector_run, empty, ignore=shutil.ignore_patterns("replay"))
+    code, _, err = run_cli(capsys, "--from", empty, *argv, "--out", tmp_path / "y")
+    assert code == 2
+    one_line(err, "No replay at", "--data")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_sb3_learner_trains_in_the_dream_acts_and_saves(vector_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    from reverie.learners import make_learner
+
+    agent = Dreamer.load(vector_run)
+    learner = make_learner("sb3", seed=0)
+    learner.learn(DreamEnv(agent, seed=0), 64)  # one rollout of PPO's 2048 steps
+    assert type(learner.model).__name__ == "PPO" and learner.model.num_timesteps == 2048  # type: ignore[attr-defined]
+    env = DreamEnv(agent, seed=1)
+    obs, _ = env.reset()
+    assert env.action_space.contains(int(learner.act(obs)))
+    learner.learn(env, 64)  # keeps training, in the new env
+    assert learner.model.num_timesteps == 4096  # type: ignore[attr-defined]
+    weights = torch.load(learner.save(tmp_path / "learner"), weights_only=True)  # type: ignore[attr-defined]
+    assert weights and all(isinstance(v, torch.Tensor) for v in weights.values())

@@ -98,8 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     off.add_argument("--overwrite", action="store_true", help="start afresh in --logdir, deleting the run there")
 
     cor = sub.add_parser("correct", help="find the model's loopholes with a little real play and close them")
-    cor.add_argument("--from", dest="ckpt", required=True, help="checkpoint or run folder (e.g. of train-offline)")
-    cor.add_argument("--data", required=True, help="the dataset the agent learned from")
+    cor.add_argument("--from", dest="ckpt", required=True, help="checkpoint or run folder (of train or train-offline)")
+    cor.add_argument("--data", help="the dataset the agent learned from (default: the run's own replay)")
+    cor.add_argument(
+        "--learner",
+        help="correct this learner instead of the agent's actor: sb3 (Stable-Baselines3 PPO/SAC) or module:factory",
+    )
+    cor.add_argument("--dream-steps", type=int, default=10_000, help="--learner: its dream steps per round")
     cor.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0")
     cor.add_argument("--episodes", type=int, default=20, help="real episodes per round")
     cor.add_argument("--finetune-steps", type=int, default=300, help="world-model updates per round")
@@ -230,10 +235,13 @@ def cmd_train_offline(args: argparse.Namespace) -> int:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from reverie.agent import Dreamer
-    from reverie.correction import correct
+    from reverie.correction import correct, run_replay
     from reverie.data import DatasetError
+    from reverie.dream import DreamEnv
     from reverie.fileio import write_text
+    from reverie.learners import make_learner
     from reverie.plots import plot_rounds
+    from reverie.replay import ReplayError
 
     if args.rounds < 0 or args.episodes < 1:
         raise ConfigError(f"correct needs --rounds >= 0 and --episodes >= 1, got {args.rounds} and {args.episodes}.")
@@ -241,6 +249,14 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise ConfigError(f"--real-frac must lie in [0, 1), got {args.real_frac}.")
     if not 0.0 <= args.focus <= 1.0:
         raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
+    if args.dream_steps < 1:
+        raise ConfigError(f"--dream-steps must be at least 1, got {args.dream_steps}.")
+    learner = None
+    if args.learner:
+        try:
+            learner = make_learner(args.learner, args.seed)
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"--learner: {err}") from None
     agent = Dreamer.load(args.ckpt)
     try:
         apply_overrides(agent.config, args.set, section="offline")
@@ -250,17 +266,25 @@ def cmd_correct(args: argparse.Namespace) -> int:
     source = find_checkpoint(args.ckpt)
     run = source.parent if source == Path(args.ckpt) else Path(args.ckpt)  # --from a checkpoint folder: its run
     out = Path(args.out) if args.out else run
+    try:
+        data = args.data if args.data else run_replay(run, agent.config, args.seed)
+    except ReplayError as err:
+        raise ConfigError(str(err)) from None
     set_key(agent.config, "run.logdir", str(out))
+    if learner is not None:  # round 0 is the learner trained in the dream as it came
+        learner.learn(DreamEnv(agent, seed=args.seed), args.dream_steps)
 
     def save(reports: list[dict[str, Any]]) -> None:  # after every round: a crash loses at most one round
         out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no half-made folder
         write_text(out / "correction.json", json.dumps({"rounds": reports, "seeds": 1}, indent=1))
         agent.save(out / "checkpoint")
+        if learner is not None and callable(getattr(learner, "save", None)):
+            learner.save(out / "learner")  # type: ignore[attr-defined]
 
     try:
         rounds = correct(
             agent,
-            args.data,
+            data,
             args.rounds,
             args.episodes,
             args.finetune_steps,
@@ -270,14 +294,20 @@ def cmd_correct(args: argparse.Namespace) -> int:
             args.seed,
             args.focus,
             on_round=save,
+            learner=learner,
+            dream_steps=args.dream_steps,
         )
     except DatasetError as err:
         raise ConfigError(str(err)) from None
     plot_rounds([rounds], out / "correction.png")
     for r in rounds:
         top = ", ".join(f"{k} {v}" for k, v in list(r["exploits"].items())[:3])
-        print(f"round {r['round']}: exploit rate {r['exploit_rate']:.4f} ({top}), score {r['real_score']}")
-    print(json.dumps({"out": str(out), "exploit_rate": [r["exploit_rate"] for r in rounds]}))
+        print(
+            f"round {r['round']}: return {r['real_return']:.1f}, exploit rate {r['exploit_rate']:.4f} ({top}), "
+            f"score {r['real_score']}, endings missed {r['missed_endings']} of {r['endings']}"
+        )
+    summary = {k: [r[k] for r in rounds] for k in ("real_return", "exploit_rate", "missed_endings")}
+    print(json.dumps({"out": str(out), **summary}))
     return 0
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from reverie.config import EnvConfig
 from reverie.data.dataset import Dataset
 from reverie.envs import Env, EnvError, Space, make_env
 from reverie.rssm import State
@@ -52,6 +53,22 @@ MAX_CONTEXT_RESTARTS = 10
 
 START_OPTIONS = ("episode", "start")
 """The ``reset(options=...)`` keys of a dataset start: the episode, and its first step filtered into the state."""
+
+
+def time_limit(env: EnvConfig, default: int = 1000) -> int:
+    """The real env's episode limit in agent steps: ``env.time_limit``, else the Gymnasium registry's for ``env.id``
+    (divided by ``env.action_repeat``), else ``default``.
+
+    Example:
+        >>> time_limit(EnvConfig(id="CartPole-v1")), time_limit(EnvConfig(id="CartPole-v1", time_limit=50))
+        (500, 50)
+    """
+    if env.time_limit > 0:
+        return env.time_limit
+    spec = gymnasium.registry.get(env.id)
+    if spec is None or not spec.max_episode_steps:
+        return default
+    return max(1, int(spec.max_episode_steps) // max(1, env.action_repeat))  # the registry counts env steps
 
 
 def gym_space(space: Space) -> spaces.Space:
@@ -80,7 +97,8 @@ class DreamEnv(gymnasium.Env):
         real_env: build the real env from the checkpoint's ``config.env``: it seeds each dream (unless a
             ``dataset`` does) and can be stepped beside it (:meth:`step_real`). Without it and without a
             dataset each dream starts from the model's prior at an episode start.
-        max_steps: dreamed steps before ``truncated`` is set.
+        max_steps: dreamed steps before ``truncated`` is set; default the real env's time limit (``env.time_limit``,
+            else the Gymnasium registry's for the env id), else 1000.
         render_mode: ``"rgb_array"`` (image models only) returns the first image key from :meth:`render`.
         dataset: a dataset folder or :class:`~reverie.data.Dataset` of the checkpoint's env to seed each
             dream from instead of the real env: ``reset()`` picks an episode and a start (seeded by
@@ -119,7 +137,7 @@ class DreamEnv(gymnasium.Env):
         context: int = 5,
         seed: int | None = None,
         real_env: bool = True,
-        max_steps: int = 1000,
+        max_steps: int | None = None,
         render_mode: str | None = None,
         dataset: str | os.PathLike[str] | Dataset | None = None,
         end_unknown: bool | None = None,
@@ -131,7 +149,10 @@ class DreamEnv(gymnasium.Env):
         self.agent = checkpoint if isinstance(checkpoint, Dreamer) else Dreamer.load(checkpoint)
         self.learner = self.agent.learner
         self.wm = self.learner.wm
-        self.context, self.max_steps, self._seed = context, max_steps, seed
+        self.context, self._seed = context, seed
+        self.max_steps = max_steps if max_steps is not None else time_limit(self.agent.config.env)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1 dreamed step, got {self.max_steps}.")
         self.end_unknown = self.wm.ensemble is not None if end_unknown is None else bool(end_unknown)
         """Whether a step the model does not know ends the dream (``terminated``)."""
         self.model_space = dict(self.learner.obs_space)
