@@ -57,7 +57,19 @@ from reverie.plugins import game_for, resolve
 from reverie.replay import Replay, ReplayError
 from reverie.seeding import seed_everything
 
-__all__ = ["Check", "DreamLearner", "RealPlay", "auroc", "correct", "exploit_report", "outcome", "watch"]
+__all__ = [
+    "Check",
+    "DreamLearner",
+    "RealPlay",
+    "auroc",
+    "correct",
+    "ending_report",
+    "exploit_report",
+    "outcome",
+    "real_play_dataset",
+    "run_replay",
+    "watch",
+]
 
 log = logging.getLogger("reverie.correction")
 
