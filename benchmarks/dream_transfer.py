@@ -132,7 +132,7 @@ def run_cell(env_id: str, kind: str, seed: int, rounds: int, episodes: int, out:
 
     from reverie.agent import Dreamer
     from reverie.correction import correct, run_replay
-    from reverie.dream import DreamEnv
+    from reverie.dream import DreamEnv, gym_space
     from reverie.learners import SB3Learner
 
     torch.set_num_threads(1)
@@ -141,9 +141,9 @@ def run_cell(env_id: str, kind: str, seed: int, rounds: int, episodes: int, out:
     replay = run_replay(run, agent.config, seed)
     cell: dict[str, Any] = {"env": env_id, "learner": kind, "seed": seed, "checkpoint": str(run)}
     cell["checkpoint_env_steps"] = agent.state.env_steps
-    gym_space = DreamEnv(agent, seed=seed, real_env=False).action_space
-    gym_space.seed(seed)
-    cell["random_return"] = real_return(agent, lambda o: gym_space.sample(), 20, 90_000 + seed)
+    space = gym_space(agent.learner.act_space)
+    space.seed(seed)
+    cell["random_return"] = real_return(agent, lambda o: space.sample(), 20, 90_000 + seed)
     cell["actor_return"] = agent.evaluate(episodes=20)["eval/return"]
     started = time.time()
 

@@ -189,6 +189,7 @@ def watch(
     envs = agent.make_envs(episodes, seed)
     names = action_names(cfg.env.id, learner.action_dim) if space.discrete else ["action"]
     keys = model_keys(envs.obs_space)
+    dream_keys = list(learner.obs_space)  # what a policy of the dream reads, in DreamEnv's order
     tracker = PromiseTracker(cfg.ac.horizon, promise_every if policy is None else 0, learner, head)
     n = envs.num_envs
     state: PolicyState | None = None
@@ -217,8 +218,7 @@ def watch(
         if policy is None:
             return learner.policy(obs, state, False, head)
         latent = learner.filter(obs, state)
-        model_keys_ = list(learner.obs_space)
-        action = np.stack([np.asarray(policy(gym_obs(obs, model_keys_, i)), no_action.dtype) for i in range(n)])
+        action = np.stack([np.asarray(policy(gym_obs(obs, dream_keys, i)), no_action.dtype) for i in range(n)])
         vec = learner.encode_action(torch.as_tensor(action, device=learner.device))
         return action, {**latent, "action": vec}, vec
 
