@@ -6,7 +6,8 @@ seed (an online run that solved its task; ``python benchmarks/learning_classic.p
 * round 0: train the learner only in the checkpoint's dream and play it in the real env;
 * rounds 1..R (:func:`reverie.correction.correct`): the learner plays ``--episodes`` real episodes beside the
   model's predictions (round r's real return is theirs), the model is fine-tuned on all real play so far mixed
-  with the run's replay (aimed at the steps it got wrong), and the learner trains on in the corrected dream.
+  with the run's replay (aimed at its reward misses and the real endings), and the learner trains on in the
+  corrected model (``sb3``: in 50-step dreams started from moments of the real play; ``reverie``: in imagination).
 
 Learners: ``reverie`` (Reverie's actor-critic, its weights reset, trained in the model's imagination) and ``sb3``
 (Stable-Baselines3, default hyperparameters: PPO for discrete actions, SAC for continuous ones; ``pip install
