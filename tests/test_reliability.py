@@ -458,3 +458,37 @@ def test_actions_outside_the_action_space_are_refused_in_a_dataset(
             writer.add_episode(steps)
         one_line(str(err.value), "Episode 0", "actions [-1, 5] outside 0..1")
         writer.add_episode({**steps, "action": np.array([0, 1, 1, 0])})
+
+
+# --------------------------------------------------------------------------------------- 10. the compile cache
+def test_a_damaged_compile_cache_is_one_line_that_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_line: Any
+) -> None:
+    """A compilation killed mid-write leaves a truncated kernel file in the compile cache, and every later compiled
+    run failed on it with the compiler's traceback (seen here after a killed run). The loader's complaint about a file
+    under the cache now ends the run in one line that names the file and the fix; other errors pass unchanged."""
+    cache = tmp_path / "torch-compile"
+    damaged = f"{cache}/s3/cs3ez.main.so"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+
+    def compiled_from_a_damaged_cache(fn: Any, **kwargs: Any) -> Any:
+        def run(*args: Any, **kw: Any) -> Any:
+            raise ImportError(f"{damaged}: file too short")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compiled_from_a_damaged_cache)
+    argv = ["train", "--preset", "debug", "--logdir", str(tmp_path / "run"), "--set", "train.compile=true"]
+    capsys.readouterr()
+    code = main([*argv, "train.prefill=64", "train.steps=96", "run.eval_episodes=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    one_line(err, "damaged file", damaged, f"rm -rf {cache}", "train.compile=false")
+
+    from reverie.runtime import guard_compile_cache
+
+    def other_failure() -> None:
+        raise ImportError("no module named triton")
+
+    with pytest.raises(ImportError, match="triton"):
+        guard_compile_cache(other_failure)()

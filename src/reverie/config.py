@@ -85,6 +85,18 @@ class ModelConfig:
     """Scale of KL(post || sg(prior))."""
     ensemble: int = 0
     """One-step latent predictors whose disagreement measures the model's uncertainty (0: none)."""
+    kind: Literal["rssm", "transformer"] = "rssm"
+    """The dynamics: the RSSM (DreamerV3), or a shortcut-forcing transformer (Dreamer 4, docs/transformer.md)."""
+    tokens: int = 4
+    """Transformer: latent tokens per frame."""
+    token_dim: int = 16
+    """Transformer: numbers per latent token."""
+    context: int = 16
+    """Transformer: earlier frames each frame attends to (the key-value cache's length)."""
+    attn_blocks: int = 2
+    """Transformer: attention blocks."""
+    sample_steps: int = 4
+    """Transformer: shortcut steps per dreamed frame (1, 2, 4, 8 or 16)."""
 
 
 @dataclass
@@ -413,6 +425,10 @@ def validate(cfg: Config) -> None:
         "env.num_envs": env.num_envs,
         "env.action_repeat": env.action_repeat,
         "offline.imag_starts": off.imag_starts,
+        "model.tokens": m.tokens,
+        "model.token_dim": m.token_dim,
+        "model.context": m.context,
+        "model.attn_blocks": m.attn_blocks,
     }
     at_least_zero: dict[str, float] = {
         "model.layers": m.layers,
@@ -478,6 +494,15 @@ def validate(cfg: Config) -> None:
         (
             off.pessimism == "none" or m.ensemble > 1,
             "offline.pessimism needs an ensemble: set model.ensemble to 2 or more (e.g. 5)",
+        ),
+        (
+            m.kind == "rssm" or m.units % 16 == 0,
+            "model.units must be a multiple of 16 with model.kind=transformer (its attention heads are 16 wide)",
+        ),
+        (m.sample_steps in (1, 2, 4, 8, 16), "model.sample_steps must be 1, 2, 4, 8 or 16"),
+        (
+            m.kind == "rssm" or m.ensemble == 0,
+            "model.ensemble works with model.kind=rssm only for now: set model.ensemble=0 for the transformer",
         ),
         (0 <= off.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
         (0 <= off.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),

@@ -226,7 +226,7 @@ def watch(
         nonlocal state, pending, last_action
         action, state, vec = choose(obs)
         with torch.no_grad(), learner.autocast(acting=True):
-            latent = {"deter": state["deter"], "stoch": state["stoch"]}
+            latent = {k: v for k, v in state.items() if k != "action"}
             now = learner.to_tensors({k: obs[k] for k in learner.wm.obs_keys})  # the next picture starts from it
             step = learner.dream_step(latent, vec, now)
             reward, cont = step.reward.float().cpu().numpy(), step.cont.float().cpu().numpy()

@@ -175,7 +175,7 @@ class DreamEnv(gymnasium.Env):
         """The real env's latest observation dict (Reverie contract), or None without a real env."""
         self.real_done = True
         self.state: State | None = None
-        """The current latent state ``{"deter": (1, D), "stoch": (1, S, K)}``; None before reset."""
+        """The current latent state (the RSSM's ``{"deter": (1, D), "stoch": (1, S, K)}``); None before reset."""
         self.steps = 0
         self.start_info: dict[str, Any] = {}
         """Where the current dream started: ``{"source": "dataset", "episode", "start", "context"}``,

@@ -190,7 +190,7 @@ class PromiseTracker:
             first = learner.to_tensors({k: np.asarray(obs[k])[idx] for k in keys})
         with torch.no_grad(), learner.autocast(acting=True):
             rows = torch.as_tensor(idx, device=learner.device)
-            start = {k: state[k][rows] for k in ("deter", "stoch")}
+            start = {k: v[rows] for k, v in state.items() if k != "action"}
             traj = learner.imagine(start, self.horizon, self.head, first_obs=first)
             promised = promised_return(traj).cpu().numpy()  # (N,)
         for i, p in zip(idx, promised, strict=True):

@@ -40,7 +40,8 @@ from reverie.functional import rwr_weights, twohot_decode
 from reverie.nets import soft_update
 from reverie.optim import make_optimizer
 from reverie.rssm import State
-from reverie.runtime import keep_freed_memory
+from reverie.runtime import guard_compile_cache, keep_freed_memory
+from reverie.transformer import TransformerWorldModel
 from reverie.world_model import Encoder, WorldModel
 
 PolicyState = dict[str, Tensor]
@@ -100,7 +101,8 @@ class Learner(nn.Module):
         self.cfg = cfg
         self.obs_space, self.act_space = obs_space, act_space
         self.action_dim = action_dim(act_space)
-        self.wm = WorldModel(obs_space, self.action_dim, cfg.model)
+        kind = TransformerWorldModel if cfg.model.kind == "transformer" else WorldModel
+        self.wm = kind(obs_space, self.action_dim, cfg.model)
         feat = self.wm.feat_dim
         self.ac = ActorCritic(feat, act_space, cfg.ac, cfg.model.bins, self._policy_encoder())
         self.bc = Actor(feat, act_space, cfg.ac, self._policy_encoder())
@@ -239,7 +241,7 @@ class Learner(nn.Module):
         seen = self.to_tensors({k: obs[k] for k in actor.obs_keys}) or None
         with self.autocast(acting=True):
             latent, action = self._compiled_or("act", self._act)(state, data, is_first, seen, deterministic, head)
-        new_state = {"deter": latent["deter"], "stoch": latent["stoch"], "action": action}
+        new_state = {**latent, "action": action}
         return self.decode_action(action), new_state, action
 
     def _act(
@@ -264,7 +266,8 @@ class Learner(nn.Module):
         if not self.cfg.train.compile:
             return fn
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(fn, dynamic=False, mode=mode)  # type: ignore[call-overload]
+            compiled = torch.compile(fn, dynamic=False, mode=mode)  # type: ignore[call-overload]
+            self._compiled[name] = guard_compile_cache(compiled)
         return self._compiled[name]
 
     # ----------------------------------------------------------------- imagination

@@ -13,6 +13,9 @@ The interface everything else uses (nothing outside reaches into ``wm.rssm``):
   Imagination, evaluation, correction, offline pessimism and the dream all call it;
 * :meth:`WorldModel.loss` is the model's training loss.
 
+``model.kind=transformer`` gives :class:`reverie.transformer.TransformerWorldModel`, the same interface over a
+transformer's dynamics.
+
 Observations the model pictures are in env units (images 0-255 as floats, vectors as the codec draws them,
 :mod:`reverie.codecs`): exactly what a policy that reads observations gets from the real env.
 """
@@ -224,7 +227,7 @@ class Transition:
     """What the world model predicts for one step of N states (:meth:`WorldModel.step`)."""
 
     state: State
-    """The next latent state ``{"deter": (N, D), "stoch": (N, S, K)}``."""
+    """The next latent state (the RSSM's ``{"deter": (N, D), "stoch": (N, S, K)}``; a transformer's has its cache)."""
     feat: Tensor
     """(N, F) its features."""
     reward: Tensor
@@ -242,7 +245,8 @@ class Transition:
 
 
 class WorldModel(nn.Module):
-    """Encoder + RSSM + decoder + reward (two-hot) + continue (Bernoulli) heads.
+    """Encoder + RSSM + decoder + reward (two-hot) + continue (Bernoulli) heads. A subclass swaps the dynamics
+    (:class:`reverie.transformer.TransformerWorldModel`) by overriding ``_build_dynamics`` and the state methods.
 
     Args:
         obs_space: the model's observation spaces (no reserved or ``log/`` keys).
@@ -257,9 +261,9 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.obs_keys = list(obs_space)
         self.encoder = Encoder(obs_space, cfg)
-        self.rssm = RSSM(cfg, self.encoder.out_dim, action_dim)
-        feat = self.rssm.feat_dim
-        self.decoder = Decoder(obs_space, feat, cfg)
+        feat, decoded = self._build_dynamics(action_dim)
+        self._feat_dim = feat
+        self.decoder = Decoder(obs_space, decoded, self._decoder_cfg())
         vectors = self.decoder.vectors
         self.codec = _codec(cfg.vector_codec, vectors) if vectors else None
         # the vector key whose change the reward head reads (a codec with change_dim > 0)
@@ -270,11 +274,23 @@ class WorldModel(nn.Module):
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
         self.ensemble = LatentEnsemble(feat, action_dim, cfg) if cfg.ensemble > 1 else None
 
+    def _build_dynamics(self, action_dim: int) -> tuple[int, int]:
+        """Build the latent dynamics (here the RSSM); returns the widths of the features and of the decoder's input."""
+        self.rssm = RSSM(self.cfg, self.encoder.out_dim, action_dim)
+        return self.rssm.feat_dim, self.rssm.feat_dim
+
+    def _decoder_cfg(self) -> ModelConfig:
+        return self.cfg
+
+    def decoder_input(self, feat: Tensor) -> Tensor:
+        """What the decoder reads of the features (here all of them)."""
+        return feat
+
     # ----------------------------------------------------------------- states
     @property
     def feat_dim(self) -> int:
         """Width of the features every head reads."""
-        return int(self.rssm.feat_dim)
+        return self._feat_dim
 
     def initial(self, n: int, device: torch.device | str | None = None) -> State:
         """The all-zero state every episode starts from, for ``n`` envs."""
@@ -287,7 +303,8 @@ class WorldModel(nn.Module):
     def observe(
         self, batch: dict[str, Tensor], state: State | None = None, embed: Tensor | None = None
     ) -> tuple[State, Tensor, Tensor]:
-        """Posterior states, post and prior logits for a (B, T) batch (``embed``: precomputed encoder output)."""
+        """States (B, T, ...) for a (B, T) batch and what the loss reads besides (the RSSM: posterior and prior
+        logits); ``embed``: precomputed encoder output."""
         if embed is None:
             embed = self.encoder({k: batch[k] for k in self.obs_keys})  # (B, T, E)
         return self.rssm.observe(embed, batch["action"], batch["is_first"], state, batch.get("action_mask"))
@@ -299,6 +316,10 @@ class WorldModel(nn.Module):
         (N, A) taken since; ``is_first`` (N,) resets state and action first."""
         embed = self.encoder({k: obs[k] for k in self.obs_keys})
         return self.rssm.obs_step(state, action, embed, is_first, action_mask)[0]
+
+    def dream_state(self, state: State, action: Tensor) -> State:
+        """The next latent state the model dreams after ``action`` (N, A) in ``state``."""
+        return self.rssm.imagine_step(state, action)
 
     # ----------------------------------------------------------------- predictions
     def cont(self, feat: Tensor) -> Tensor:
@@ -340,7 +361,7 @@ class WorldModel(nn.Module):
     ) -> dict[str, Tensor]:
         """The observation the model pictures behind ``feat`` (env units; see :meth:`Decoder.picture`)."""
         with torch.no_grad():
-            return self.decoder.picture(feat.detach(), prev, keys)
+            return self.decoder.picture(self.decoder_input(feat.detach()), prev, keys)
 
     def step(
         self,
@@ -362,8 +383,8 @@ class WorldModel(nn.Module):
                 the members' reward spread (each member's likeliest next latent with the next recurrent state,
                 through the reward head, reading the same change).
         """
-        nxt = self.rssm.imagine_step(state, action)
-        deter, feat = nxt["deter"], self.rssm.feat(nxt)  # (N, D), (N, F)
+        nxt = self.dream_state(state, action)
+        deter, feat = nxt["deter"], self.feat(nxt)  # (N, D), (N, F)
         keys = list(picture or [])
         if self.change_key is not None and self.change_key not in keys:
             keys.append(self.change_key)
@@ -372,7 +393,7 @@ class WorldModel(nn.Module):
         out = Transition(nxt, feat, self.reward(feat, change), self.cont(feat), obs)
         if uncertainty and self.ensemble is not None:
             with torch.no_grad():
-                logp = self.ensemble(self.rssm.feat(state), action)  # (K, N, S, C)
+                logp = self.ensemble(self.feat(state), action)  # (K, N, S, C)
                 mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
                 members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
                 wide = None if change is None else change.expand(len(mode), *change.shape)
@@ -400,18 +421,12 @@ class WorldModel(nn.Module):
         """Total world-model loss, posterior states (B, T, ...) and metrics."""
         cfg = self.cfg
         states, post, prior = self.observe(batch, state, embed)
-        feat = self.rssm.feat(states)  # (B, T, F)
+        feat = self.feat(states)  # (B, T, F)
         dyn, rep = kl_balance(post, prior, cfg.free_nats)  # (B, T)
         rec = self.decoder.loss(feat, batch)
-        rew = twohot_loss(self.recorded_reward_logits(feat, batch), batch["reward"].float(), self.bins)
-        cont_target = 1.0 - batch["is_terminal"].float()
-        con = nn.functional.binary_cross_entropy_with_logits(
-            self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
-        )
         losses = {
             "rec": torch.stack(list(rec.values())).sum(0).mean(),
-            "rew": masked_mean(rew, batch.get("reward_mask")),
-            "con": con.mean(),
+            **self.head_losses(feat, batch),
             "dyn": dyn.mean(),
             "rep": rep.mean(),
         }
@@ -434,6 +449,16 @@ class WorldModel(nn.Module):
         assert isinstance(total, Tensor)
         return total, states, metrics
 
+    def head_losses(self, feat: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The reward (two-hot, where the reward is recorded) and continuation (Bernoulli) losses at the features
+        (B, T, F) of a recorded batch."""
+        rew = twohot_loss(self.recorded_reward_logits(feat, batch), batch["reward"].float(), self.bins)
+        cont_target = 1.0 - batch["is_terminal"].float()
+        con = nn.functional.binary_cross_entropy_with_logits(
+            self.cont_head(feat).float().squeeze(-1), cont_target, reduction="none"
+        )
+        return {"rew": masked_mean(rew, batch.get("reward_mask")), "con": con.mean()}
+
     @torch.no_grad()
     def openloop(self, batch: dict[str, Tensor], context: int) -> dict[str, tuple[Tensor, Tensor]]:
         """Open-loop prediction: filter ``context`` steps, then dream the rest with the recorded actions.
@@ -446,6 +471,6 @@ class WorldModel(nn.Module):
         feats = []
         for t in range(context, batch["action"].shape[1]):
             state = self.step(state, batch["action"][:, t]).state
-            feats.append(self.rssm.feat(state))
-        preds = self.decoder.images_of(torch.stack(feats, 1))
+            feats.append(self.feat(state))
+        preds = self.decoder.images_of(self.decoder_input(torch.stack(feats, 1)))
         return {k: (batch[k][:, context:].float() / 255.0, preds[k].float()) for k in self.decoder.images}
