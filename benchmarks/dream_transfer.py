@@ -117,14 +117,28 @@ def real_env(env_id: str) -> Any:
     return env
 
 
+SOLVED = {"CartPole-v1": 450.0, "Pendulum-v1": -200.0}
+"""The learning benchmark's thresholds: a run whose last evaluation reached it solved its task."""
+
+
 def checkpoint_of(env_id: str, seed: int) -> Path:
+    """The newest learning-benchmark run of ``seed`` whose last evaluation reached the task's threshold (else the
+    newest): a run that collapsed after solving its task is no model of a solved task."""
+    from reverie.logger import read_jsonl
+
     runs = sorted((CHECKPOINTS / env_id).glob(f"seed{seed}-*"), key=lambda p: p.stat().st_mtime)
+    runs = [r for r in runs if (r / "metrics.jsonl").exists()]
     if not runs:
         sys.exit(
             f"dream_transfer: no checkpoint of {env_id} seed {seed} under {CHECKPOINTS}: "
             "run `python benchmarks/learning_classic.py` first (its runs are the checkpoints)."
         )
-    return runs[-1]
+
+    def solved(run: Path) -> bool:
+        evals = [row["eval/return"] for row in read_jsonl(run / "metrics.jsonl") if "eval/return" in row]
+        return bool(evals) and evals[-1] >= SOLVED.get(env_id, float("inf"))
+
+    return next((r for r in reversed(runs) if solved(r)), runs[-1])
 
 
 # ---------------------------------------------------------------------------------------------- one cell

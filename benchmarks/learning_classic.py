@@ -1,7 +1,8 @@
 """Learning benchmark on Gymnasium classic control: eval return against env steps, several seeds.
 
-Each (env, seed) run trains a fresh agent with the ``classic`` preset (default model hyperparameters)
-and evaluates it every ``--eval-every`` env steps on 10 episodes. Runs go to worker processes, one
+Each (env, seed) run trains a fresh agent with the ``classic`` preset and the env's task preset (default model
+hyperparameters; ``cartpole``: train ratio 32, the configuration of ``reverie train`` with no arguments, without its
+stop at 500) and evaluates it every ``--eval-every`` env steps on 10 episodes. Runs go to worker processes, one
 torch thread each. Writes ``benchmarks/results/learning_classic.json`` and ``learning_classic.png``.
 
     python benchmarks/learning_classic.py                          # CartPole-v1 and Pendulum-v1, 3 seeds
@@ -20,8 +21,8 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 # Thresholds and budgets of the acceptance criteria.
 TASKS = {
-    "CartPole-v1": {"threshold": 450.0, "steps": 30_000},
-    "Pendulum-v1": {"threshold": -200.0, "steps": 20_000},
+    "CartPole-v1": {"threshold": 450.0, "steps": 30_000, "preset": "cartpole"},
+    "Pendulum-v1": {"threshold": -200.0, "steps": 20_000, "preset": "pendulum"},
 }
 
 
@@ -43,10 +44,12 @@ def run_one(env_id: str, seed: int, steps: int, eval_every: int, logdir: str, ex
         "run.eval_episodes=10",
         "run.progress=false",
         "run.tensorboard=false",
+        "run.stop_at_return=inf",  # the curve to the budget (--stop-at-threshold sets it)
         *extra,
     ]
     start = time.time()
-    agent = Dreamer(make_config(["classic"], overrides))
+    task = TASKS.get(env_id, {})
+    agent = Dreamer(make_config(["classic", *([task["preset"]] if "preset" in task else [])], overrides))
     agent.learn()
     curve = [
         [int(row["step"]), float(row["eval/return"])]
@@ -117,9 +120,11 @@ def collect(rundir: Path, envs: list[str], seeds: list[int]) -> dict:
             rows = read_jsonl(runs[-1] / "metrics.jsonl")
             meta = json.loads((runs[-1] / "checkpoint" / "meta.json").read_text())
             curve = [[int(r["step"]), float(r["eval/return"])] for r in rows if "eval/return" in r]
+            times = [float(r["time"]) for r in rows if "time" in r]
             run = {
                 "seed": seed,
                 "curve": curve,
+                "wall_s": times[-1] - times[0] if times else None,  # from the first logged row (after set-up)
                 "updates": meta.get("train_state", meta.get("counters", {})).get("updates"),
                 "run": str(runs[-1]),
             }
