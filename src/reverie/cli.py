@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preset",
         nargs="*",
         default=[],
-        help="named presets, applied left to right (with neither --preset nor --env: classic, on CartPole-v1)",
+        help="named presets, applied left to right (with neither --preset nor --env: classic cartpole)",
     )
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     train.add_argument("--env", help="env id (same as --set env.id=ID)")
