@@ -55,12 +55,12 @@ def alibi_slopes(heads: int) -> Tensor:
     return torch.tensor([2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)])
 
 
-def hide_patches(image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def hide_patches(image: Tensor) -> Tensor:
     """``image`` (B, T, H, W, C) with a share of its PATCH x PATCH patches, drawn per frame from U(0, MASK_MAX), set to
     mid-grey (127.5): the masked autoencoder's input."""
     B, T, H, W, _ = image.shape
-    share = torch.rand(B, T, 1, 1, device=image.device, generator=generator) * MASK_MAX
-    hidden = torch.rand(B, T, H // PATCH, W // PATCH, device=image.device, generator=generator) < share
+    share = torch.rand(B, T, 1, 1, device=image.device) * MASK_MAX
+    hidden = torch.rand(B, T, H // PATCH, W // PATCH, device=image.device) < share
     hidden = hidden.repeat_interleave(PATCH, 2).repeat_interleave(PATCH, 3).unsqueeze(-1)
     return torch.where(hidden, torch.full_like(image, 127.5, dtype=torch.float32), image.float())
 
@@ -200,15 +200,14 @@ class ShortcutDynamics(nn.Module):
         act: Tensor,
         kvs: list[tuple[Tensor, Tensor]],
         seg: Tensor,
-        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Shortcut forcing's loss (B, T) on the clean latents ``z1`` (B, T, n, td)."""
         B, T = z1.shape[:2]
         dev = z1.device
-        level = torch.randint(0, LEVELS + 1, (B, T), device=dev, generator=generator)
+        level = torch.randint(0, LEVELS + 1, (B, T), device=dev)
         d = 2.0 ** -level.float()
-        tau = torch.floor(torch.rand(B, T, device=dev, generator=generator) * 2.0**level) * d  # on d's grid, < 1
-        noise = torch.randn(z1.shape, device=dev, generator=generator, dtype=z1.dtype)
+        tau = torch.floor(torch.rand(B, T, device=dev) * 2.0**level) * d  # on d's grid, < 1
+        noise = torch.randn(z1.shape, device=dev, dtype=z1.dtype)
         zt = self._mix(z1, noise, tau)
         with torch.no_grad():  # two half steps of the model itself (the finest step size learns from the data)
             half = d / 2
