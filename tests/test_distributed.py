@@ -169,3 +169,13 @@ def test_one_process_is_a_world_of_one() -> None:
             distributed.refuse("eval")
         finally:
             del os.environ["WORLD_SIZE"]
+
+
+def test_a_rank_ends_with_its_status_and_its_output_flushed() -> None:
+    # A torchrun rank skips the interpreter's teardown (where gloo's threads can abort the process), so what it
+    # printed must be flushed by hand and the status kept; a lone process ends the usual way.
+    code = "import sys; from reverie.distributed import exit_process; print('done', end=''); exit_process(3)"
+    for world in ("2", "1"):
+        env = dict(os.environ, WORLD_SIZE=world)
+        ended = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+        assert (ended.returncode, ended.stdout) == (3, "done")

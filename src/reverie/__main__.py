@@ -1,7 +1,5 @@
 """``python -m reverie``: the ``reverie`` command, also what ``torchrun -m reverie train ...`` starts on each rank."""
 
-import sys
+from reverie.cli import run
 
-from reverie.cli import main
-
-sys.exit(main())
+run()

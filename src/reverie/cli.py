@@ -21,7 +21,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import reverie.distributed as distributed
 from reverie.checkpoint import CheckpointError, delete_run, find_checkpoint, holds_run, read_config
@@ -468,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         distributed.shutdown()
+
+
+def run() -> NoReturn:
+    """The ``reverie`` command and ``python -m reverie``: :func:`main`, then the process ends with its status
+    (a ``torchrun`` rank without the interpreter's teardown, see :func:`reverie.distributed.exit_process`)."""
+    distributed.exit_process(main())
 
 
 def _fail(message: str) -> int:

@@ -18,8 +18,9 @@ import datetime
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -118,6 +119,22 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
     _WORLD = World()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the ``reverie`` command's process with exit status ``code``.
+
+    A rank that ``torchrun`` started ends without the interpreter's teardown (after flushing its output): gloo's
+    worker threads may still be releasing the tensors of the job's last collective, and a thread that needs Python
+    while the interpreter shuts down aborts the process (``terminate called without an active exception``), which
+    would fail a job that finished its work. Every file the run writes is closed by then.
+    """
+    if os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1"):
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def refuse(command: str) -> None:
