@@ -95,3 +95,14 @@ def test_learn_on_a_users_env_factory(tmp_path) -> None:
     assert set(agent.learner.obs_space) == {"vector"}
     metrics = agent.evaluate(episodes=2)
     assert metrics["eval/length"] <= 30 and np.isfinite(metrics["eval/return"])
+
+
+def test_no_evaluation_episodes_means_no_evaluation(tmp_path) -> None:
+    # run.eval_episodes=0 turns evaluation off, the periodic ones included (it used to build an env batch of none).
+    logdir = tmp_path / "run"
+    overrides = ["train.steps=120", "train.prefill=200", "run.eval_every=40", "run.eval_episodes=0"]
+    agent = Dreamer(make_config(["debug"], [*overrides, f"run.logdir={logdir}", "run.log_every=40"]))
+    agent.learn()
+    assert agent.state.env_steps == 120 and agent.last_eval == {}
+    rows = read_jsonl(logdir / "metrics.jsonl")
+    assert rows and not any(key.startswith("eval/") for row in rows for key in row)

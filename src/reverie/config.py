@@ -196,7 +196,7 @@ class RunConfig:
     eval_every: int = 5000
     """Steps between evaluations in the real env (env steps online, updates offline; 0: only at the end)."""
     eval_episodes: int = 10
-    """Episodes per evaluation (0: no final evaluation)."""
+    """Episodes per evaluation (0: no evaluation, periodic or final)."""
     promise_every: int = 0
     """Evaluations compare the return the model predicts over ``ac.horizon`` steps with the real one every N steps."""
     video_every: int = 20_000

@@ -179,7 +179,7 @@ class OfflineLoop:
             self.logger.scalar("fps/updates", (step - updates0) / max(time.time() - t0, 1e-9))
             self.logger.scalar("opt/skipped_updates", float(self.state.skipped_updates))
             self.logger.write(step)
-        if run.eval_every and step % run.eval_every == 0:
+        if run.eval_every and run.eval_episodes and step % run.eval_every == 0:
             if self.job.main:  # rank 0 evaluates
                 self.logger.scalars(self.evaluate("actor" if self.state.has_prior else "bc"))
             self.logger.write(step)

@@ -200,7 +200,7 @@ class OnlineLoop:
 
     def _periodic(self, marks: dict[str, int], t0: float, steps0: int, updates0: int) -> None:
         run, step = self.cfg.run, self.state.env_steps
-        if run.eval_every and step - marks["eval"] >= run.eval_every:
+        if run.eval_every and run.eval_episodes and step - marks["eval"] >= run.eval_every:
             marks["eval"] = step
             metrics = self.callbacks.evaluate() if self.job.main else {}  # rank 0 evaluates; the stop is agreed
             self.logger.scalars(metrics)
