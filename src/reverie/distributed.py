@@ -129,7 +129,11 @@ def exit_process(code: int) -> NoReturn:
     while the interpreter shuts down aborts the process (``terminate called without an active exception``), which
     would fail a job that finished its work. Every file the run writes is closed by then.
     """
-    if os.environ.get("WORLD_SIZE", "1").strip() in ("", "0", "1"):
+    try:
+        ranks = launched_size()
+    except ConfigError:  # already reported by the command
+        ranks = 1
+    if ranks <= 1:
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
