@@ -46,6 +46,7 @@ def effects(folder: str, episodes: int, draws: int, seed: int, steps: int = 0) -
                 env.unwrapped.state = copy.deepcopy(sim)
                 nexts.append(env.step(a)[0])
             env.unwrapped.state = sim
+            env.unwrapped.steps_beyond_terminated = None  # a trial step may have ended the episode
             real.append(nexts[1] - nexts[0])
             with torch.no_grad():
                 many = {k: v.expand(draws, *v.shape[1:]) for k, v in state.items()}
