@@ -70,7 +70,8 @@ def record(folder: Path, episodes: int, seed: int) -> Path:
         shutil.rmtree(folder, ignore_errors=True)
         cmd = [sys.executable, "-m", "reverie", "data", "record", "--env", "crafter", "--policy", "scripted"]
         cmd += ["--episodes", str(episodes), "--out", str(folder), "--time-limit", str(LENGTH), "--seed", str(seed)]
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode:
+            raise SystemExit(f"Recording {folder} failed (error above); Crafter needs: bash scripts/setup.sh crafter")
     return folder
 
 
