@@ -152,17 +152,10 @@ def rollout(agent: Dreamer, batch_np: dict[str, np.ndarray]) -> tuple[torch.Tens
     with torch.no_grad(), learner.autocast(acting=True):
         for part in range(0, len(batch["reward"]), 32):
             sl = {k: v[part : part + 32] for k, v in batch.items()}
-            states, _, _ = wm.observe({k: v[:, :CONTEXT] for k, v in sl.items()})
-            state = {k: v[:, -1] for k, v in states.items()}
-            feats, rews = [], []
-            for t in range(CONTEXT, sl["action"].shape[1]):
-                step = wm.step(state, sl["action"][:, t])
-                state = step.state
-                feats.append(step.feat)
-                rews.append(step.reward.float())
-            pictured = wm.decoder.images_of(wm.decoder_input(torch.stack(feats, 1)))["image"]
+            feats, predicted = wm.dream_recorded(sl, CONTEXT)
+            pictured = wm.decoder.images_of(wm.decoder_input(feats))["image"]
             frames.append(pictured.float().clamp(0, 1))
-            rewards.append(torch.stack(rews, 1))
+            rewards.append(predicted.float())
     return torch.cat(frames), torch.cat(rewards)
 
 

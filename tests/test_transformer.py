@@ -81,6 +81,26 @@ def test_stepping_with_the_cache_matches_the_training_pass() -> None:
             assert torch.allclose(one, parallel[:, t], atol=1e-5), t
 
 
+def test_a_recorded_dream_is_the_context_filtered_then_stepped_with_the_recorded_actions() -> None:
+    """``dream_recorded`` (what ``openloop`` and the scaling benchmark read) equals filtering the context frame by
+    frame and stepping the dream with the recorded actions under the same random draws: features and rewards."""
+    wm = tiny_model()
+    batch = sequence(T=8)
+    batch["is_first"][0, 5] = False  # one episode per row: the dream starts after the context
+    with torch.no_grad():
+        torch.manual_seed(3)
+        feats, rewards = wm.dream_recorded(batch, context=4)
+        torch.manual_seed(3)
+        states, _, _ = wm.observe({k: v[:, :4] for k, v in batch.items()})
+        state = {k: v[:, -1] for k, v in states.items()}
+        for t in range(4, 8):
+            step = wm.step(state, batch["action"][:, t])
+            state = step.state
+            assert torch.allclose(feats[:, t - 4], step.feat, atol=1e-6), t
+            assert torch.allclose(rewards[:, t - 4], step.reward, atol=1e-6), t
+    assert feats.shape[:2] == rewards.shape == (3, 4)
+
+
 def test_the_dream_attends_only_to_its_window() -> None:
     """Each layer looks ``model.context`` frames back, so a frame further back than ``attn_blocks * context`` (2 * 3)
     frames does not change the features: the cache of each layer holds what that frame saw when it was new."""

@@ -465,12 +465,21 @@ class WorldModel(nn.Module):
 
         Returns, per image key, ``(truth, model)`` frames (B, T - context, H, W, C) in [0, 1].
         """
-        head = {k: v[:, :context] for k, v in batch.items()}
-        states, _, _ = self.observe(head)
-        state = {k: v[:, -1] for k, v in states.items()}
-        feats = []
-        for t in range(context, batch["action"].shape[1]):
-            state = self.step(state, batch["action"][:, t]).state
-            feats.append(self.feat(state))
-        preds = self.decoder.images_of(self.decoder_input(torch.stack(feats, 1)))
+        feats, _ = self.dream_recorded(batch, context)
+        preds = self.decoder.images_of(self.decoder_input(feats))
         return {k: (batch[k][:, context:].float() / 255.0, preds[k].float()) for k in self.decoder.images}
+
+    def dream_recorded(self, batch: dict[str, Tensor], context: int) -> tuple[Tensor, Tensor]:
+        """Filter the first ``context`` steps of a (B, T) batch, then dream the rest with its recorded actions.
+
+        Returns the dreamed features (B, T - context, F) and predicted rewards (B, T - context).
+        """
+        states, _, _ = self.observe({k: v[:, :context] for k, v in batch.items()})
+        state = {k: v[:, -1] for k, v in states.items()}
+        feats, rewards = [], []
+        for t in range(context, batch["action"].shape[1]):
+            step = self.step(state, batch["action"][:, t])
+            state = step.state
+            feats.append(step.feat)
+            rewards.append(step.reward)
+        return torch.stack(feats, 1), torch.stack(rewards, 1)
