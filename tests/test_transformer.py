@@ -82,8 +82,8 @@ def test_stepping_with_the_cache_matches_the_training_pass() -> None:
 
 
 def test_a_recorded_dream_is_the_context_filtered_then_stepped_with_the_recorded_actions() -> None:
-    """``dream_recorded`` (what ``openloop`` and the scaling benchmark read) equals filtering the context frame by
-    frame and stepping the dream with the recorded actions under the same random draws: features and rewards."""
+    """``dream_recorded`` (what ``openloop`` and the scaling benchmark read) equals filtering the context and
+    stepping the dream with the recorded actions under the same random draws: features and rewards."""
     wm = tiny_model()
     batch = sequence(T=8)
     batch["is_first"][0, 5] = False  # one episode per row: the dream starts after the context
