@@ -8,7 +8,9 @@ Two recipes, the published ones, one per observation kind (their settings are th
 * ``bc_rw``: the same, each step weighted by the discounted return of the achievements that followed it;
 * ``wm``: ``Dreamer.fit`` with the recipe, which gives three methods: ``wm_bc`` (BC on the world model's
   features, :class:`reverie.baselines.FeatureBC`, method (b)), ``wm_bc_head`` (the agent's own BC head) and
-  ``wm_bc_rl`` (world model + BC prior + imagination RL, method (c)).
+  ``wm_bc_rl`` (world model + BC prior + imagination RL, method (c));
+* ``wm_tf`` (only when asked: ``--kinds wm_tf``): the same fit on the transformer world model
+  (``model.kind=transformer``), methods ``wm_bc_tf``, ``wm_bc_head_tf`` and ``wm_bc_rl_tf`` ((c) on it, in the table).
 
 Below full labels the unlabelled episodes are first labelled by an inverse-dynamics model on raw observations
 (``reverie data label``; ``<dataset>-idm``), and every method also runs on that copy (``bc_relabel``,
@@ -34,6 +36,7 @@ worlds. It needs the jobs' agents (``runs/``) and refits a missing raw-BC policy
     python benchmarks/offline_crafter.py --obs symbolic --episodes 200 --fracs 1.0   # one cell, 3 seeds
     python benchmarks/offline_crafter.py --obs symbolic pixels --episodes 50 200 1000 --data-only  # record, label
     python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --paired           # the same 300 worlds
+    python benchmarks/offline_crafter.py --obs pixels --fracs 1.0 --kinds wm_tf      # (c) on the transformer
     python benchmarks/offline_crafter.py --no-run                                    # rebuild JSON, plot, table
 """
 
@@ -84,13 +87,18 @@ TIME_LIMIT, IDM_STEPS = 500, 5000
 # evaluation uses fresh ones.
 WORLD_SEEDS = {"symbolic": 500_000, "pixels": 600_000}
 RAW_BC_KINDS = ("bc", "bc_rw", "bc_relabel", "bc_rw_relabel")
-METHODS = (*RAW_BC_KINDS, "wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_relabel", "wm_bc_head_relabel", "wm_bc_rl_relabel")
+METHODS = (
+    *RAW_BC_KINDS,
+    *("wm_bc", "wm_bc_head", "wm_bc_rl", "wm_bc_relabel", "wm_bc_head_relabel", "wm_bc_rl_relabel"),
+    *("wm_bc_tf", "wm_bc_head_tf", "wm_bc_rl_tf"),  # the same recipe on the transformer world model (wm_tf jobs)
+)
 TABLE_COLUMNS = {
     "bc": "(a) BC raw obs",
     "bc_rw": "return-weighted (a)",
     "wm_bc": "(b) BC on features",
     "wm_bc_head": "BC head",
     "wm_bc_rl": "(c) model + BC + RL",
+    "wm_bc_rl_tf": "(c) on the transformer",
 }
 
 
@@ -191,6 +199,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         logdir = job_dir(job["key"], kind, seed)
         overrides = [*RECIPES[obs], f"run.logdir={logdir}", f"train.seed={seed}", f"env.time_limit={TIME_LIMIT}"]
         overrides += ["run.eval_episodes=0", "run.progress=false", "run.tensorboard=false"]
+        overrides += ["model.kind=transformer"] if kind.startswith("wm_tf") else []
         agent = (
             Dreamer.load(logdir) if (logdir / "checkpoint").exists() else Dreamer(make_config(PRESETS[obs], overrides))
         )
@@ -255,7 +264,7 @@ def kind_of(method: str, seed: int, wall: dict[str, float]) -> str:
     """The job kind whose row holds ``method`` (``wm_feat``: (b) fitted by an earlier version in a job of its own)."""
     if method in RAW_BC_KINDS:
         return method
-    suffix = "_relabel" if method.endswith("_relabel") else ""
+    suffix = next((s for s in ("_relabel", "_tf") if method.endswith(s)), "")
     if method.startswith(("wm_bc_rl", "wm_bc_head")) or f"wm_feat_s{seed}" not in wall:
         return "wm" + suffix
     return "wm_feat"
@@ -525,7 +534,7 @@ def main() -> None:
     parser.add_argument("--episodes", nargs="+", type=int, default=[200], help="recorded episodes per dataset")
     parser.add_argument("--fracs", nargs="+", type=float, default=[1.0, 0.1], help="shares of labelled episodes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--kinds", nargs="+", default=["wm", "bc", "bc_rw"], choices=["wm", "bc", "bc_rw"])
+    parser.add_argument("--kinds", nargs="+", default=["wm", "bc", "bc_rw"], choices=["wm", "bc", "bc_rw", "wm_tf"])
     parser.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes of each method")
     parser.add_argument("--workers", type=int, default=2, help="processes (pixels at 1,000 episodes: ~6 GB each)")
     parser.add_argument("--data-only", action="store_true", help="only record and label the datasets")

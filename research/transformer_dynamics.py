@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--optimizer", choices=["laprop", "adam"], default="laprop")
     parser.add_argument("--slot-scale", type=float, default=0.0, help="std of the position embeddings (0: as built)")
+    parser.add_argument("--token-only", action="store_true", help="the action as its own token only (as first built)")
+    parser.add_argument("--residual", action="store_true", help="predict the next latents as the last ones + output")
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = tempfile.mkdtemp(prefix="transformer-dynamics-")
@@ -49,6 +51,24 @@ def main() -> None:
     for _ in range(args.model_updates):
         learner.update(agent.replay.sample(16, 32), "model")
 
+    if args.token_only:
+        plain = ShortcutDynamics._noised_tokens
+
+        def noised(self, z, act, tau, d):  # type: ignore[no-untyped-def]
+            return plain(self, z, act, tau, d) - act.unsqueeze(-2)
+
+        ShortcutDynamics._noised_tokens = noised  # type: ignore[method-assign]
+    if args.residual:
+        plain_seq, plain_loss = ShortcutDynamics.denoise_seq, ShortcutDynamics.shortcut_loss
+
+        def seq(self, zt, tau, d, act, kvs, seg):  # type: ignore[no-untyped-def]
+            return plain_seq(self, zt, tau, d, act, kvs, seg) + self._prev
+
+        def loss(self, z1, act, kvs, seg):  # type: ignore[no-untyped-def]
+            self._prev = previous(z1, seg)
+            return plain_loss(self, z1, act, kvs, seg)
+
+        ShortcutDynamics.denoise_seq, ShortcutDynamics.shortcut_loss = seq, loss  # type: ignore[method-assign]
     torch.manual_seed(1)
     dyn = ShortcutDynamics(dataclasses.replace(wm.cfg, units=args.width), learner.action_dim)
     if args.slot_scale:
@@ -82,6 +102,7 @@ def main() -> None:
             z, action, seg = data()
             B, T = seg.shape
             line = [f"{i:4d} loss {loss.item():.4f}"]
+            dyn._prev = previous(z, seg)
             other = (1 - action) * action.sum(-1, keepdim=True)  # the other one-hot action (none at a start)
             for name, chosen in (("recorded", action), ("other", other)):
                 act = dyn.embed_action(chosen)

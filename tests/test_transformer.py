@@ -212,10 +212,54 @@ def test_dream_env_passes_the_checker_and_the_checkpoint_keeps_its_kind(transfor
     assert isinstance(loaded.learner.wm, TransformerWorldModel)
 
 
+def test_the_ensemble_predicts_the_next_frames_tokens_and_reports_its_doubt() -> None:
+    """With ``model.ensemble`` the members learn each frame's latent tokens from the frame before and the action
+    taken (squared error, episode starts left out, the world model untouched); a dreamed step reports their spread
+    and its reward spread, zero when the members agree."""
+    torch.manual_seed(0)
+    wm = tiny_model("model.ensemble=3").train()
+    assert wm.ensemble is not None and wm.ensemble.continuous == wm.latent_dim
+    batch = sequence() | {"reward": torch.zeros(3, 9), "is_terminal": torch.zeros(3, 9, dtype=torch.bool)}
+    total, states, metrics = wm.loss(batch)
+    z = wm.tokenize({"vector": batch["vector"]}).detach()
+    pred = wm.ensemble(wm.feat(states)[:, :-1].detach(), batch["action"][:, 1:])  # (K, B, T - 1, D)
+    err = (pred - z[:, 1:].flatten(-2)).pow(2).sum(-1).mean(0)
+    mask = ~batch["is_first"][:, 1:]  # row 0 starts an episode at step 5: that frame is no prediction
+    torch.testing.assert_close(metrics["loss/ens"], err[mask].mean())
+    assert float(metrics["wm/uncertainty_threshold"]) > 0  # the first batch calibrates it
+
+    wm.zero_grad()
+    feat = wm.feat(wm.loss(batch)[1])
+    wm.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], z[:, 1:].flatten(-2), mask.float())[0].backward()
+    assert all(p.grad is None for p in wm.dynamics.parameters())  # inputs detached: it never moves the model
+    assert all(p.grad is not None for p in wm.ensemble.parameters())
+
+    wm.eval()
+    with torch.no_grad():
+        state = wm.step(wm.initial(4), torch.eye(2)[[0, 1, 0, 1]]).state
+        action = torch.eye(2)[[1, 1, 0, 0]]
+        torch.manual_seed(1)
+        out = wm.step(state, action, uncertainty=True)
+        want = wm.ensemble.spread(wm.ensemble(wm.feat(state), action))
+        assert out.uncertainty is not None and out.reward_uncertainty is not None and out.unknown is not None
+        torch.testing.assert_close(out.uncertainty, want)
+        assert bool((out.uncertainty > 0).all())
+        last = [m for m in wm.reward_head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.normal_(0, 1.0)  # the reward head starts at zero: give it something to spread
+        torch.manual_seed(1)
+        assert bool((wm.step(state, action, uncertainty=True).reward_uncertainty > 0).all())
+        for head in wm.ensemble.heads[1:]:
+            head.load_state_dict(wm.ensemble.heads[0].state_dict())
+        torch.manual_seed(1)
+        agreed = wm.step(state, action, uncertainty=True)
+        assert agreed.uncertainty is not None and agreed.reward_uncertainty is not None
+        assert torch.allclose(agreed.uncertainty, torch.zeros(4))
+        assert torch.allclose(agreed.reward_uncertainty, torch.zeros(4))
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        (["model.ensemble=2"], "model.ensemble works with model.kind=rssm only"),
         (["model.units=24"], "multiple of 16"),
         (["model.sample_steps=3"], "model.sample_steps must be"),
         (["model.kind=gru"], "model.kind"),

@@ -500,10 +500,6 @@ def validate(cfg: Config) -> None:
             "model.units must be a multiple of 16 with model.kind=transformer (its attention heads are 16 wide)",
         ),
         (m.sample_steps in (1, 2, 4, 8, 16), "model.sample_steps must be 1, 2, 4, 8 or 16"),
-        (
-            m.kind == "rssm" or m.ensemble == 0,
-            "model.ensemble works with model.kind=rssm only for now: set model.ensemble=0 for the transformer",
-        ),
         (0 <= off.bc_return_discount < 1, "offline.bc_return_discount must be in [0, 1)"),
         (0 <= off.bc_ema < 1, "offline.bc_ema must be in [0, 1) (0 turns the average off; 0.995 is typical)"),
     ]

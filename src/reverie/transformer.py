@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from reverie.config import ModelConfig
 from reverie.nets import Linear, RMSNorm
 from reverie.rssm import State
-from reverie.world_model import WorldModel
+from reverie.world_model import LatentEnsemble, WorldModel
 
 HEAD_DIM = 16
 """Width of each attention head: ``model.units // HEAD_DIM`` heads."""
@@ -139,10 +139,10 @@ class ShortcutDynamics(nn.Module):
         return torch.cat([act.unsqueeze(-2), reg.unsqueeze(-2), self.in_latent(z)], -2) + self.clean_slots
 
     def _noised_tokens(self, z: Tensor, act: Tensor, tau: Tensor, d: Tensor) -> Tensor:
-        """(..., n + 1, W): action and noised latents, all told the signal level and step size."""
+        """(..., n + 1, W): action and noised latents, all told the signal level, step size and action."""
         level = self.in_level(torch.stack([tau, torch.log2(d) / LEVELS], -1).to(act.dtype))
         tokens = torch.cat([act.unsqueeze(-2), self.in_latent(z)], -2) + self.noised_slots
-        return tokens + level.unsqueeze(-2)
+        return tokens + (level + act).unsqueeze(-2)
 
     # ----------------------------------------------------------------- masks
     def _seq_bias(self, seg: Tensor, own: bool) -> Tensor:
@@ -312,6 +312,10 @@ class TransformerWorldModel(WorldModel):
         self.dynamics = ShortcutDynamics(cfg, action_dim)
         return cfg.units + self.latent_dim, self.latent_dim
 
+    def _build_ensemble(self, feat_dim: int, action_dim: int) -> LatentEnsemble:
+        """The ensemble over the next frame's latent tokens (continuous: squared error, variance)."""
+        return LatentEnsemble(feat_dim, action_dim, self.cfg, continuous=self.latent_dim)
+
     def _decoder_cfg(self) -> ModelConfig:
         return dataclasses.replace(self.cfg, cnn_layout="reverie0.1")  # a dense map from the latents
 
@@ -396,8 +400,17 @@ class TransformerWorldModel(WorldModel):
             **self.head_losses(feat, batch),
             "dyn": self.dynamics.shortcut_loss(z.detach(), act, kvs, seg).mean(),
         }
+        if self.ensemble is not None:  # transitions t -> t+1 with a known action, inside one episode
+            mask = 1.0 - batch["is_first"][:, 1:].float()
+            if "action_mask" in batch:
+                mask = mask * batch["action_mask"][:, 1:].float()
+            next_z = z[:, 1:].flatten(-2)
+            losses["ens"], disagree = self.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], next_z, mask)
         total = sum(losses.values())
         metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
+        if self.ensemble is not None:
+            metrics["wm/disagreement"] = disagree.mean()
+            metrics["wm/uncertainty_threshold"] = self.ensemble.threshold.clone()
         metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})
         metrics["wm/latent_std"] = z.detach().float().std()
         assert isinstance(total, Tensor)

@@ -171,55 +171,70 @@ class Decoder(nn.Module):
 
 
 class LatentEnsemble(nn.Module):
-    """K one-step predictors of the next posterior latent from (features, action) (Plan2Explore-style).
+    """K one-step predictors of the next latent from (features, action) (Plan2Explore-style): the RSSM's
+    categorical latent (class probabilities, cross-entropy) or, with ``continuous`` > 0, that many continuous
+    numbers (a transformer's latent tokens, squared error).
 
     They train on real transitions with their inputs detached, so they never change the world model.
-    Their disagreement (variance of the predicted class probabilities across members, summed over the
-    latents) is the model's uncertainty about a transition; ``threshold`` tracks the 99% quantile of it on
-    real data, above which the model "does not know".
+    Their disagreement (variance of the predictions across members, summed over the latent) is the model's
+    uncertainty about a transition; ``threshold`` tracks the 99% quantile of it on real data, above which the
+    model "does not know".
     """
 
     threshold: Tensor
 
-    def __init__(self, feat_dim: int, action_dim: int, cfg: ModelConfig):
+    def __init__(self, feat_dim: int, action_dim: int, cfg: ModelConfig, continuous: int = 0):
         super().__init__()
-        self.stoch, self.classes = cfg.stoch, cfg.classes
-        self.heads = nn.ModuleList(
-            MLP(feat_dim + action_dim, cfg.units, 1, out=cfg.stoch * cfg.classes) for _ in range(cfg.ensemble)
-        )
+        self.stoch, self.classes, self.continuous = cfg.stoch, cfg.classes, continuous
+        out = continuous or cfg.stoch * cfg.classes
+        self.heads = nn.ModuleList(MLP(feat_dim + action_dim, cfg.units, 1, out=out) for _ in range(cfg.ensemble))
         self.register_buffer("threshold", torch.zeros(()))
 
     def forward(self, feat: Tensor, action: Tensor) -> Tensor:
-        """(K, ..., S, C) log-probabilities of the next latent from each member."""
+        """Each member's prediction: log-probabilities (K, ..., S, C) of the next categorical latent, or the next
+        continuous latent (K, ..., D)."""
         x = torch.cat([feat, action.to(feat.dtype)], -1)
-        outs = [head(x).float().reshape(*x.shape[:-1], self.stoch, self.classes) for head in self.heads]
-        return torch.stack(outs).log_softmax(-1)
+        outs = torch.stack([head(x).float() for head in self.heads])
+        if self.continuous:
+            return outs
+        return outs.reshape(*outs.shape[:-1], self.stoch, self.classes).log_softmax(-1)
 
-    @staticmethod
-    def spread(logp: Tensor) -> Tensor:
-        """(...) variance across members (K, ..., S, C) of the predicted probabilities, summed over latents and
-        classes: the disagreement."""
-        return logp.exp().var(0, unbiased=False).sum((-2, -1))
+    def spread(self, pred: Tensor) -> Tensor:
+        """(...) variance across members of the predictions (K, ...) (class probabilities for a categorical
+        latent), summed over the latent: the disagreement."""
+        if self.continuous:
+            return pred.var(0, unbiased=False).sum(-1)
+        return pred.exp().var(0, unbiased=False).sum((-2, -1))
+
+    def members(self, pred: Tensor) -> Tensor:
+        """(K, ..., latent) the latent each member predicts, as the features hold it: the likeliest class of
+        each categorical (one-hot, flattened) or the continuous numbers."""
+        if self.continuous:
+            return pred
+        return nn.functional.one_hot(pred.argmax(-1), pred.shape[-1]).flatten(-2).float()
 
     def loss(self, feat: Tensor, action: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Cross-entropy to the next posterior ``target`` (..., S, C) probabilities, over entries with mask 1.
+        """Each member's error against the next latent ``target`` (..., S, C probabilities, or ..., D numbers),
+        averaged over members and the entries with mask 1: cross-entropy, or squared error summed over the latent.
 
         Also folds the batch's disagreement quantile into ``threshold`` (EMA, rate 0.01; first batch sets it).
         Returns ``(loss, disagreement (...))``.
         """
-        logp = self(feat.detach(), action.detach())  # (K, ..., S, C)
-        ce = -(target.detach() * logp).sum((-2, -1)).mean(0)  # (...)
+        pred = self(feat.detach(), action.detach())  # (K, ..., latent)
+        if self.continuous:
+            err = (pred - target.detach().float()).pow(2).sum(-1).mean(0)  # (...)
+        else:
+            err = -(target.detach() * pred).sum((-2, -1)).mean(0)
         with torch.no_grad():
-            disagree = self.spread(logp)
+            disagree = self.spread(pred)
             # The quantile over the whole batch: real transitions of every rank (the others marked NaN).
             marked = torch.where(mask > 0, disagree.float(), torch.nan)
-            real = distributed.gather_rows(marked.flatten())
-            real = real[~real.isnan()]
-            if real.numel():
-                q = torch.quantile(real.float(), UNCERTAINTY_QUANTILE)
-                rate = 1.0 if float(self.threshold) == 0 else 0.01
-                self.threshold.mul_(1 - rate).add_(rate * q)
-        return masked_mean(ce, mask), disagree
+            # Tensor ops only (no host sync), so a compiled update stays one graph; NaN: no real transition.
+            q = torch.nanquantile(distributed.gather_rows(marked.flatten()), UNCERTAINTY_QUANTILE)
+            rate = torch.where(self.threshold == 0, 1.0, 0.01)
+            new = self.threshold * (1 - rate) + rate * q
+            self.threshold.copy_(torch.where(q.isnan(), self.threshold, new))
+        return masked_mean(err, mask), disagree
 
 
 @dataclasses.dataclass
@@ -272,12 +287,16 @@ class WorldModel(nn.Module):
         self.reward_head = MLP(width, cfg.units, 1, out=cfg.bins, out_scale=0.0)
         self.cont_head = MLP(feat, cfg.units, 1, out=1)
         self.register_buffer("bins", twohot_bins(cfg.bins), persistent=False)
-        self.ensemble = LatentEnsemble(feat, action_dim, cfg) if cfg.ensemble > 1 else None
+        self.ensemble = self._build_ensemble(feat, action_dim) if cfg.ensemble > 1 else None
 
     def _build_dynamics(self, action_dim: int) -> tuple[int, int]:
         """Build the latent dynamics (here the RSSM); returns the widths of the features and of the decoder's input."""
         self.rssm = RSSM(self.cfg, self.encoder.out_dim, action_dim)
         return self.rssm.feat_dim, self.rssm.feat_dim
+
+    def _build_ensemble(self, feat_dim: int, action_dim: int) -> LatentEnsemble:
+        """The latent ensemble (``model.ensemble`` members) over the dynamics' next latent."""
+        return LatentEnsemble(feat_dim, action_dim, self.cfg)
 
     def _decoder_cfg(self) -> ModelConfig:
         return self.cfg
@@ -380,8 +399,8 @@ class WorldModel(nn.Module):
                 that reads the previous observation pictures the next one and the reward head reads the change.
             picture: the keys of the next observation to picture (None: none beyond what the reward head needs).
             uncertainty: with an ensemble, also the disagreement about the step, whether the model knows it, and
-                the members' reward spread (each member's likeliest next latent with the next recurrent state,
-                through the reward head, reading the same change).
+                the members' reward spread (each member's next latent, for a categorical one its likeliest classes,
+                with the next deterministic state, through the reward head, reading the same change).
         """
         nxt = self.dream_state(state, action)
         deter, feat = nxt["deter"], self.feat(nxt)  # (N, D), (N, F)
@@ -393,11 +412,11 @@ class WorldModel(nn.Module):
         out = Transition(nxt, feat, self.reward(feat, change), self.cont(feat), obs)
         if uncertainty and self.ensemble is not None:
             with torch.no_grad():
-                logp = self.ensemble(self.feat(state), action)  # (K, N, S, C)
-                mode = nn.functional.one_hot(logp.argmax(-1), logp.shape[-1]).flatten(-2)  # (K, N, S * C)
-                members = torch.cat([deter.expand(len(mode), *deter.shape), mode.to(deter.dtype)], -1)
-                wide = None if change is None else change.expand(len(mode), *change.shape)
-                out.uncertainty = LatentEnsemble.spread(logp).float()
+                pred = self.ensemble(self.feat(state), action)  # (K, N, ...)
+                latents = self.ensemble.members(pred).to(deter.dtype)  # (K, N, latent)
+                members = torch.cat([deter.expand(len(latents), *deter.shape), latents], -1)
+                wide = None if change is None else change.expand(len(latents), *change.shape)
+                out.uncertainty = self.ensemble.spread(pred).float()
                 out.reward_uncertainty = self.reward(members, wide).float().std(0, unbiased=False)
                 threshold = self.ensemble.threshold
                 out.unknown = (threshold > 0) & (out.uncertainty > threshold)
