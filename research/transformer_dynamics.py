@@ -3,7 +3,9 @@
 A transformer agent (``classic cartpole`` presets) collects 2,500 random steps and trains its world model for
 ``--model-updates`` updates, which fixes a tokenizer. A fresh ``ShortcutDynamics`` of width ``--width`` is then trained
 with shortcut forcing on that tokenizer's latents (the replay's windows) for ``--updates`` updates, with the project's
-optimiser (``laprop``) or Adam at ``--lr``; ``--slot-scale`` rescales the token-position embeddings at creation.
+optimiser (``laprop``) or Adam at ``--lr``; ``--slot-scale`` rescales the token-position embeddings at creation;
+``--token-only`` gives the action only its own token (as first built, not added to every noised token);
+``--residual`` predicts the next latents as the last frame's plus the output.
 Every 100 updates it prints the squared error of the finest step's x-prediction of the next frame at signal levels 0
 and 0.94, with the recorded actions and with the other action, beside the error of copying the previous frame.
 

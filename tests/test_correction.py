@@ -683,6 +683,24 @@ def test_correct_any_learner_on_an_online_run(vector_run: Path, tmp_path: Path) 
     json.dumps(reports)
 
 
+def test_correct_runs_on_a_transformer_with_its_ensemble(tmp_path: Path, debug_config: Callable[..., Any]) -> None:
+    """The correction loop, unchanged, on the transformer world model: the real play is watched with its
+    ensemble's doubt at every step, the model is fine-tuned, and the learner's corrected dream ends where the
+    model does not know (on by default with an ensemble)."""
+    over = ["train.steps=80", "run.eval_episodes=0", "model.kind=transformer", "model.ensemble=3"]
+    agent = Dreamer(debug_config(tmp_path / "run", *over)).learn()
+    before = state_of(agent.learner.wm)
+    learner = ConstantLearner(1)
+    reports = correct(agent, None, rounds=1, episodes=2, finetune_steps=2, learner=learner, dream_steps=7)
+
+    ((env, steps, wm),) = learner.trained
+    assert isinstance(env, DreamEnv) and env.end_unknown and steps == 7
+    assert not same(wm, before)  # fine-tuned on the real play before the learner trained
+    for r in reports:
+        assert r["endings"] == 2 and r["ending_auroc"] is not None
+        assert r["uncertainty_other"] > 0 and r["ending_uncertainty_auroc"] is not None
+
+
 def test_watch_any_policy_with_continuous_actions(
     tmp_path: Path, debug_config: Callable[..., Any], one_line: Callable[..., None]
 ) -> None:
