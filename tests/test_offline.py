@@ -154,6 +154,9 @@ def test_latent_ensemble_disagreement_loss_and_threshold() -> None:
     _, again = ens.loss(2 * feat.detach(), action, target, mask)  # later batches: EMA at rate 0.01
     second = torch.quantile(again[mask > 0], UNCERTAINTY_QUANTILE)
     assert ens.threshold.item() == pytest.approx((0.99 * first + 0.01 * second).item(), rel=1e-5)
+    kept = ens.threshold.item()
+    ens.loss(3 * feat.detach(), action, target, torch.zeros_like(mask))  # no real transition: nothing to fold in
+    assert ens.threshold.item() == kept
 
     for head in ens.heads[1:]:
         head.load_state_dict(ens.heads[0].state_dict())
