@@ -256,6 +256,7 @@ def published(table: dict[str, Any]) -> dict[str, Any]:
                 out[method] = {**entry[name], "source": name} if name != method else entry[name]
             if name != method and method in entry:
                 out[method + "_no_idm"] = entry[method]
+        out |= {m: entry[m] for m in METHODS if m.endswith("_tf") and m in entry}  # (b) and head on the transformer
         result[key] = {**out, "wall_s": entry.get("wall_s", {})}
     return result
 
