@@ -400,17 +400,11 @@ class TransformerWorldModel(WorldModel):
             **self.head_losses(feat, batch),
             "dyn": self.dynamics.shortcut_loss(z.detach(), act, kvs, seg).mean(),
         }
-        if self.ensemble is not None:  # transitions t -> t+1 with a known action, inside one episode
-            mask = 1.0 - batch["is_first"][:, 1:].float()
-            if "action_mask" in batch:
-                mask = mask * batch["action_mask"][:, 1:].float()
-            next_z = z[:, 1:].flatten(-2)
-            losses["ens"], disagree = self.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], next_z, mask)
+        ens_metrics: dict[str, Tensor] = {}
+        if self.ensemble is not None:  # the next frame's latent tokens
+            losses["ens"], ens_metrics = self.ensemble_terms(feat, batch, z[:, 1:].flatten(-2))
         total = sum(losses.values())
-        metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
-        if self.ensemble is not None:
-            metrics["wm/disagreement"] = disagree.mean()
-            metrics["wm/uncertainty_threshold"] = self.ensemble.threshold.clone()
+        metrics = {f"loss/{k}": v.detach() for k, v in losses.items()} | ens_metrics
         metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})
         metrics["wm/latent_std"] = z.detach().float().std()
         assert isinstance(total, Tensor)

@@ -422,6 +422,16 @@ class WorldModel(nn.Module):
                 out.unknown = (threshold > 0) & (out.uncertainty > threshold)
         return out
 
+    def ensemble_terms(self, feat: Tensor, batch: dict[str, Tensor], nxt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The latent ensemble's loss on a batch's transitions t -> t+1 with a known action inside one episode, from
+        the features ``feat`` (B, T, F) at t to the next latent ``nxt`` (B, T - 1, ...), and its metrics."""
+        assert self.ensemble is not None
+        mask = 1.0 - batch["is_first"][:, 1:].float()
+        if "action_mask" in batch:
+            mask = mask * batch["action_mask"][:, 1:].float()
+        loss, disagree = self.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], nxt, mask)
+        return loss, {"wm/disagreement": disagree.mean(), "wm/uncertainty_threshold": self.ensemble.threshold.clone()}
+
     def recorded_reward_logits(self, feat: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """The reward head's logits (B, T, bins) at the posterior features ``feat`` of a recorded (B, T) batch,
         reading the change between each recorded observation and the one before it (none at episode starts)."""
@@ -450,17 +460,12 @@ class WorldModel(nn.Module):
             "rep": rep.mean(),
         }
         scales = {"rec": 1.0, "rew": 1.0, "con": 1.0, "dyn": cfg.loss_dyn, "rep": cfg.loss_rep}
-        if self.ensemble is not None:  # transitions t -> t+1 with a known action, inside one episode
-            mask = 1.0 - batch["is_first"][:, 1:].float()
-            if "action_mask" in batch:
-                mask = mask * batch["action_mask"][:, 1:].float()
-            losses["ens"], disagree = self.ensemble.loss(feat[:, :-1], batch["action"][:, 1:], post[:, 1:].exp(), mask)
+        ens_metrics: dict[str, Tensor] = {}
+        if self.ensemble is not None:
+            losses["ens"], ens_metrics = self.ensemble_terms(feat, batch, post[:, 1:].exp())
             scales["ens"] = 1.0
         total = sum(scales[k] * v for k, v in losses.items())
-        metrics = {f"loss/{k}": v.detach() for k, v in losses.items()}
-        if self.ensemble is not None:
-            metrics["wm/disagreement"] = disagree.mean()
-            metrics["wm/uncertainty_threshold"] = self.ensemble.threshold.clone()
+        metrics = {f"loss/{k}": v.detach() for k, v in losses.items()} | ens_metrics
         metrics.update({f"loss/rec/{k}": v.mean().detach() for k, v in rec.items()})
         post_ent = -(post.exp() * post).sum(-1).sum(-1).mean()
         metrics["wm/post_entropy"] = post_ent.detach()
