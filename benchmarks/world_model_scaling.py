@@ -16,8 +16,14 @@ open-loop with the recorded actions; at horizons 1, 8 and 32 after the context i
 changes the inventory gets). Datasets, the reader and the models go to ``benchmarks/runs/world_model_scaling/``; a
 finished model is reused (``--fresh`` trains again).
 
+``--obs symbolic``: the same study on the symbolic variant (``crafter-symbolic``, the same player and seeds), where
+the inventory is part of the observation: each count is read directly from the pictured vector (its inventory
+entries times 9, rounded; no reader), ``vector_mse`` stands for the frame error, and the results go to
+``world_model_scaling_symbolic.json`` and ``.png``.
+
     python benchmarks/world_model_scaling.py                       # ~70 minutes on 2 cores (800 updates per model)
     python benchmarks/world_model_scaling.py --updates 2000 --kinds transformer --sizes s l
+    python benchmarks/world_model_scaling.py --obs symbolic        # the symbolic variant
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from torch import nn  # noqa: E402
 
 from reverie import Dreamer  # noqa: E402
 from reverie.config import make_config  # noqa: E402
+from reverie.crafter.env import ITEMS, symbolic_size  # noqa: E402
 from reverie.data.dataset import Dataset  # noqa: E402
+from reverie.fileio import write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -50,6 +58,8 @@ CONTEXT = 5
 EPISODES, HELD_OUT, LENGTH = 500, 24, 200
 BATCH, SEQ = 16, 32
 INVENTORY_ROWS = 48  # the image rows below this one draw the inventory (2 of crafter's 9 grid rows, 64x64 frames)
+ENV_IDS = {"pixels": "crafter", "symbolic": "crafter-symbolic"}
+INVENTORY_AT = symbolic_size() - len(ITEMS) - 6  # the symbolic vector: map, inventory (16), facing (4), 2 more
 SIZES: dict[str, dict[str, list[str]]] = {
     "rssm": {
         "s": ["model.deter=256", "model.hidden=32", "model.classes=4", "model.cnn_depth=4", "model.units=32"],
@@ -64,18 +74,21 @@ SIZES: dict[str, dict[str, list[str]]] = {
 }
 
 
-def record(folder: Path, episodes: int, seed: int) -> Path:
-    """The scripted player's pixel episodes, recorded once."""
+def record(folder: Path, episodes: int, seed: int, obs: str = "pixels") -> Path:
+    """The scripted player's episodes (``obs``: pixels or the symbolic vector), recorded once."""
     if not (folder / "dataset.json").exists():
         shutil.rmtree(folder, ignore_errors=True)
-        cmd = [sys.executable, "-m", "reverie", "data", "record", "--env", "crafter", "--policy", "scripted"]
+        cmd = [sys.executable, "-m", "reverie", "data", "record", "--env", ENV_IDS[obs], "--policy", "scripted"]
         cmd += ["--episodes", str(episodes), "--out", str(folder), "--time-limit", str(LENGTH), "--seed", str(seed)]
         if subprocess.run(cmd).returncode:
             raise SystemExit(f"Recording {folder} failed (error above); Crafter needs: bash scripts/setup.sh crafter")
     return folder
 
 
-def inventory_keys(data: Dataset) -> list[str]:
+def inventory_keys(data: Dataset, obs: str = "pixels") -> list[str]:
+    """The inventory's log keys: sorted by name (the reader's order), or in the symbolic vector's order."""
+    if obs == "symbolic":
+        return [f"log/inventory_{name}" for name in ITEMS]
     return sorted(k for k in data.info["log_keys"] if k.startswith("log/inventory_"))
 
 
@@ -134,7 +147,8 @@ def train_reader(train: Dataset, held: Dataset, keys: list[str], path: Path, ste
 def windows(held: Dataset, keys: list[str], span: int, stride: int = 40) -> dict[str, np.ndarray]:
     """Every held-out window of ``span`` steps starting at multiples of ``stride``: (N, span, ...) arrays."""
     out: dict[str, list[np.ndarray]] = {}
-    want = ["image", "action", "reward", "is_first", "is_last", "is_terminal", *keys]
+    want = [k for k in held.info["obs_space"] if not k.startswith("log/")]  # the obs keys and the flags
+    want = list(dict.fromkeys([*want, "action", "reward", "is_first", "is_last", "is_terminal", *keys]))
     for episode in held.episodes():
         for start in range(0, len(episode["reward"]) - span + 1, stride):
             for k in want:
@@ -144,7 +158,7 @@ def windows(held: Dataset, keys: list[str], span: int, stride: int = 40) -> dict
 
 def rollout(agent: Dreamer, batch_np: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Open loop: filter ``CONTEXT`` frames, dream the rest with the recorded actions. Pictured frames (N, H, 64,
-    64, 3) in [0, 1] and predicted rewards (N, H)."""
+    64, 3) in [0, 1] (symbolic: the pictured vectors (N, H, 1219)) and predicted rewards (N, H)."""
     learner = agent.learner
     wm = learner.wm
     batch = learner.sequences({k: v for k, v in batch_np.items() if not k.startswith("log/")})
@@ -153,8 +167,11 @@ def rollout(agent: Dreamer, batch_np: dict[str, np.ndarray]) -> tuple[torch.Tens
         for part in range(0, len(batch["reward"]), 32):
             sl = {k: v[part : part + 32] for k, v in batch.items()}
             feats, predicted = wm.dream_recorded(sl, CONTEXT)
-            pictured = wm.decoder.images_of(wm.decoder_input(feats))["image"]
-            frames.append(pictured.float().clamp(0, 1))
+            if wm.decoder.images:
+                pictured = wm.decoder.images_of(wm.decoder_input(feats))["image"].float().clamp(0, 1)
+            else:
+                pictured = wm.decoder.picture(wm.decoder_input(feats), keys=["vector"])["vector"].float()
+            frames.append(pictured)
             rewards.append(predicted.float())
     return torch.cat(frames), torch.cat(rewards)
 
@@ -172,16 +189,16 @@ def dream_fps(agent: Dreamer, steps: int = 64) -> float:
             for i in range(steps + 8):
                 if i == 8:
                     start = time.perf_counter()
-                state = wm.step(state, action, None, ["image"]).state
+                state = wm.step(state, action, None, list(wm.decoder.shapes)).state
         return steps / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
 
 
 def train_model(kind: str, size: str, train: Path, updates: int, fresh: bool) -> tuple[Dreamer, float | None]:
-    """A model trained for ``updates`` model-phase updates (reused when its run folder has them); its training
-    frames per second when trained now."""
-    logdir = RUNS / f"{kind}-{size}"
+    """A model trained on the dataset ``train`` for ``updates`` model-phase updates (reused when its run folder,
+    beside the dataset, has them); its training frames per second when trained now."""
+    logdir = train.parent / f"{kind}-{size}"
     if fresh:
         shutil.rmtree(logdir, ignore_errors=True)
     overrides = [
@@ -199,17 +216,26 @@ def train_model(kind: str, size: str, train: Path, updates: int, fresh: bool) ->
     return agent, (agent.state.offline_updates - before) * BATCH * SEQ / (time.time() - start)
 
 
-def score(agent: Dreamer, batch: dict[str, np.ndarray], keys: list[str], reader: Reader) -> dict[str, Any]:
+def score(agent: Dreamer, batch: dict[str, np.ndarray], keys: list[str], reader: Reader | None) -> dict[str, Any]:
+    """Inventory accuracy, frame error and reward error of the open-loop dreams at each horizon; ``reader`` None:
+    the symbolic variant (the counts read from the pictured vector, its squared error as ``vector_mse``)."""
     frames, rewards = rollout(agent, batch)
-    truth = torch.as_tensor(batch["image"][:, CONTEXT:]).float() / 255.0
     counts = torch.as_tensor(np.stack([batch[k][:, CONTEXT:] for k in keys], -1)).long().clamp(0, 9)
     real_reward = torch.as_tensor(batch["reward"][:, CONTEXT:]).float()
-    out: dict[str, Any] = {"inventory_acc": {}, "psnr": {}, "reward_mae": {}}
+    error = "psnr" if reader is not None else "vector_mse"
+    out: dict[str, Any] = {"inventory_acc": {}, error: {}, "reward_mae": {}}
     for h in HORIZONS:
-        read = reader.read(frames[:, h - 1])
+        if reader is not None:
+            read = reader.read(frames[:, h - 1])
+            truth = torch.as_tensor(batch["image"][:, CONTEXT + h - 1]).float() / 255.0
+            mse = ((frames[:, h - 1] - truth) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
+            out[error][str(h)] = round(float((10 * torch.log10(1.0 / mse)).mean()), 2)
+        else:
+            pictured = frames[:, h - 1]
+            read = (pictured[:, INVENTORY_AT : INVENTORY_AT + len(ITEMS)] * 9).round().long().clamp(0, 9)
+            truth = torch.as_tensor(batch["vector"][:, CONTEXT + h - 1]).float()
+            out[error][str(h)] = round(float(((pictured - truth) ** 2).mean()), 5)
         out["inventory_acc"][str(h)] = round(float((read == counts[:, h - 1]).float().mean()), 4)
-        mse = ((frames[:, h - 1] - truth[:, h - 1]) ** 2).mean((1, 2, 3)).clamp(min=1e-10)
-        out["psnr"][str(h)] = round(float((10 * torch.log10(1.0 / mse)).mean()), 2)
         out["reward_mae"][str(h)] = round(float((rewards[:, :h] - real_reward[:, :h]).abs().mean()), 4)
     return out
 
@@ -220,6 +246,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    error = "psnr" if "reader" in result else "vector_mse"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for kind, marker in (("rssm", "o"), ("transformer", "s")):
         runs = sorted((r for r in result["runs"] if r["kind"] == kind), key=lambda r: r["params"])
@@ -227,18 +254,22 @@ def plot(result: dict[str, Any], path: Path) -> None:
             continue
         params = [r["params"] for r in runs]
         for h, style in zip(HORIZONS, (":", "--", "-"), strict=True):
-            for ax, key in zip(axes, ("inventory_acc", "psnr"), strict=True):
+            for ax, key in zip(axes, ("inventory_acc", error), strict=True):
                 ax.plot(params, [r[key][str(h)] for r in runs], style, marker=marker, label=f"{kind} h={h}")
     copy = result["copy_context"]["inventory_acc"]["32"]
     axes[0].axhline(copy, color="grey", lw=0.8, label=f"copy context, h=32 ({copy:.3f})")
-    axes[0].axhline(result["reader"]["real_acc"], color="black", lw=0.8, label="reader on real frames")
-    for ax, name in zip(axes, ("inventory counts read exactly", "PSNR (dB)"), strict=True):
+    if "reader" in result:
+        axes[0].axhline(result["reader"]["real_acc"], color="black", lw=0.8, label="reader on real frames")
+    names = ("inventory counts read exactly", "PSNR (dB)" if error == "psnr" else "squared error of the vector")
+    for ax, name in zip(axes, names, strict=True):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the decades only: no crowded labels
         ax.set_xlabel("world-model parameters")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"World models on recorded pixel Crafter, {result['train_frames']:,} training frames each")
+    what = "pixel" if "reader" in result else "symbolic"
+    fig.suptitle(f"World models on recorded {what} Crafter, {result['train_frames']:,} training frames each")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -250,17 +281,22 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--sizes", nargs="+", default=["s", "m", "l"], choices=["s", "m", "l"])
     parser.add_argument("--fresh", action="store_true", help="train the models again")
+    parser.add_argument("--obs", default="pixels", choices=list(ENV_IDS), help="the observation: pixels or symbolic")
     args = parser.parse_args()
-    RUNS.mkdir(parents=True, exist_ok=True)
-    train_folder = record(RUNS / "train", EPISODES, seed=0)
-    train, held = Dataset(train_folder), Dataset(record(RUNS / "heldout", HELD_OUT, seed=1))
-    keys = inventory_keys(train)
-    reader, real_acc = train_reader(train, held, keys, RUNS / "reader.pt")
-    print(f"inventory reader: {real_acc:.4f} of the counts on real held-out frames", flush=True)
+    root = RUNS if args.obs == "pixels" else RUNS / args.obs
+    root.mkdir(parents=True, exist_ok=True)
+    train_folder = record(root / "train", EPISODES, seed=0, obs=args.obs)
+    train, held = Dataset(train_folder), Dataset(record(root / "heldout", HELD_OUT, seed=1, obs=args.obs))
+    keys = inventory_keys(train, args.obs)
+    reader: Reader | None = None
+    real_acc = 0.0
+    if args.obs == "pixels":
+        reader, real_acc = train_reader(train, held, keys, root / "reader.pt")
+        print(f"inventory reader: {real_acc:.4f} of the counts on real held-out frames", flush=True)
     batch = windows(held, keys, CONTEXT + max(HORIZONS))
     counts = np.stack([batch[k] for k in keys], -1)
     copy = {str(h): round(float((counts[:, CONTEXT - 1] == counts[:, CONTEXT + h - 1]).mean()), 4) for h in HORIZONS}
-    out = RESULTS / "world_model_scaling.json"
+    out = RESULTS / ("world_model_scaling.json" if args.obs == "pixels" else f"world_model_scaling_{args.obs}.json")
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     done = {(r["kind"], r["size"]): r for r in result.get("runs", []) if r.get("updates") == args.updates}
     for kind in args.kinds:
@@ -281,13 +317,15 @@ def main() -> None:
         "dataset": {"player": "scripted", "episodes": EPISODES, "held_out_episodes": HELD_OUT, "cut_at": LENGTH,
                     "steps": train.num_steps, "windows": len(batch["reward"]), "context": CONTEXT},
         "train_frames": args.updates * BATCH * SEQ,
-        "reader": {"real_acc": round(real_acc, 4), "items": [k.removeprefix("log/inventory_") for k in keys]},
+        "items": [k.removeprefix("log/inventory_") for k in keys],
         "copy_context": {"inventory_acc": copy},
         "runs": sorted(done.values(), key=lambda r: (r["kind"], r["params"])),
     }  # fmt: skip
+    if reader is not None:
+        result["reader"] = {"real_acc": round(real_acc, 4), "items": result.pop("items")}
     RESULTS.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    plot(result, RESULTS / "world_model_scaling.png")
+    write_text(out, json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
     print(f"wrote {out}")
 
 
