@@ -170,28 +170,14 @@ def rollout(agent: Dreamer, batch_np: dict[str, np.ndarray]) -> tuple[torch.Tens
         for part in range(0, len(batch["reward"]), 32):
             sl = {k: v[part : part + 32] for k, v in batch.items()}
             if wm.decoder.images:
-                feats, predicted = wm.dream_recorded(sl, CONTEXT)
+                feats, predicted, _ = wm.dream_recorded(sl, CONTEXT)
                 pictured = wm.decoder.images_of(wm.decoder_input(feats))["image"].float().clamp(0, 1)
-            else:
-                pictured, predicted = dream_vectors(wm, sl)
+            else:  # each step's vector pictured from the one before, which Crafter's codec reads
+                _, predicted, vectors = wm.dream_recorded(sl, CONTEXT, ["vector"])
+                pictured = vectors["vector"].float()
             frames.append(pictured)
             rewards.append(predicted.float())
     return torch.cat(frames), torch.cat(rewards)
-
-
-def dream_vectors(wm: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The symbolic open loop: each step pictures the next vector from the one it pictured before (the codec
-    reads it), starting from the last real context step. Pictured vectors (B, H, 1219), rewards (B, H)."""
-    states, _, _ = wm.observe({k: v[:, :CONTEXT] for k, v in batch.items()})
-    state = {k: v[:, -1] for k, v in states.items()}
-    prev = {"vector": batch["vector"][:, CONTEXT - 1].float()}
-    pictured, rewards = [], []
-    for t in range(CONTEXT, batch["action"].shape[1]):
-        step = wm.step(state, batch["action"][:, t], prev, ["vector"])
-        state, prev = step.state, {"vector": step.obs["vector"].float()}
-        pictured.append(prev["vector"])
-        rewards.append(step.reward)
-    return torch.stack(pictured, 1), torch.stack(rewards, 1)
 
 
 def dream_fps(agent: Dreamer, steps: int = 64) -> float:

@@ -515,3 +515,31 @@ def test_offline_agent_on_observations_fits_all_three_phases_and_acts(
     assert not torch.allclose(a, c)
     action, _ = again.predict({"vector": data.episode(1)["vector"][0], "is_first": True})
     assert action.shape == () and 0 <= int(action) < 17
+
+
+def test_a_recorded_dream_pictures_each_step_from_the_picture_before(
+    tmp_path: Path, debug_config: Callable[..., Config]
+) -> None:
+    """``dream_recorded`` with pictures (the symbolic scaling study's open loop): the first dreamed view is pictured
+    from the last real context step, each later one from the view pictured before it, and the rewards read the
+    change between the two."""
+    learner = grid_learner(debug_config, tmp_path, "crafter_grid_delta")
+    wm = learner.wm
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "vector": torch.rand(2, 6, symbolic_size(), generator=g).round(),
+        "action": torch.nn.functional.one_hot(torch.randint(0, 17, (2, 6), generator=g), 17).float(),
+        "is_first": torch.zeros(2, 6, dtype=torch.bool),
+    }
+    batch["is_first"][:, 0] = True
+    batch = {k: v.to(learner.device) for k, v in batch.items()}
+    with torch.no_grad():
+        torch.manual_seed(5)
+        feats, rewards, pictured = wm.dream_recorded(batch, 3, ["vector"])
+        assert pictured["vector"].shape == (2, 3, symbolic_size()) and rewards.shape == (2, 3)
+        for t in range(3):
+            before = batch["vector"][:, 2] if t == 0 else pictured["vector"][:, t - 1]
+            again = wm.picture(feats[:, t], {"vector": before.float()}, ["vector"])["vector"]
+            assert torch.equal(again, pictured["vector"][:, t]), t
+            change = wm.change({"vector": again}, {"vector": before.float()})
+            assert torch.allclose(wm.reward(feats[:, t], change), rewards[:, t], atol=1e-6), t

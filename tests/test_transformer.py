@@ -89,7 +89,7 @@ def test_a_recorded_dream_is_the_context_filtered_then_stepped_with_the_recorded
     batch["is_first"][0, 5] = False  # one episode per row: the dream starts after the context
     with torch.no_grad():
         torch.manual_seed(3)
-        feats, rewards = wm.dream_recorded(batch, context=4)
+        feats, rewards, pictured = wm.dream_recorded(batch, context=4)
         torch.manual_seed(3)
         states, _, _ = wm.observe({k: v[:, :4] for k, v in batch.items()})
         state = {k: v[:, -1] for k, v in states.items()}
@@ -98,7 +98,7 @@ def test_a_recorded_dream_is_the_context_filtered_then_stepped_with_the_recorded
             state = step.state
             assert torch.allclose(feats[:, t - 4], step.feat, atol=1e-6), t
             assert torch.allclose(rewards[:, t - 4], step.reward, atol=1e-6), t
-    assert feats.shape[:2] == rewards.shape == (3, 4)
+    assert feats.shape[:2] == rewards.shape == (3, 4) and pictured == {}
 
 
 def test_the_dream_attends_only_to_its_window() -> None:

@@ -489,21 +489,33 @@ class WorldModel(nn.Module):
 
         Returns, per image key, ``(truth, model)`` frames (B, T - context, H, W, C) in [0, 1].
         """
-        feats, _ = self.dream_recorded(batch, context)
+        feats, _, _ = self.dream_recorded(batch, context)
         preds = self.decoder.images_of(self.decoder_input(feats))
         return {k: (batch[k][:, context:].float() / 255.0, preds[k].float()) for k in self.decoder.images}
 
-    def dream_recorded(self, batch: dict[str, Tensor], context: int) -> tuple[Tensor, Tensor]:
+    def dream_recorded(
+        self, batch: dict[str, Tensor], context: int, picture: list[str] | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Filter the first ``context`` steps of a (B, T) batch, then dream the rest with its recorded actions.
 
-        Returns the dreamed features (B, T - context, F) and predicted rewards (B, T - context).
+        Each dreamed step is pictured from the one pictured before it (the last context step's real observation
+        first), as the dream does, for the keys in ``picture`` and the key the reward head reads.
+
+        Returns the dreamed features (B, T - context, F), predicted rewards (B, T - context) and, per key in
+        ``picture``, the pictured observations (B, T - context, ...) in env units.
         """
         states, _, _ = self.observe({k: v[:, :context] for k, v in batch.items()})
         state = {k: v[:, -1] for k, v in states.items()}
-        feats, rewards = [], []
+        keys = list(picture or [])
+        carried = [k for k in dict.fromkeys([*keys, self.change_key]) if k is not None and k in batch]
+        prev = {k: batch[k][:, context - 1].float() for k in carried} or None
+        feats, rewards, pictures = [], [], []
         for t in range(context, batch["action"].shape[1]):
-            step = self.step(state, batch["action"][:, t])
+            step = self.step(state, batch["action"][:, t], prev, keys)
             state = step.state
+            prev = {k: step.obs[k].float() for k in carried} or None
             feats.append(step.feat)
             rewards.append(step.reward)
-        return torch.stack(feats, 1), torch.stack(rewards, 1)
+            pictures.append({k: step.obs[k] for k in keys})
+        pictured = {k: torch.stack([p[k] for p in pictures], 1) for k in keys}
+        return torch.stack(feats, 1), torch.stack(rewards, 1), pictured
