@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--steps", type=int, nargs="+", default=[300, 1500])
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--end-weight", type=float, nargs="+", default=[1.0], help="loss weight of an ending step")
     args = parser.parse_args()
     wm = Dreamer.load(args.run).learner.wm
     feats, terminal, obs = [], [], []
@@ -58,18 +59,22 @@ def main() -> None:
     with torch.no_grad():
         report("the run's head", wm.cont(feat).numpy())
     target = torch.as_tensor(1.0 - ends.astype(np.float32))
-    for steps in args.steps:
+    for weight, steps in [(w, s) for w in args.end_weight for s in args.steps]:
         torch.manual_seed(0)
         head = MLP(feat.shape[1], wm.cfg.units, 1, out=1)
         opt = LaProp(head.parameters(), lr=args.lr, eps=1e-20, agc=0.3, warmup=100)
         for _ in range(steps):
             idx = torch.randint(0, len(feat), (512,))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(feat[idx]).squeeze(-1), target[idx])
+            w = 1.0 + (weight - 1.0) * (1.0 - target[idx])
+            logits = head(feat[idx]).squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[idx], weight=w)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            report(f"a fresh head, {steps} updates", torch.sigmoid(head(feat).squeeze(-1)).numpy())
+            cont = torch.sigmoid(head(feat).squeeze(-1)).numpy()
+            report(f"a fresh head, ending weight {weight:g}, {steps} updates", cont)
+            print(f"  other steps called an ending (cont < 0.5): {(cont[~ends] < 0.5).mean():.4f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ ending (cont < 0.5). Beside it, the same two figures on the round's new play (th
 ``false_endings``). Needs the learning benchmark's checkpoints (``python benchmarks/learning_classic.py``).
 
     python research/correction_endings.py --env CartPole-v1 --learner sb3 --seed 2
+    python research/correction_endings.py --checkpoint RUN --variant nonorm  # a vector_encoder_scale.py run
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.append(str(Path(__file__).resolve().parent))  # after benchmarks/: research/ has its own dream_transfer.py
 
 import dream_transfer  # noqa: E402
 
@@ -68,7 +70,18 @@ def main() -> None:
     parser.add_argument("--learner", default="sb3")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--out", default="/tmp/dream_endings.json")
+    parser.add_argument("--checkpoint", help="a run folder to use instead of the learning benchmark's")
+    parser.add_argument("--variant", choices=["base", "nonorm"], default="base", help="see vector_encoder_scale.py")
     args = parser.parse_args()
+    if args.checkpoint:
+        dream_transfer.checkpoint_of = lambda env_id, seed: Path(args.checkpoint)  # type: ignore[assignment]
+    if args.variant == "nonorm":  # the checkpoint was trained with the first encoder layer unnormed
+        import reverie.codecs as codecs
+        from vector_encoder_scale import FirstLayerUnnormed
+
+        codecs.MLPCodec.encoder = classmethod(  # type: ignore[method-assign]
+            lambda cls, size, cfg: FirstLayerUnnormed(size, cfg.units, cfg.layers)
+        )
     correction.RealPlay = Capturing  # type: ignore[misc]
     original = correction.correct
     rows: list[dict[str, Any]] = []
