@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.append(str(Path(__file__).resolve().parent))
 
 import dream_transfer  # noqa: E402
-from correction_endings import SEEN, Capturing, prior_cont  # noqa: E402
+from correction_endings import SEEN, Capturing, real_play_cont  # noqa: E402
 
 import reverie.correction as correction  # noqa: E402
 import reverie.dream as dream  # noqa: E402
@@ -47,12 +47,7 @@ def patched_step(original: Any) -> Any:
 
 
 def calibrate(agent: Any, quantile: float) -> None:
-    ends, others = [], []
-    for ep in SEEN[0].episodes:
-        cont = prior_cont(agent, ep)
-        terminal = np.asarray(ep["is_terminal"][1:], bool)
-        ends += list(cont[terminal])
-        others += list(cont[~terminal])
+    ends, others = real_play_cont(agent)
     t = float(np.quantile(others, quantile))
     caught = float(np.mean(np.asarray(ends) < t)) if ends else float("nan")
     THRESHOLD[0] = t

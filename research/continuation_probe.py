@@ -30,6 +30,21 @@ def auroc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(score) - n_pos)))
 
 
+def replay_features(wm: torch.nn.Module, run: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Every episode of ``run``'s replay filtered through ``wm``: posterior features (N, F), ending flags (N,) and
+    the observations (N, 4)."""
+    feats, terminal, obs = [], [], []
+    for path in sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True)):
+        data = np.load(path)
+        batch = {k: torch.as_tensor(data[k])[None] for k in ("vector", "action", "is_first")}
+        with torch.no_grad():
+            states, _, _ = wm.observe({k: v.float() if k != "is_first" else v for k, v in batch.items()})
+            feats.append(wm.feat(states)[0])
+        terminal.append(data["is_terminal"])
+        obs.append(data["vector"])
+    return torch.cat(feats), np.concatenate(terminal) > 0, np.concatenate(obs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run")
@@ -38,18 +53,7 @@ def main() -> None:
     parser.add_argument("--end-weight", type=float, nargs="+", default=[1.0], help="loss weight of an ending step")
     args = parser.parse_args()
     wm = Dreamer.load(args.run).learner.wm
-    feats, terminal, obs = [], [], []
-    for path in sorted(glob.glob(f"{args.run}/replay/**/*.npz", recursive=True)):
-        data = np.load(path)
-        batch = {k: torch.as_tensor(data[k])[None] for k in ("vector", "action", "is_first")}
-        with torch.no_grad():
-            states, _, _ = wm.observe({k: v.float() if k != "is_first" else v for k, v in batch.items()})
-            feats.append(wm.feat(states)[0])
-        terminal.append(data["is_terminal"])
-        obs.append(data["vector"])
-    feat = torch.cat(feats)
-    ends = np.concatenate(terminal) > 0
-    x = np.concatenate(obs)
+    feat, ends, x = replay_features(wm, args.run)
     kinds = {"cart off the track": ends & (np.abs(x[:, 0]) > 2.4), "pole fallen": ends & (np.abs(x[:, 2]) > 0.2094)}
 
     def report(name: str, cont: np.ndarray) -> None:

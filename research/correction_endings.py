@@ -47,15 +47,21 @@ def prior_cont(agent: Any, episode: dict[str, np.ndarray]) -> np.ndarray:
         return wm.step(before, batch["action"][0, 1:]).cont.float().numpy()
 
 
-def score(agent: Any) -> dict[str, float]:
-    if not SEEN:
-        return {}
+def real_play_cont(agent: Any) -> tuple[list[float], list[float]]:
+    """The model's continuation on every real step so far: at the endings, and on the steps that went on."""
     ends, others = [], []
     for ep in SEEN[0].episodes:
         cont = prior_cont(agent, ep)
         terminal = np.asarray(ep["is_terminal"][1:], bool)
         ends += list(cont[terminal])
         others += list(cont[~terminal])
+    return ends, others
+
+
+def score(agent: Any) -> dict[str, float]:
+    if not SEEN:
+        return {}
+    ends, others = real_play_cont(agent)
     others_a = np.asarray(others)
     return {
         "trained_endings": len(ends),
@@ -76,12 +82,9 @@ def main() -> None:
     if args.checkpoint:
         dream_transfer.checkpoint_of = lambda env_id, seed: Path(args.checkpoint)  # type: ignore[assignment]
     if args.variant == "nonorm":  # the checkpoint was trained with the first encoder layer unnormed
-        import reverie.codecs as codecs
-        from vector_encoder_scale import FirstLayerUnnormed
+        from vector_encoder_scale import use_unnormed_encoder
 
-        codecs.MLPCodec.encoder = classmethod(  # type: ignore[method-assign]
-            lambda cls, size, cfg: FirstLayerUnnormed(size, cfg.units, cfg.layers)
-        )
+        use_unnormed_encoder()
     correction.RealPlay = Capturing  # type: ignore[misc]
     original = correction.correct
     rows: list[dict[str, Any]] = []

@@ -13,8 +13,9 @@ by distance from the centre and what its continuation head says at the real endi
 from __future__ import annotations
 
 import argparse
-import glob
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 import reverie.codecs as codecs
 from reverie.cli import main as cli_main
 from reverie.nets import Linear, NormAct
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from continuation_probe import replay_features  # noqa: E402
 
 
 class FirstLayerUnnormed(nn.Sequential):
@@ -38,20 +42,18 @@ class FirstLayerUnnormed(nn.Sequential):
         return super().forward(codecs.symlog(x.float()))
 
 
+def use_unnormed_encoder() -> None:
+    """Models built (or loaded) from here on have the first vector-encoder layer without its norm."""
+    codecs.MLPCodec.encoder = classmethod(  # type: ignore[method-assign]
+        lambda cls, size, cfg: FirstLayerUnnormed(size, cfg.units, cfg.layers)
+    )
+
+
 def probe(run: str) -> dict:
     from reverie.agent import Dreamer
 
     wm = Dreamer.load(run).learner.wm
-    feats, term, obs = [], [], []
-    for path in sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True)):
-        d = np.load(path)
-        b = {k: torch.as_tensor(d[k])[None] for k in ("vector", "action", "is_first")}
-        with torch.no_grad():
-            st, _, _ = wm.observe({k: v.float() if k != "is_first" else v for k, v in b.items()})
-            feats.append(wm.feat(st)[0])
-        term.append(d["is_terminal"])
-        obs.append(d["vector"])
-    feat, ends, x = torch.cat(feats), np.concatenate(term) > 0, np.concatenate(obs)
+    feat, ends, x = replay_features(wm, run)
     with torch.no_grad():
         dec = wm.picture(feat, None, ["vector"])["vector"].float().numpy()
         cont = wm.cont(feat).numpy()
@@ -77,9 +79,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[])
     args = parser.parse_args()
     if args.variant == "nonorm":
-        codecs.MLPCodec.encoder = classmethod(  # type: ignore[method-assign]
-            lambda cls, size, cfg: FirstLayerUnnormed(size, cfg.units, cfg.layers)
-        )
+        use_unnormed_encoder()
     sets = [f"train.seed={args.seed}", f"run.logdir={args.logdir}", "run.progress=false", *args.set]
     cli_main(["train", "--set", *sets])
     print(json.dumps({"variant": args.variant, "seed": args.seed, **probe(args.logdir)}))
