@@ -509,13 +509,15 @@ class WorldModel(nn.Module):
         keys = list(picture or [])
         carried = [k for k in dict.fromkeys([*keys, self.change_key]) if k is not None and k in batch]
         prev = {k: batch[k][:, context - 1].float() for k in carried} or None
-        feats, rewards, pictures = [], [], []
+        feats, rewards = [], []
+        pictures: dict[str, list[Tensor]] = {k: [] for k in keys}
         for t in range(context, batch["action"].shape[1]):
             step = self.step(state, batch["action"][:, t], prev, keys)
             state = step.state
             prev = {k: step.obs[k].float() for k in carried} or None
             feats.append(step.feat)
             rewards.append(step.reward)
-            pictures.append({k: step.obs[k] for k in keys})
-        pictured = {k: torch.stack([p[k] for p in pictures], 1) for k in keys}
+            for k in keys:
+                pictures[k].append(step.obs[k])
+        pictured = {k: torch.stack(v, 1) for k, v in pictures.items()}
         return torch.stack(feats, 1), torch.stack(rewards, 1), pictured
