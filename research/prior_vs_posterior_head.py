@@ -1,0 +1,48 @@
+"""Does a continuation head fitted on the features the dream uses (the prior's, one step ahead) catch more endings
+than one fitted on the posterior's? Fits copies of the checkpoint's head (Adam 1e-3, 2,000 batches of 512 replayed
+steps, every fifth episode held out) on posterior features, on prior features (the deter state with a sample of the
+prior) or on both, and scores each on both kinds (``refit_continuation.head_report``).
+
+    python research/prior_vs_posterior_head.py benchmarks/runs/learning_classic/CartPole-v1/seed0-<stamp>
+"""
+
+import copy
+import glob
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from refit_continuation import head_report
+from reverie.agent import Dreamer
+from reverie.functional import sample_onehot
+torch.set_num_threads(1)
+run = sys.argv[1]
+wm = Dreamer.load(run).learner.wm
+post_f, prior_f, end, obs, ep = [], [], [], [], []
+for i, path in enumerate(sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True))):
+    data = np.load(path)
+    batch = {k: torch.as_tensor(data[k])[None] for k in ("vector", "action", "is_first")}
+    batch = {k: v.float() if k != "is_first" else v for k, v in batch.items()}
+    with torch.no_grad():
+        states, post, prior = wm.observe(batch)
+        post_f.append(wm.feat(states)[0].numpy())
+        prior_f.append(wm.feat({"deter": states["deter"], "stoch": sample_onehot(prior)})[0].numpy())
+    end.append(data["is_terminal"] > 0); obs.append(data["vector"]); ep.append(np.full(len(data["vector"]), i))
+post_f, prior_f, end, obs, ep = map(np.concatenate, (post_f, prior_f, end, obs, ep))
+test = np.flatnonzero(ep % 5 == 0); train = np.flatnonzero(ep % 5 != 0)
+target = torch.as_tensor(1.0 - end.astype(np.float32))
+def fit(feats, steps=2000):
+    h = copy.deepcopy(wm.cont_head); opt = torch.optim.Adam(h.parameters(), lr=1e-3); rng = np.random.default_rng(0)
+    for _ in range(steps):
+        idx = rng.choice(train, 512)
+        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(h(torch.as_tensor(f[idx])).squeeze(-1), target[idx]) for f in feats)
+        opt.zero_grad(); loss.backward(); opt.step()
+    return h
+heads = {"checkpoint": wm.cont_head, "post": fit([post_f]), "prior": fit([prior_f]), "both": fit([post_f, prior_f])}
+for name, h in heads.items():
+    print(name, "on post", json.dumps(head_report(h, post_f, end, obs, test)))
+    print(name, "on prior", json.dumps(head_report(h, prior_f, end, obs, test)), flush=True)
