@@ -7,7 +7,6 @@ prior) or on both, and scores each on both kinds (``refit_continuation.head_repo
 """
 
 import copy
-import glob
 import json
 import sys
 from pathlib import Path
@@ -16,23 +15,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refit_continuation import head_report
+from refit_continuation import head_report  # noqa: E402
+from where_precision_goes import replay  # noqa: E402
+
 from reverie.agent import Dreamer
-from reverie.functional import sample_onehot
+
 torch.set_num_threads(1)
 run = sys.argv[1]
 wm = Dreamer.load(run).learner.wm
-post_f, prior_f, end, obs, ep = [], [], [], [], []
-for i, path in enumerate(sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True))):
-    data = np.load(path)
-    batch = {k: torch.as_tensor(data[k])[None] for k in ("vector", "action", "is_first")}
-    batch = {k: v.float() if k != "is_first" else v for k, v in batch.items()}
-    with torch.no_grad():
-        states, post, prior = wm.observe(batch)
-        post_f.append(wm.feat(states)[0].numpy())
-        prior_f.append(wm.feat({"deter": states["deter"], "stoch": sample_onehot(prior)})[0].numpy())
-    end.append(data["is_terminal"] > 0); obs.append(data["vector"]); ep.append(np.full(len(data["vector"]), i))
-post_f, prior_f, end, obs, ep = map(np.concatenate, (post_f, prior_f, end, obs, ep))
+d = replay(wm, run)
+post_f, prior_f, end, obs, ep = d["feat"], d["prior_feat"], d["end"], d["obs"], d["episode"]
 test = np.flatnonzero(ep % 5 == 0); train = np.flatnonzero(ep % 5 != 0)
 target = torch.as_tensor(1.0 - end.astype(np.float32))
 def fit(feats, steps=2000):

@@ -22,21 +22,23 @@ import torch
 
 from reverie.agent import Dreamer
 from reverie.correction import auroc
-from reverie.functional import symlog
+from reverie.functional import sample_onehot, symlog
 
 sys.path.append(str(Path(__file__).resolve().parent))
 
 
 def replay(wm: torch.nn.Module, run: str) -> dict[str, np.ndarray]:
-    out: dict[str, list] = {"obs": [], "embed": [], "feat": [], "end": [], "episode": []}
+    out: dict[str, list] = {"obs": [], "embed": [], "feat": [], "prior_feat": [], "end": [], "episode": []}
     for i, path in enumerate(sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True))):
         data = np.load(path)
         batch = {k: torch.as_tensor(data[k])[None] for k in ("vector", "action", "is_first")}
         batch = {k: v.float() if k != "is_first" else v for k, v in batch.items()}
         with torch.no_grad():
             embed = wm.encoder({"vector": batch["vector"]})
-            states, _, _ = wm.observe(batch, embed=embed)
+            states, _, prior = wm.observe(batch, embed=embed)
             out["feat"].append(wm.feat(states)[0].float().numpy())
+            dreamt = {"deter": states["deter"], "stoch": sample_onehot(prior)}  # the prior's guess at each step
+            out["prior_feat"].append(wm.feat(dreamt)[0].float().numpy())
         out["embed"].append(embed[0].float().numpy())
         out["obs"].append(data["vector"])
         out["end"].append(data["is_terminal"] > 0)
