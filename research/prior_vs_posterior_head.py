@@ -6,7 +6,6 @@ prior) or on both, and scores each on both kinds (``refit_continuation.head_repo
     python research/prior_vs_posterior_head.py benchmarks/runs/learning_classic/CartPole-v1/seed0-<stamp>
 """
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from refit_continuation import head_report  # noqa: E402
+from refit_continuation import head_report, refit  # noqa: E402
 from where_precision_goes import replay  # noqa: E402
 
 from reverie.agent import Dreamer
@@ -23,18 +22,12 @@ from reverie.agent import Dreamer
 torch.set_num_threads(1)
 run = sys.argv[1]
 wm = Dreamer.load(run).learner.wm
-d = replay(wm, run)
+d = replay(wm, run, prior=True)
 post_f, prior_f, end, obs, ep = d["feat"], d["prior_feat"], d["end"], d["obs"], d["episode"]
 test = np.flatnonzero(ep % 5 == 0); train = np.flatnonzero(ep % 5 != 0)
-target = torch.as_tensor(1.0 - end.astype(np.float32))
-def fit(feats, steps=2000):
-    h = copy.deepcopy(wm.cont_head); opt = torch.optim.Adam(h.parameters(), lr=1e-3); rng = np.random.default_rng(0)
-    for _ in range(steps):
-        idx = rng.choice(train, 512)
-        loss = sum(torch.nn.functional.binary_cross_entropy_with_logits(h(torch.as_tensor(f[idx])).squeeze(-1), target[idx]) for f in feats)
-        opt.zero_grad(); loss.backward(); opt.step()
-    return h
-heads = {"checkpoint": wm.cont_head, "post": fit([post_f]), "prior": fit([prior_f]), "both": fit([post_f, prior_f])}
+heads = {"checkpoint": wm.cont_head}
+for name, feats in {"post": [post_f], "prior": [prior_f], "both": [post_f, prior_f]}.items():
+    heads[name] = refit(wm.cont_head, feats, end, train, 2000)
 for name, h in heads.items():
     print(name, "on post", json.dumps(head_report(h, post_f, end, obs, test)))
     print(name, "on prior", json.dumps(head_report(h, prior_f, end, obs, test)), flush=True)

@@ -31,14 +31,17 @@ from dream_transfer import dream_return, real_return  # noqa: E402  (benchmarks/
 from where_precision_goes import replay  # noqa: E402
 
 
-def refit(head: torch.nn.Module, feat: np.ndarray, end: np.ndarray, rows: np.ndarray, steps: int) -> torch.nn.Module:
+def refit(head: torch.nn.Module, feats: list[np.ndarray], end: np.ndarray, rows: np.ndarray, steps: int) -> torch.nn.Module:
+    """A copy of ``head`` fitted on the ``rows`` of each feature array in ``feats`` (their losses summed)."""
     head = copy.deepcopy(head)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
-    x, target = torch.as_tensor(feat), torch.as_tensor(1.0 - end.astype(np.float32))
+    xs, target = [torch.as_tensor(f) for f in feats], torch.as_tensor(1.0 - end.astype(np.float32))
     rng = np.random.default_rng(0)
     for _ in range(steps):
         idx = torch.as_tensor(rng.choice(rows, 512))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x[idx]).squeeze(-1), target[idx])
+        loss = sum(
+            torch.nn.functional.binary_cross_entropy_with_logits(head(x[idx]).squeeze(-1), target[idx]) for x in xs
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -83,11 +86,11 @@ def main() -> None:
     test = np.flatnonzero(d["episode"] % 5 == 0)
     train = np.flatnonzero(d["episode"] % 5 != 0)
     original = wm.cont_head
-    fitted_held_out = refit(original, d["feat"], d["end"], train, args.steps)
+    fitted_held_out = refit(original, [d["feat"]], d["end"], train, args.steps)
     out: dict = {"run": args.run, "seed": args.seed, "steps": len(d["end"]), "endings": int(d["end"].sum())}
     out["head_held_out"] = head_report(original, d["feat"], d["end"], d["obs"], test)
     out["refit_held_out"] = head_report(fitted_held_out, d["feat"], d["end"], d["obs"], test)
-    fitted = refit(original, d["feat"], d["end"], np.arange(len(d["end"])), args.steps)
+    fitted = refit(original, [d["feat"]], d["end"], np.arange(len(d["end"])), args.steps)
     print(json.dumps(out), flush=True)
     from reverie.learners import SB3Learner
 

@@ -27,7 +27,8 @@ from reverie.functional import sample_onehot, symlog
 sys.path.append(str(Path(__file__).resolve().parent))
 
 
-def replay(wm: torch.nn.Module, run: str) -> dict[str, np.ndarray]:
+def replay(wm: torch.nn.Module, run: str, prior: bool = False) -> dict[str, np.ndarray]:
+    """The run's replay through ``wm``; ``prior``: also the features with a sample of the prior at each step."""
     out: dict[str, list] = {"obs": [], "embed": [], "feat": [], "prior_feat": [], "end": [], "episode": []}
     for i, path in enumerate(sorted(glob.glob(f"{run}/replay/**/*.npz", recursive=True))):
         data = np.load(path)
@@ -35,15 +36,16 @@ def replay(wm: torch.nn.Module, run: str) -> dict[str, np.ndarray]:
         batch = {k: v.float() if k != "is_first" else v for k, v in batch.items()}
         with torch.no_grad():
             embed = wm.encoder({"vector": batch["vector"]})
-            states, _, prior = wm.observe(batch, embed=embed)
+            states, _, prior_logits = wm.observe(batch, embed=embed)
             out["feat"].append(wm.feat(states)[0].float().numpy())
-            dreamt = {"deter": states["deter"], "stoch": sample_onehot(prior)}  # the prior's guess at each step
-            out["prior_feat"].append(wm.feat(dreamt)[0].float().numpy())
+            if prior:  # the prior's guess at each step (drawing it moves the random stream)
+                dreamt = {"deter": states["deter"], "stoch": sample_onehot(prior_logits)}
+                out["prior_feat"].append(wm.feat(dreamt)[0].float().numpy())
         out["embed"].append(embed[0].float().numpy())
         out["obs"].append(data["vector"])
         out["end"].append(data["is_terminal"] > 0)
         out["episode"].append(np.full(len(data["vector"]), i))
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 def fit(x: np.ndarray, y: np.ndarray, train: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
