@@ -523,7 +523,9 @@ def test_cli_correct_writes_report_plot_and_checkpoint(
     assert page.count("<tr><td>") >= len(written["rounds"])
     summary = json.loads(stdout.strip().splitlines()[-1])
     each = {k: [r[k] for r in written["rounds"]] for k in ("real_return", "exploit_rate", "missed_endings")}
-    assert summary == {"out": str(out), **each}
+    (kept,) = [r["round"] for r in written["rounds"] if r["kept"]]  # the best round's policy is what --out holds
+    assert kept == max(range(2), key=lambda i: (each["real_return"][i], i))
+    assert summary == {"out": str(out), **each, "kept_round": kept}
 
     corrected = Dreamer.load(out)
     assert corrected.config.offline.imag_starts == 32  # the policy was trained with the override, and keeps it
@@ -683,6 +685,64 @@ def test_correct_any_learner_on_an_online_run(vector_run: Path, tmp_path: Path) 
     json.dumps(reports)
 
 
+class SwitchingLearner:
+    """Balances the pole until it first trains, then always pushes left; its weights are the number of trainings."""
+
+    def __init__(self) -> None:
+        self.trainings = 0
+
+    def learn(self, env: Any, steps: int) -> None:
+        self.trainings += 1
+
+    def act(self, obs: Any) -> Any:
+        return int(obs[2] + 0.5 * obs[3] > 0) if self.trainings == 0 else 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"trainings": self.trainings}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.trainings = state["trainings"]
+
+
+def test_correct_hands_back_the_round_that_played_best(vector_run: Path, tmp_path: Path) -> None:
+    agent = load_copy(vector_run, tmp_path / "run")
+    learner = SwitchingLearner()
+    reports = correct(agent, None, rounds=2, episodes=2, finetune_steps=2, learner=learner, dream_steps=3)
+    returns = [r["real_return"] for r in reports]
+    assert returns[0] > 3 * max(returns[1:])  # balancing, then pushing left: the corrected learner played worse
+    assert [r["kept"] for r in reports] == [True, False, False]
+    assert learner.trainings == 0  # handed back as it played in round 0
+
+    class Forgetful(SwitchingLearner):  # no weights to put back: the last round's policy stays
+        state_dict = load_state_dict = None  # type: ignore[assignment]
+
+    forgetful = Forgetful()
+    reports = correct(agent, None, rounds=1, episodes=2, finetune_steps=2, learner=forgetful, dream_steps=3)
+    assert [r["kept"] for r in reports] == [False, True] and forgetful.trainings == 1
+
+
+def test_correct_hands_back_the_agent_of_its_best_round(
+    vector_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's own actor comes back with the model it was trained in, from the round whose real play scored
+    highest; a later round that played as well wins the tie (its model has seen more real play)."""
+    agent = load_copy(vector_run, tmp_path / "run")
+    weights, watch = [], correction.watch
+    scripted = iter([30.0, 10.0, 30.0, 20.0])  # real returns of rounds 0-3: round 2 ties round 0, and is later
+
+    def watch_scripted(agent: Dreamer, *args: Any, **kwargs: Any) -> Any:
+        results, *rest = watch(agent, *args, **kwargs)
+        weights.append(state_of(agent.learner))
+        results.returns = np.full_like(results.returns, next(scripted))
+        return results, *rest
+
+    monkeypatch.setattr(correction, "watch", watch_scripted)
+    reports = correct(agent, None, rounds=3, episodes=1, finetune_steps=2, rl_steps=2)
+    assert [r["kept"] for r in reports] == [False, False, True, False]
+    assert not same(weights[2], weights[3]) and not same(weights[2], weights[0])  # each round moved the agent
+    assert same(state_of(agent.learner), weights[2])  # model, actor and critic as they played round 2
+
+
 def test_correct_runs_on_a_transformer_with_its_ensemble(tmp_path: Path, debug_config: Callable[..., Any]) -> None:
     """The correction loop, unchanged, on the transformer world model: the real play is watched with its
     ensemble's doubt at every step, the model is fine-tuned, and the learner's corrected dream ends where the
@@ -729,6 +789,7 @@ def test_cli_correct_any_learner_without_data(
     assert code == 0, err
     summary = json.loads(stdout.splitlines()[-1])
     assert len(summary["real_return"]) == 2 and all(r < 50 for r in summary["real_return"])
+    assert summary["kept_round"] == 1  # a learner without state_dict: its last round's policy is the one there is
     assert [r["round"] for r in json.loads((out / "correction.json").read_text())["rounds"]] == [0, 1]
     for bad, problem in (("nothing", "Unknown learner"), ("no_such_module:f", "cannot be imported")):
         code, _, err = run_cli(capsys, "--from", vector_run, "--learner", bad, *argv, "--out", tmp_path / "x")

@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--learner",
         help="correct this learner instead of the agent's actor: sb3 (Stable-Baselines3 PPO/SAC) or module:factory",
     )
-    cor.add_argument("--dream-steps", type=int, default=10_000, help="--learner: its dream steps per round")
+    cor.add_argument("--dream-steps", type=int, default=30_000, help="--learner: its dream steps per round")
     cor.add_argument("--rounds", type=int, default=3, help="correction rounds after round 0")
     cor.add_argument("--episodes", type=int, default=20, help="real episodes per round")
     cor.add_argument("--finetune-steps", type=int, default=300, help="world-model updates per round")
@@ -299,6 +299,11 @@ def cmd_correct(args: argparse.Namespace) -> int:
         )
     except DatasetError as err:
         raise ConfigError(str(err)) from None
+    kept = next(r["round"] for r in rounds if r["kept"])
+    if kept != rounds[-1]["round"]:  # the files hold the last round's: write the kept policy over them
+        save(rounds)
+    else:  # the reports now say which round was kept
+        write_text(out / "correction.json", json.dumps({"rounds": rounds, "seeds": 1}, indent=1))
     plot_rounds([rounds], out / "correction.png")
     for r in rounds:
         top = ", ".join(f"{k} {v}" for k, v in list(r["exploits"].items())[:3])
@@ -307,7 +312,8 @@ def cmd_correct(args: argparse.Namespace) -> int:
             f"score {r['real_score']}, endings missed {r['missed_endings']} of {r['endings']}"
         )
     summary = {k: [r[k] for r in rounds] for k in ("real_return", "exploit_rate", "missed_endings")}
-    print(json.dumps({"out": str(out), **summary}))
+    print(f"kept the policy of round {kept} (its real return was the highest)")
+    print(json.dumps({"out": str(out), **summary, "kept_round": kept}))
     return 0
 
 

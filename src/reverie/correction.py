@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -147,6 +148,10 @@ dict) -> one action of its action space."""
 
 class DreamLearner(Protocol):
     """A learner that trains inside the dream (e.g. a Stable-Baselines3 model behind these two methods).
+
+    A learner that also has ``state_dict()`` and ``load_state_dict(state)`` (its policy's weights) is handed back
+    by :func:`correct` as it was in the round whose real play went best; without them it stays as the last round
+    left it.
 
     Example:
         >>> class Random:
@@ -443,9 +448,15 @@ def correct(
     focus: float = 0.75,
     on_round: Callable[[list[dict[str, Any]]], None] | None = None,
     learner: DreamLearner | None = None,
-    dream_steps: int = 10_000,
+    dream_steps: int = 30_000,
 ) -> list[dict[str, Any]]:
     """Run round 0 (the policy as it is) and ``rounds`` correction rounds; returns one report per round.
+
+    The policy is handed back as it was in the round whose real return was highest (the latest of equals; that
+    round's report has ``kept`` True): the agent's own actor with the model it was trained in, a learner with
+    ``state_dict``/``load_state_dict`` alone (the model stays corrected by every round), any other learner as the
+    last round left it. The rounds' real play is the validation: a round can make the policy worse (the learner
+    finds a new mistake of the corrected model), and the loop does not hand that back over a better one.
 
     Each report: ``round``, ``real_score`` (the game's score, if its summary has one), ``real_return``,
     ``imagined_return`` and ``real_return_h`` (promised vs real over ``ac.horizon`` steps; the agent's own actor
@@ -488,6 +499,8 @@ def correct(
     real_eps: list[dict[str, np.ndarray]] = []
     rng = np.random.default_rng(seed)
     reports: list[dict[str, Any]] = []
+    restorable = learner is None or all(callable(getattr(learner, m, None)) for m in ("state_dict", "load_state_dict"))
+    best: tuple[float, int, Any] = (-np.inf, 0, None)  # real return, round, the policy's weights then
     for r in range(rounds + 1):
         policy = learner.act if learner is not None else None
         results, checks, new_eps, tracker = watch(agent, episodes, seed + 7919 * (r + 1), policy=policy)
@@ -505,6 +518,11 @@ def correct(
             **exploit_report(checks, margin),
         }
         reports.append(row)
+        if restorable and row["real_return"] >= best[0] and r < rounds:  # the last round's policy is the one held
+            weights = agent.state_dict() if learner is None else learner.state_dict()  # type: ignore[attr-defined]
+            best = (row["real_return"], r, copy.deepcopy(weights))
+        elif restorable and row["real_return"] >= best[0]:
+            best = (row["real_return"], r, None)
         log.info(
             "round %d: real return %.1f, exploit rate %.4f, endings missed %d of %d",
             r,
@@ -534,6 +552,16 @@ def correct(
         for _ in range(rl_steps):
             batch = mixed_batch(data_replay, real, t.batch_size, t.batch_length, real_frac)
             agent.state.record_update(agent.learner.update(batch, "rl", rng))
+    kept = best[1] if restorable else len(reports) - 1
+    if best[2] is not None:  # an earlier round played better than the last: hand that policy back
+        if learner is None:
+            agent.learner.load_state_dict(best[2]["model"])
+            agent.learner.opt.load_state_dict(best[2]["optim"])
+        else:
+            learner.load_state_dict(best[2])  # type: ignore[attr-defined]
+        log.info("kept round %d's policy (real return %.1f; the last round's %.1f)", kept, best[0], row["real_return"])
+    for report in reports:
+        report["kept"] = report["round"] == kept
     return reports
 
 

@@ -57,6 +57,18 @@ class SB3Learner:
             raise RuntimeError("SB3Learner.act before learn: train it in an env first.")
         return self.model.predict(obs, deterministic=True)[0]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's weights (what :func:`reverie.correction.correct` keeps of its best round)."""
+        if self.model is None:
+            raise RuntimeError("SB3Learner.state_dict before learn: train it in an env first.")
+        return {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back weights :meth:`state_dict` gave."""
+        if self.model is None:
+            raise RuntimeError("SB3Learner.load_state_dict before learn: train it in an env first.")
+        self.model.policy.load_state_dict(state)
+
     def save(self, path: str | Path) -> Path:
         """Save the policy's weights, a state dict of tensors (``torch.load(..., weights_only=True)`` reads it), as
         ``<path>.pt``."""
