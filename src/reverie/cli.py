@@ -274,9 +274,11 @@ def cmd_correct(args: argparse.Namespace) -> int:
     if learner is not None:  # round 0 is the learner trained in the dream as it came
         learner.learn(DreamEnv(agent, seed=args.seed), args.dream_steps)
 
-    def save(reports: list[dict[str, Any]]) -> None:  # after every round: a crash loses at most one round
+    def save(reports: list[dict[str, Any]], policy: bool = True) -> None:  # after every round: a crash loses one
         out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no half-made folder
         write_text(out / "correction.json", json.dumps({"rounds": reports, "seeds": 1}, indent=1))
+        if not policy:
+            return
         agent.save(out / "checkpoint")
         if learner is not None and callable(getattr(learner, "save", None)):
             learner.save(out / "learner")  # type: ignore[attr-defined]
@@ -300,10 +302,7 @@ def cmd_correct(args: argparse.Namespace) -> int:
     except DatasetError as err:
         raise ConfigError(str(err)) from None
     kept = next(r["round"] for r in rounds if r["kept"])
-    if kept != rounds[-1]["round"]:  # the files hold the last round's: write the kept policy over them
-        save(rounds)
-    else:  # the reports now say which round was kept
-        write_text(out / "correction.json", json.dumps({"rounds": rounds, "seeds": 1}, indent=1))
+    save(rounds, policy=kept != rounds[-1]["round"])  # the reports say which round was kept; its policy over the last
     plot_rounds([rounds], out / "correction.png")
     for r in rounds:
         top = ", ".join(f"{k} {v}" for k, v in list(r["exploits"].items())[:3])

@@ -518,11 +518,9 @@ def correct(
             **exploit_report(checks, margin),
         }
         reports.append(row)
-        if restorable and row["real_return"] >= best[0] and r < rounds:  # the last round's policy is the one held
+        if restorable and row["real_return"] >= best[0]:  # no copy of the last round's: it is the policy held
             weights = agent.state_dict() if learner is None else learner.state_dict()  # type: ignore[attr-defined]
-            best = (row["real_return"], r, copy.deepcopy(weights))
-        elif restorable and row["real_return"] >= best[0]:
-            best = (row["real_return"], r, None)
+            best = (row["real_return"], r, copy.deepcopy(weights) if r < rounds else None)
         log.info(
             "round %d: real return %.1f, exploit rate %.4f, endings missed %d of %d",
             r,
