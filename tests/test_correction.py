@@ -487,6 +487,13 @@ def test_correct_repeats_with_the_same_seed(
     assert run("ccc", 4) != first
 
 
+def test_correct_refuses_negative_budgets(fitted_run: tuple[Dreamer, Path], tmp_path: Path) -> None:
+    agent = load_copy(fitted_run[1], tmp_path / "run")
+    for bad in ({"finetune_steps": -3}, {"rl_steps": -1}, {"margin": -0.5}):
+        with pytest.raises(ValueError, match="must be 0 or more"):
+            correct(agent, None, rounds=1, episodes=1, **bad)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 6. The command line
 
@@ -587,6 +594,12 @@ def test_cli_correct_errors(
         code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *argv, "--out", out)
         assert code == 2 and err.startswith("reverie: error: ")
         one_line(err, "--episodes >= 1")
+        assert not out.exists()
+
+    for flag, value in (("--finetune-steps", "-3"), ("--rl-steps", "-1"), ("--margin", "-0.5")):
+        code, _, err = run_cli(capsys, "--from", run, "--data", crafter_ds.folder, *FAST, flag, value, "--out", out)
+        assert code == 2 and err.startswith("reverie: error: ")
+        one_line(err, f"{flag} must be 0 or more")
         assert not out.exists()
 
 

@@ -251,6 +251,11 @@ def cmd_correct(args: argparse.Namespace) -> int:
         raise ConfigError(f"--focus must lie in [0, 1], got {args.focus}.")
     if args.dream_steps < 1:
         raise ConfigError(f"--dream-steps must be at least 1, got {args.dream_steps}.")
+    for flag, value in (("--finetune-steps", args.finetune_steps), ("--rl-steps", args.rl_steps)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be 0 or more (updates per round), got {value}.")
+    if args.margin < 0:
+        raise ConfigError(f"--margin must be 0 or more (reward promised beyond the real one), got {args.margin}.")
     learner = None
     if args.learner:
         try:

@@ -483,6 +483,9 @@ def correct(
     seed_everything(seed)  # sampled actions and latents: the same seed repeats a run
     if not 0.0 <= real_frac < 1.0:
         raise ValueError(f"real_frac must lie in [0, 1) (the recordings keep a share of each batch), got {real_frac}.")
+    if min(finetune_steps, rl_steps, margin) < 0:
+        got = f"{finetune_steps}, {rl_steps}, {margin}"
+        raise ValueError(f"finetune_steps, rl_steps and margin must be 0 or more, got {got}.")
     cfg = agent.config
     t = cfg.train
     if isinstance(dataset, Replay):
