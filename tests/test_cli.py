@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from reverie.agent import Dreamer
 from reverie.checkpoint import find_checkpoint
 from reverie.cli import main
 from reverie.config import ConfigError, all_keys, field_docs, load_presets, make_config
@@ -138,6 +139,16 @@ def test_error_corrupt_checkpoint_in_eval(
     ckpt = shutil.copytree(run[0] / "checkpoint", tmp_path / "ckpt")
     (ckpt / "state.pt").write_bytes(b"this is not a torch file")
     cli_error(capsys, ["eval", "--ckpt", ckpt], one_line, str(ckpt / "state.pt"))
+
+
+def test_error_eval_without_episodes(
+    run: tuple[Path, int, str], capsys: pytest.CaptureFixture[str], one_line: Any
+) -> None:
+    for flag, value in (("--episodes", "0"), ("--promise-every", "-1")):
+        cli_error(capsys, ["eval", "--ckpt", run[0], flag, value], one_line, "--episodes >= 1 and --promise-every >= 0")
+    agent = Dreamer.load(run[0])
+    with pytest.raises(ValueError, match="episodes >= 1"):
+        agent.evaluate(episodes=0)
 
 
 def test_error_resume_without_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], one_line: Any) -> None:

@@ -273,6 +273,10 @@ class Dreamer:
         """
         cfg, learner = self.config, self.learner
         learner.actor(head)  # an unknown head fails before any env is made
+        if episodes < 1 or promise_every < 0:
+            raise ValueError(
+                f"evaluate needs episodes >= 1 and promise_every >= 0, got {episodes} and {promise_every}."
+            )
         seed = cfg.train.seed + 10_000 + self.state.env_steps if seed is None else seed
         if env is not None:
             envs = make_batch_env(dataclasses.replace(cfg.env, id=env, num_envs=episodes, parallel=False), seed)

@@ -383,6 +383,10 @@ def _resume(args: argparse.Namespace, logdir: Path) -> Dreamer:
 def cmd_eval(args: argparse.Namespace) -> int:
     from reverie.agent import Dreamer
 
+    if args.episodes < 1 or args.promise_every < 0:
+        raise ConfigError(
+            f"eval needs --episodes >= 1 and --promise-every >= 0, got {args.episodes} and {args.promise_every}."
+        )
     config = read_config(args.ckpt)
     apply_overrides(config, args.set, section="train")
     validate(config)
