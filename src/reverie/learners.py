@@ -58,10 +58,11 @@ class SB3Learner:
         return self.model.predict(obs, deterministic=True)[0]
 
     def state_dict(self) -> dict[str, Any]:
-        """The policy's weights (what :func:`reverie.correction.correct` keeps of its best round)."""
+        """The policy's weights, as torch gives them (live tensors: :func:`reverie.correction.correct` copies what it
+        keeps of its best round)."""
         if self.model is None:
             raise RuntimeError("SB3Learner.state_dict before learn: train it in an env first.")
-        return {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+        return self.model.policy.state_dict()  # type: ignore[no-any-return]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put back weights :meth:`state_dict` gave."""
@@ -75,7 +76,7 @@ class SB3Learner:
         import torch
 
         out = Path(path).with_suffix(".pt")
-        torch.save(self.model.policy.state_dict(), out)
+        torch.save(self.state_dict(), out)
         return out
 
 
